@@ -1,0 +1,142 @@
+//! Settings from the environment (twelve-factor), with errors that name the
+//! setting. A missing or malformed setting stops the program at start.
+//!
+//! Values are never echoed back in errors: some of them (database and broker
+//! URLs) carry credentials.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// A setting that is missing or does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not set; see .env.example for a working value")]
+    Missing { name: String },
+    #[error("{name} is not valid ({expected}): {reason}")]
+    Invalid {
+        name: String,
+        expected: &'static str,
+        reason: String,
+    },
+}
+
+/// Where settings come from: the process environment, or a fixed list in
+/// tests and tools.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+    }
+}
+
+impl<const N: usize> Source for [(&str, &str); N] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    }
+}
+
+/// Reads typed settings from a [`Source`].
+pub struct Settings<'a> {
+    source: &'a dyn Source,
+}
+
+impl<'a> Settings<'a> {
+    pub fn new(source: &'a dyn Source) -> Self {
+        Settings { source }
+    }
+
+    /// A setting that must be present.
+    pub fn required<T>(&self, name: &str, expected: &'static str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let raw = self.source.get(name).ok_or_else(|| ConfigError::Missing {
+            name: name.to_owned(),
+        })?;
+        parse(name, expected, &raw)
+    }
+
+    /// A setting with a default used when it is absent.
+    pub fn optional<T>(
+        &self,
+        name: &str,
+        expected: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.source.get(name) {
+            Some(raw) => parse(name, expected, &raw),
+            None => Ok(default),
+        }
+    }
+
+    /// A number of milliseconds, as a duration.
+    pub fn millis(&self, name: &str, default_ms: u64) -> Result<std::time::Duration, ConfigError> {
+        self.optional(name, "a whole number of milliseconds", default_ms)
+            .map(std::time::Duration::from_millis)
+    }
+}
+
+fn parse<T>(name: &str, expected: &'static str, raw: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    raw.trim()
+        .parse()
+        .map_err(|error: T::Err| ConfigError::Invalid {
+            name: name.to_owned(),
+            expected,
+            reason: error.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_setting_and_never_echo_its_value() {
+        let source = [("PORT", "secret-not-a-port")];
+        let settings = Settings::new(&source);
+        let error = settings
+            .required::<u16>("PORT", "a port number")
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("PORT is not valid (a port number)"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+        let missing = settings
+            .required::<u16>("OTHER", "a port number")
+            .unwrap_err();
+        assert!(missing.to_string().starts_with("OTHER is not set"));
+    }
+
+    #[test]
+    fn optional_settings_fall_back_to_their_default() {
+        let source = [("BATCH", "50")];
+        let settings = Settings::new(&source);
+        assert_eq!(settings.optional("BATCH", "a count", 10usize).unwrap(), 50);
+        assert_eq!(settings.optional("ABSENT", "a count", 10usize).unwrap(), 10);
+        assert_eq!(
+            settings.millis("ABSENT_MS", 250).unwrap(),
+            std::time::Duration::from_millis(250)
+        );
+    }
+}

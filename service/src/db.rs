@@ -1,0 +1,216 @@
+//! A service's PostgreSQL database: created when absent, migrated with
+//! refinery under an advisory lock (so instances starting together do not
+//! race), and reached through a deadpool connection pool.
+
+use std::str::FromStr;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use refinery::{Migration, Runner};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::config::ConfigError;
+
+/// What can go wrong preparing a database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("PostgreSQL at {target}: {source}")]
+    Postgres {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("connection pool could not be built: {0}")]
+    Pool(String),
+    #[error("the database URL names no database")]
+    NoDatabaseName,
+}
+
+/// One migration: refinery's `V<n>__<name>` naming and its SQL.
+pub type MigrationSource = (&'static str, &'static str);
+
+/// Parses a `postgres://` URL setting, naming the setting on failure.
+pub fn parse_url(name: &str, url: &str) -> Result<Config, ConfigError> {
+    let config = Config::from_str(url).map_err(|error| ConfigError::Invalid {
+        name: name.to_owned(),
+        expected: "a postgres:// URL",
+        reason: error.to_string(),
+    })?;
+    if config.get_dbname().is_none() {
+        return Err(ConfigError::Invalid {
+            name: name.to_owned(),
+            expected: "a postgres:// URL",
+            reason: "it names no database".to_owned(),
+        });
+    }
+    Ok(config)
+}
+
+/// `host:port/database` for logs: never the user or password.
+pub fn describe(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or("?");
+    format!("{host}:{port}/{database}")
+}
+
+/// Connects one client outside any pool, driving its connection on tokio.
+pub async fn connect(config: &Config) -> Result<Client, DbError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| DbError::Postgres {
+            target: describe(config),
+            source,
+        })?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the database `config` names if it does not exist yet. Returns
+/// whether it was created.
+pub async fn ensure_exists(config: &Config) -> Result<bool, DbError> {
+    let name = config
+        .get_dbname()
+        .ok_or(DbError::NoDatabaseName)?
+        .to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let client = connect(&maintenance).await?;
+    let error_at = |source| DbError::Postgres {
+        target: describe(&maintenance),
+        source,
+    };
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(error_at)?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    // CREATE DATABASE takes no parameters; the name is quoted as an identifier.
+    let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
+    match client.batch_execute(&statement).await {
+        Ok(()) => {
+            tracing::info!(database = %describe(config), "created database");
+            Ok(true)
+        }
+        // Another instance created it between our check and our create.
+        Err(error) if error.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
+        Err(source) => Err(error_at(source)),
+    }
+}
+
+/// Drops a database; tests use it to clean up after themselves.
+pub async fn drop_database(config: &Config) -> Result<(), DbError> {
+    let name = config
+        .get_dbname()
+        .ok_or(DbError::NoDatabaseName)?
+        .to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let client = connect(&maintenance).await?;
+    let statement = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_identifier(&name)
+    );
+    client
+        .batch_execute(&statement)
+        .await
+        .map_err(|source| DbError::Postgres {
+            target: describe(&maintenance),
+            source,
+        })
+}
+
+/// `"name"` with inner quotes doubled: safe for any database name.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Applies the migrations that are not applied yet, one instance at a time.
+pub async fn migrate(config: &Config, migrations: &[MigrationSource]) -> Result<usize, DbError> {
+    let mut client = connect(config).await?;
+    let error_at = |source| DbError::Postgres {
+        target: describe(config),
+        source,
+    };
+    // Any fixed key works: advisory locks are scoped to the database.
+    const MIGRATION_LOCK: i64 = 0x6d69_6772_6174_65;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(error_at)?;
+    let migrations = migrations
+        .iter()
+        .map(|(name, sql)| Migration::unapplied(name, sql))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = Runner::new(&migrations)
+        .set_abort_divergent(true)
+        .run_async(&mut client)
+        .await;
+    // The lock also ends with the session; unlocking just releases it sooner.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = report?.applied_migrations().len();
+    if applied > 0 {
+        tracing::info!(database = %describe(config), applied, "migrations applied");
+    }
+    Ok(applied)
+}
+
+/// A connection pool of at most `size` connections.
+pub fn pool(config: &Config, size: usize) -> Result<Pool, DbError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|error| DbError::Pool(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_leave_out_credentials() {
+        let config = parse_url("DB", "postgres://alice:s3cret@db.example:6543/orders").unwrap();
+        assert_eq!(describe(&config), "db.example:6543/orders");
+    }
+
+    #[test]
+    fn a_url_without_a_database_is_refused_by_name() {
+        let error = parse_url("ORDER_DATABASE_URL", "postgres://127.0.0.1").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("ORDER_DATABASE_URL is not valid")
+        );
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier(r#"a"b"#), r#""a""b""#);
+    }
+}

@@ -1,0 +1,20 @@
+//! The HTTP/1.1 core both services serve from.
+//!
+//! - [`codec`]: bytes to [`Request`]s within [`Limits`], or a rejection.
+//! - `chunked`: the chunked transfer-coding decoder.
+//! - [`server`]: accept loop and connection coroutines on `may`.
+//! - [`request`] and [`response`]: the two types a [`Service`] sees, and the
+//!   JSON error body.
+//! - [`query`]: query-string parameters.
+
+mod chunked;
+pub mod codec;
+pub mod query;
+pub mod request;
+pub mod response;
+pub mod server;
+
+pub use codec::Limits;
+pub use request::Request;
+pub use response::Response;
+pub use server::{Server, ServerOptions, Service};

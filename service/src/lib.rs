@@ -1,0 +1,26 @@
+//! What every service of the pipeline runs on.
+//!
+//! The order and product services share these mechanisms, and each has
+//! exactly one home here:
+//!
+//! # Layout
+//! - [`http`]: the HTTP/1.1 server core on `may` coroutines, with the guards
+//!   the request path needs (bounded heads and bodies, timeouts, panics
+//!   answered with 500), the response type and the JSON error body.
+//! - [`bridge`]: how a coroutine hands work to the tokio runtime and parks
+//!   until the answer comes, without blocking a worker thread.
+//! - [`config`]: reading settings from the environment with errors that name
+//!   the setting.
+//! - [`telemetry`]: `tracing` set-up, readable or JSON.
+//! - [`metrics`]: the Prometheus registry each application owns.
+//! - [`db`]: creating a service's database, its connection pool and running
+//!   its migrations.
+//! - [`shutdown`]: the SIGTERM/SIGINT future.
+
+pub mod bridge;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
