@@ -149,7 +149,7 @@ pub async fn migrate(config: &Config, migrations: &[MigrationSource]) -> Result<
         source,
     };
     // Any fixed key works: advisory locks are scoped to the database.
-    const MIGRATION_LOCK: i64 = 0x6d69_6772_6174_65;
+    const MIGRATION_LOCK: i64 = 0x006d_6967_7261_7465;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await

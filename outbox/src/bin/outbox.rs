@@ -1,0 +1,348 @@
+//! `outbox`: the operator's tool for an outbox. Runs a standalone relay,
+//! replays rows, and reports what is waiting.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use outbox::relay::{Publisher, Relay, RelayConfig};
+use outbox::replay::{self, Filter};
+use outbox::topology::{QueueType, Topology};
+use outbox::{broker, stats};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Parser)]
+#[command(
+    name = "outbox",
+    version,
+    about = "Relay, replay and inspect a transactional outbox"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a standalone relay (for scale-out: as many as you like per outbox).
+    Relay(RelayArgs),
+    /// Send matching rows again, published or not.
+    Replay(ReplayArgs),
+    /// Show pending rows, the oldest one's age, set-aside rows, recent throughput.
+    Stats(StatsArgs),
+}
+
+/// Which service's outbox: picks the database setting and the exchange.
+#[derive(Clone, Copy, ValueEnum)]
+enum Service {
+    Order,
+    Product,
+}
+
+#[derive(Args)]
+struct Target {
+    /// Whose outbox: `order` reads ORDER_DATABASE_URL and publishes to
+    /// "orders"; `product` reads PRODUCT_DATABASE_URL and publishes to "products".
+    #[arg(long, env = "OUTBOX_SERVICE", value_enum)]
+    service: Option<Service>,
+    /// PostgreSQL URL of the outbox's database (overrides --service's setting).
+    #[arg(long, env = "OUTBOX_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Exchange to publish to (overrides --service's), without namespace.
+    #[arg(long)]
+    exchange: Option<String>,
+}
+
+#[derive(Args)]
+struct Broker {
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        hide_env_values = true,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
+    amqp_namespace: String,
+    #[arg(long, env = "AMQP_QUEUE_TYPE", default_value = "quorum")]
+    amqp_queue_type: QueueType,
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    broker: Broker,
+    /// Rows claimed per batch.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 1000)]
+    batch_size: usize,
+    /// Partitions (of 16) one batch may lock; 16 / number of relays shares the work.
+    #[arg(long, env = "RELAY_CLAIM_PARTITIONS", default_value_t = 16)]
+    claim_partitions: i64,
+    /// Events packed into one AMQP message.
+    #[arg(long, env = "RELAY_EVENTS_PER_MESSAGE", default_value_t = 1)]
+    events_per_message: usize,
+    /// Broker refusals after which a row is set aside.
+    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 5)]
+    max_attempts: i32,
+    /// Poll interval when no NOTIFY arrives, in milliseconds.
+    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 500)]
+    poll_interval_ms: u64,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    broker: Broker,
+    /// Rows created at or after this instant (RFC 3339, e.g. 2026-11-24T10:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<OffsetDateTime>,
+    /// Rows created before this instant (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    until: Option<OffsetDateTime>,
+    /// Rows of this aggregate (order or product id).
+    #[arg(long)]
+    aggregate: Option<String>,
+    /// Rows of this event type (e.g. order.created).
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Rows with id at or above this.
+    #[arg(long)]
+    from_id: Option<i64>,
+    /// Rows with id at or below this.
+    #[arg(long)]
+    to_id: Option<i64>,
+    /// List the matching rows and send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow a replay with no filter at all (every row in the outbox).
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Also count dead-lettered messages (reads the dead-letter queues).
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
+    #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
+    amqp_namespace: String,
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|error| format!("{text:?} is not an RFC 3339 time: {error}"))
+}
+
+impl Target {
+    fn database(&self) -> anyhow::Result<tokio_postgres::Config> {
+        let (name, url) = match (&self.database_url, self.service) {
+            (Some(url), _) => ("--database-url", url.clone()),
+            (None, Some(service)) => {
+                let name = match service {
+                    Service::Order => "ORDER_DATABASE_URL",
+                    Service::Product => "PRODUCT_DATABASE_URL",
+                };
+                let url = std::env::var(name)
+                    .with_context(|| format!("{name} is not set (needed by --service)"))?;
+                (name, url)
+            }
+            (None, None) => bail!("say which outbox: --service order|product, or --database-url"),
+        };
+        Ok(service::db::parse_url(name, &url)?)
+    }
+
+    fn exchange(&self, namespace: &str) -> anyhow::Result<String> {
+        let base = match (&self.exchange, self.service) {
+            (Some(exchange), _) => exchange.clone(),
+            (None, Some(Service::Order)) => "orders".to_owned(),
+            (None, Some(Service::Product)) => "products".to_owned(),
+            (None, None) => bail!("say which exchange: --service order|product, or --exchange"),
+        };
+        Ok(format!("{namespace}{base}"))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service::telemetry::init();
+    match Cli::parse().command {
+        Command::Relay(args) => relay(args).await,
+        Command::Replay(args) => replay(args).await,
+        Command::Stats(args) => print_stats(args).await,
+    }
+}
+
+async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    let database = args.target.database()?;
+    let exchange = args.target.exchange(&args.broker.amqp_namespace)?;
+    broker::parse_url("AMQP_URL", &args.broker.amqp_url)?;
+    let pool = service::db::pool(&database, 4)?;
+    let topology = Topology::new(&args.broker.amqp_namespace, args.broker.amqp_queue_type);
+    let config = RelayConfig {
+        batch_size: args.batch_size,
+        claim_partitions: args.claim_partitions.clamp(1, 16),
+        events_per_message: args.events_per_message.max(1),
+        max_attempts: args.max_attempts.max(1),
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        connection_name: format!("standalone relay {exchange} (pid {})", std::process::id()),
+        ..RelayConfig::new(&args.broker.amqp_url, &exchange)
+    };
+    tracing::info!(database = %service::db::describe(&database), broker = %broker::describe(&args.broker.amqp_url), %exchange, "standalone relay starting");
+    let (trigger, signal) = service::shutdown::channel();
+    let relay = Relay::new(
+        pool,
+        topology,
+        config,
+        outbox::metrics::RelayMetrics::unregistered(),
+    );
+    let running = tokio::spawn(relay.run(database, signal));
+    service::shutdown::signal().await;
+    trigger.fire();
+    running.await?;
+    tracing::info!("standalone relay stopped");
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let filter = Filter {
+        since: args.since,
+        until: args.until,
+        aggregate_id: args.aggregate.clone(),
+        event_type: args.event_type.clone(),
+        from_id: args.from_id,
+        to_id: args.to_id,
+    };
+    if filter.is_unbounded() && !args.all {
+        bail!(
+            "refusing to replay the whole outbox: give a filter (--since, --until, --aggregate, --event-type, --from-id/--to-id) or --all"
+        );
+    }
+    let database = args.target.database()?;
+    let client = service::db::connect(&database).await?;
+    let matching = replay::count(&client, &filter).await?;
+    if args.dry_run {
+        let rows = replay::page(&client, &filter, 0, 10_000).await?;
+        for row in &rows {
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                row.id,
+                row.created_at.format(&Rfc3339)?,
+                row.event_type,
+                row.aggregate_id,
+                row.message_id
+            );
+        }
+        if matching > rows.len() as i64 {
+            println!("… and {} more", matching - rows.len() as i64);
+        }
+        println!("dry run: {matching} rows match; nothing sent");
+        return Ok(());
+    }
+    let exchange = args.target.exchange(&args.broker.amqp_namespace)?;
+    let publisher = Publisher::connect(&args.broker.amqp_url, "outbox replay", None).await?;
+    let bar = progress_bar(matching as u64);
+    let report = replay::replay(&client, &publisher, &exchange, &filter, 500, |done| {
+        bar.set_position(done)
+    })
+    .await;
+    bar.finish_and_clear();
+    publisher.close().await;
+    let report = report?;
+    println!(
+        "replayed {} rows to {exchange}; {} refused",
+        report.sent, report.refused
+    );
+    if report.refused > 0 {
+        bail!("{} rows were refused by the broker", report.refused);
+    }
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
+    let database = args.target.database()?;
+    let client = service::db::connect(&database).await?;
+    let stats = stats::collect(&client).await?;
+    println!("outbox of {}", service::db::describe(&database));
+    println!("  pending rows:            {}", stats.pending.rows);
+    match stats.oldest_pending_at {
+        Some(at) => println!(
+            "  oldest pending:          {:.1}s old (created {})",
+            stats.pending.oldest_age_seconds,
+            at.format(&Rfc3339)?
+        ),
+        None => println!("  oldest pending:          none"),
+    }
+    println!("  set aside:               {}", stats.pending.set_aside);
+    println!("  published last minute:   {}", stats.published_last_minute);
+    println!("  rows kept (estimate):    {}", stats.total_rows);
+    if let Some(url) = &args.amqp_url {
+        match dead_lettered(url, &args.amqp_namespace).await {
+            Ok(counts) => {
+                for (queue, count) in counts {
+                    println!("  dead-lettered in {queue}: {count}");
+                }
+            }
+            Err(error) => println!("  dead-lettered:           unknown ({error})"),
+        }
+    }
+    if stats.pending.set_aside > 0 {
+        println!(
+            "\nset-aside rows (replay them with `outbox replay --from-id N --to-id N` once fixed):"
+        );
+        for row in client
+            .query("SELECT id, event_type, aggregate_id, attempts, last_error FROM outbox WHERE set_aside_at IS NOT NULL ORDER BY id LIMIT 20", &[])
+            .await?
+        {
+            let (id, kind, aggregate, attempts, error): (i64, String, String, i32, Option<String>) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
+            println!("  {id}\t{kind}\t{aggregate}\tattempts {attempts}\t{}", error.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// Message counts of the dead-letter queues, by passive declaration.
+async fn dead_lettered(url: &str, namespace: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    let connection = broker::connect(url, "outbox stats").await?;
+    let topology = Topology::new(namespace, QueueType::Quorum);
+    let mut counts = Vec::new();
+    for queue in topology.queues() {
+        let name = Topology::dead_letter_queue(&queue.name);
+        let channel = connection.create_channel().await?;
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        match channel
+            .queue_declare(name.as_str().into(), options, Default::default())
+            .await
+        {
+            Ok(declared) => counts.push((name, declared.message_count())),
+            Err(_) => counts.push((name, 0)),
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(counts)
+}

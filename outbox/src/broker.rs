@@ -1,0 +1,51 @@
+//! Connecting to RabbitMQ: named connections (visible in the management
+//! UI), and URLs described for logs without their credentials.
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::Result;
+
+/// Opens a connection named after what uses it (`order relay`, …).
+pub async fn connect(url: &str, name: &str) -> Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(url, properties).await?)
+}
+
+/// `host:port/vhost` of an AMQP URL, without user or password.
+pub fn describe(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('?').next().unwrap_or(rest).to_owned()
+}
+
+/// Checks that a setting holds an AMQP URL; the error names the setting.
+pub fn parse_url(name: &str, url: &str) -> Result<String, service::config::ConfigError> {
+    url.parse::<lapin::uri::AMQPUri>()
+        .map(|_| url.to_owned())
+        .map_err(|reason| service::config::ConfigError::Invalid {
+            name: name.to_owned(),
+            expected: "an amqp:// URL",
+            reason,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_leave_out_credentials() {
+        assert_eq!(
+            describe("amqp://guest:secret@rabbit:5672/%2f"),
+            "rabbit:5672/%2f"
+        );
+        assert_eq!(describe("amqp://localhost"), "localhost");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_by_setting_name() {
+        let error = parse_url("AMQP_URL", "http://nope").unwrap_err();
+        assert!(error.to_string().starts_with("AMQP_URL is not valid"));
+        assert!(parse_url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+    }
+}

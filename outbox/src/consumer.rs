@@ -1,0 +1,529 @@
+//! The batch consumer: takes deliveries from a queue in batches (prefetch),
+//! applies each batch in one transaction through the inbox, and acks only
+//! after the commit.
+//!
+//! Per batch:
+//! 1. decode every message into envelopes and every envelope into the
+//!    handler's event; what does not decode is a dead letter;
+//! 2. in one transaction: record the ids in the inbox (new ones are
+//!    "fresh", the rest "duplicates"), let the handler apply the batch,
+//!    commit. If the handler names one event as poison, it becomes a dead
+//!    letter and the transaction is retried without it; if the store
+//!    rejects the batch for its data, events are applied one by one so
+//!    only the bad one is set aside;
+//! 3. publish the dead letters (with their reason) to the dead-letter
+//!    exchange, confirmed;
+//! 4. run the handler's after-commit work (cache and counter updates);
+//! 5. ack every delivery of the batch at once.
+//!
+//! A crash anywhere before step 5 means redelivery, and the inbox turns
+//! the redelivered events into duplicates: the effect happens once.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use service::shutdown::Signal;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::envelope::{self, DEAD_LETTER_REASON_HEADER, Envelope, Received};
+use crate::metrics::ConsumerMetrics;
+use crate::topology::Topology;
+use crate::{Error, Result, broker, inbox};
+
+/// An event with the envelope it came in.
+#[derive(Debug)]
+pub struct Inbound<E> {
+    pub envelope: Envelope,
+    pub event: E,
+}
+
+/// What a handler applies in one transaction.
+#[derive(Debug)]
+pub struct Batch<'a, E> {
+    /// Events whose ids were not in the inbox: apply their effects.
+    pub fresh: Vec<&'a Inbound<E>>,
+    /// Events already applied before (redeliveries, replays): their effect
+    /// is committed. Handlers may use them to redo idempotent after-commit
+    /// work that a crash could have cut short.
+    pub duplicates: Vec<&'a Inbound<E>>,
+}
+
+/// Why a batch did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// This event can never apply; it goes to the dead-letter queue.
+    #[error("event {message_id} can never apply: {reason}")]
+    Poison { message_id: Uuid, reason: String },
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<tokio_postgres::Error> for ApplyError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        ApplyError::Failed(error.into())
+    }
+}
+
+/// What a service does with the events of one queue.
+pub trait Handler: Send + Sync + 'static {
+    /// The decoded, validated event.
+    type Event: Send + Sync + 'static;
+    /// What the handler needs after the commit.
+    type Outcome: Send + 'static;
+
+    /// Decodes and validates an envelope; `Err` makes it a dead letter.
+    fn decode(&self, envelope: &Envelope) -> std::result::Result<Self::Event, String>;
+
+    /// Applies the batch inside `tx`; the caller records the inbox rows
+    /// and commits.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a Transaction<'_>,
+        batch: &'a Batch<'_, Self::Event>,
+    ) -> impl Future<Output = std::result::Result<Self::Outcome, ApplyError>> + Send + 'a;
+
+    /// Runs after the commit, before the ack.
+    fn after_commit(&self, outcome: Self::Outcome) -> impl Future<Output = ()> + Send;
+}
+
+/// Where and how a consumer reads.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub amqp_url: String,
+    pub queue: String,
+    pub connection_name: String,
+    /// Deliveries the broker sends ahead; also the largest batch.
+    pub prefetch: u16,
+}
+
+impl ConsumerConfig {
+    pub fn new(amqp_url: &str, queue: &str) -> Self {
+        ConsumerConfig {
+            amqp_url: amqp_url.to_owned(),
+            queue: queue.to_owned(),
+            connection_name: format!("consumer {queue}"),
+            prefetch: 256,
+        }
+    }
+}
+
+/// An open subscription: the consuming channel and a confirm-mode channel
+/// for dead letters.
+pub struct Session {
+    connection: Connection,
+    deliveries: lapin::Consumer,
+    dead_letters: Channel,
+}
+
+impl Session {
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "consumer stopping".into()).await;
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub deliveries: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub dead_lettered: usize,
+}
+
+/// A dead letter: the text to keep and why.
+struct DeadLetter {
+    body: Vec<u8>,
+    reason: String,
+    message_id: Option<Uuid>,
+    event_type: Option<String>,
+}
+
+impl DeadLetter {
+    fn of<E>(inbound: Inbound<E>, reason: String) -> Self {
+        DeadLetter {
+            body: serde_json::to_vec(&inbound.envelope).unwrap_or_default(),
+            reason,
+            message_id: Some(inbound.envelope.id),
+            event_type: Some(inbound.envelope.event_type),
+        }
+    }
+}
+
+/// A consumer of one queue, applying through a [`Handler`].
+pub struct Consumer<H: Handler> {
+    handler: Arc<H>,
+    pool: Pool,
+    topology: Topology,
+    config: ConsumerConfig,
+    metrics: ConsumerMetrics,
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(
+        handler: Arc<H>,
+        pool: Pool,
+        topology: Topology,
+        config: ConsumerConfig,
+        metrics: ConsumerMetrics,
+    ) -> Self {
+        Consumer {
+            handler,
+            pool,
+            topology,
+            config,
+            metrics,
+        }
+    }
+
+    /// Connects, declares the topology and subscribes.
+    pub async fn open_session(&self) -> Result<Session> {
+        let connection =
+            broker::connect(&self.config.amqp_url, &self.config.connection_name).await?;
+        let channel = connection.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await?;
+        let deliveries = channel
+            .basic_consume(
+                self.config.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let dead_letters = connection.create_channel().await?;
+        dead_letters
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Session {
+            connection,
+            deliveries,
+            dead_letters,
+        })
+    }
+
+    /// Consumes until `shutdown`, reconnecting with backoff after failures.
+    /// A batch in progress when the signal fires is finished and acked.
+    pub async fn run(self, shutdown: Signal) {
+        let mut backoff = Backoff::default();
+        while !shutdown.is_fired() {
+            let mut session = match self.open_session().await {
+                Ok(session) => session,
+                Err(error) => {
+                    tracing::warn!(%error, queue = %self.config.queue, "consumer could not subscribe; will retry");
+                    pause(backoff.next_delay(), &shutdown).await;
+                    continue;
+                }
+            };
+            tracing::info!(queue = %self.config.queue, "consumer subscribed");
+            let failed = loop {
+                if shutdown.is_fired() {
+                    break false;
+                }
+                match self
+                    .try_consume_batch(&mut session, Duration::from_secs(1), &shutdown)
+                    .await
+                {
+                    Ok(_) => backoff.reset(),
+                    Err(error) => {
+                        self.metrics
+                            .failures
+                            .with_label_values(&[&self.config.queue])
+                            .inc();
+                        tracing::warn!(%error, queue = %self.config.queue, "consumer batch failed; unacked deliveries return to the queue");
+                        break true;
+                    }
+                }
+            };
+            session.close().await;
+            if failed {
+                pause(backoff.next_delay(), &shutdown).await;
+            }
+        }
+    }
+
+    /// One step: waits up to `wait` for a delivery, takes whatever else is
+    /// already buffered (up to the prefetch), applies it all, acks.
+    pub async fn try_consume_batch(
+        &self,
+        session: &mut Session,
+        wait: Duration,
+        shutdown: &Signal,
+    ) -> Result<StepReport> {
+        let deliveries = self.next_batch(session, wait, shutdown).await?;
+        let Some(last) = deliveries.last() else {
+            return Ok(StepReport::default());
+        };
+        let mut report = self.process(&deliveries, &session.dead_letters).await?;
+        last.acker.ack(BasicAckOptions { multiple: true }).await?;
+        report.deliveries = deliveries.len();
+        Ok(report)
+    }
+
+    async fn next_batch(
+        &self,
+        session: &mut Session,
+        wait: Duration,
+        shutdown: &Signal,
+    ) -> Result<Vec<Delivery>> {
+        let first = tokio::select! {
+            next = tokio::time::timeout(wait, session.deliveries.next()) => next,
+            _ = shutdown.wait() => return Ok(Vec::new()),
+        };
+        let first = match first {
+            Err(_elapsed) => return Ok(Vec::new()),
+            Ok(None) => {
+                return Err(Error::Invalid(
+                    "the broker cancelled the subscription".into(),
+                ));
+            }
+            Ok(Some(delivery)) => delivery?,
+        };
+        let mut batch = vec![first];
+        while batch.len() < usize::from(self.config.prefetch) {
+            match session.deliveries.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                _ => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn process(&self, deliveries: &[Delivery], dead_channel: &Channel) -> Result<StepReport> {
+        let mut dead = Vec::new();
+        let mut report = StepReport::default();
+        let mut events = self.decode_all(deliveries, &mut dead, &mut report);
+        let outcomes = self
+            .apply_removing_poison(&mut events, &mut dead, &mut report)
+            .await?;
+        self.publish_dead_letters(dead_channel, &dead).await?;
+        for outcome in outcomes {
+            self.handler.after_commit(outcome).await;
+        }
+        report.dead_lettered = dead.len();
+        let queue = self.config.queue.as_str();
+        self.metrics
+            .events
+            .with_label_values(&[queue, "applied"])
+            .inc_by(report.applied as u64);
+        self.metrics
+            .events
+            .with_label_values(&[queue, "duplicate"])
+            .inc_by(report.duplicates as u64);
+        self.metrics
+            .events
+            .with_label_values(&[queue, "dead_lettered"])
+            .inc_by(report.dead_lettered as u64);
+        self.metrics
+            .batch_events
+            .with_label_values(&[queue])
+            .observe((report.applied + report.duplicates + report.dead_lettered) as f64);
+        Ok(report)
+    }
+
+    /// Decodes every delivery; an event seen twice in one batch counts as a
+    /// duplicate at once.
+    fn decode_all(
+        &self,
+        deliveries: &[Delivery],
+        dead: &mut Vec<DeadLetter>,
+        report: &mut StepReport,
+    ) -> Vec<Inbound<H::Event>> {
+        let mut seen = HashSet::new();
+        let mut events = Vec::new();
+        for delivery in deliveries {
+            for received in envelope::decode(&delivery.data) {
+                match received {
+                    Received::Event(envelope) if !seen.insert(envelope.id) => {
+                        report.duplicates += 1
+                    }
+                    Received::Event(envelope) => match self.handler.decode(&envelope) {
+                        Ok(event) => events.push(Inbound { envelope, event }),
+                        Err(reason) => dead.push(DeadLetter::of(
+                            Inbound {
+                                envelope,
+                                event: (),
+                            },
+                            reason,
+                        )),
+                    },
+                    Received::Malformed { raw, reason } => dead.push(DeadLetter {
+                        body: raw.into_bytes(),
+                        reason,
+                        message_id: None,
+                        event_type: delivery
+                            .properties
+                            .kind()
+                            .as_ref()
+                            .map(|kind| kind.to_string()),
+                    }),
+                }
+            }
+        }
+        events
+    }
+
+    /// Applies `events` in one transaction, taking out poison events one at
+    /// a time; when the store rejects the data without naming an event,
+    /// falls back to one transaction per event.
+    async fn apply_removing_poison(
+        &self,
+        events: &mut Vec<Inbound<H::Event>>,
+        dead: &mut Vec<DeadLetter>,
+        report: &mut StepReport,
+    ) -> Result<Vec<H::Outcome>> {
+        loop {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.apply_once(events.iter().collect(), report).await {
+                Ok(outcome) => return Ok(vec![outcome]),
+                Err(ApplyError::Poison { message_id, reason }) => {
+                    let Some(at) = events.iter().position(|e| e.envelope.id == message_id) else {
+                        return Err(Error::Invalid(format!(
+                            "handler named unknown poison event {message_id}"
+                        )));
+                    };
+                    tracing::warn!(%message_id, %reason, "event can never apply; dead-lettering it");
+                    dead.push(DeadLetter::of(events.remove(at), reason));
+                }
+                Err(ApplyError::Failed(error)) if error.is_transient() || events.len() == 1 => {
+                    if !error.is_transient() {
+                        let inbound = events.remove(0);
+                        dead.push(DeadLetter::of(
+                            inbound,
+                            format!("rejected by the store: {error}"),
+                        ));
+                        return Ok(Vec::new());
+                    }
+                    return Err(error);
+                }
+                Err(ApplyError::Failed(error)) => {
+                    tracing::warn!(%error, "batch rejected by the store; applying its events one by one");
+                    return self
+                        .apply_one_by_one(std::mem::take(events), dead, report)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn apply_one_by_one(
+        &self,
+        events: Vec<Inbound<H::Event>>,
+        dead: &mut Vec<DeadLetter>,
+        report: &mut StepReport,
+    ) -> Result<Vec<H::Outcome>> {
+        let mut outcomes = Vec::new();
+        for inbound in events {
+            match self.apply_once(vec![&inbound], report).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(ApplyError::Failed(error)) if error.is_transient() => return Err(error),
+                Err(error) => dead.push(DeadLetter::of(inbound, error.to_string())),
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn apply_once(
+        &self,
+        events: Vec<&Inbound<H::Event>>,
+        report: &mut StepReport,
+    ) -> std::result::Result<H::Outcome, ApplyError> {
+        let mut connection = self.pool.get().await.map_err(Error::from)?;
+        let tx = connection.transaction().await?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.id).collect();
+        let fresh_ids = inbox::record(&tx, &ids).await?;
+        let (fresh, duplicates): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .partition(|e| fresh_ids.contains(&e.envelope.id));
+        let batch = Batch { fresh, duplicates };
+        let outcome = self.handler.apply(&tx, &batch).await?;
+        tx.commit().await?;
+        let now = OffsetDateTime::now_utc();
+        let lag = self
+            .metrics
+            .lag_seconds
+            .with_label_values(&[&self.config.queue]);
+        for inbound in &batch.fresh {
+            lag.observe(
+                (now - inbound.envelope.occurred_at)
+                    .as_seconds_f64()
+                    .max(0.0),
+            );
+        }
+        report.applied += batch.fresh.len();
+        report.duplicates += batch.duplicates.len();
+        Ok(outcome)
+    }
+
+    async fn publish_dead_letters(&self, channel: &Channel, dead: &[DeadLetter]) -> Result<()> {
+        let mut confirms = Vec::with_capacity(dead.len());
+        for letter in dead {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                ShortString::from(DEAD_LETTER_REASON_HEADER),
+                AMQPValue::LongString(letter.reason.as_str().into()),
+            );
+            let mut properties = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_headers(headers);
+            if let Some(id) = letter.message_id {
+                properties = properties.with_message_id(id.to_string().into());
+            }
+            if let Some(kind) = &letter.event_type {
+                properties = properties.with_type(kind.as_str().into());
+            }
+            let confirm = channel
+                .basic_publish(
+                    self.topology.dead_letter_exchange().into(),
+                    self.config.queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &letter.body,
+                    properties,
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            match confirm.await? {
+                Confirmation::Ack(None) => {}
+                other => {
+                    return Err(Error::Refused(format!(
+                        "dead letter not accepted: {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn pause(delay: Duration, shutdown: &Signal) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.wait() => {}
+    }
+}

@@ -1,0 +1,39 @@
+//! The transactional outbox and the idempotent inbox, the heart of the
+//! pipeline: both services send events through it and receive them
+//! exactly once in effect.
+//!
+//! A service writes its state change and its events in one transaction
+//! ([`writer::append`]); the [`relay`] moves committed rows to RabbitMQ with
+//! publisher confirms; on the other side a [`consumer`] applies batches of
+//! deliveries in one transaction each, recording message ids in the
+//! [`inbox`] so a redelivery changes nothing, and acks after the commit.
+//!
+//! # Layout
+//! - [`envelope`]: the event envelope and its AMQP encoding (one event per
+//!   message, or a packed run of events).
+//! - [`schema`]: the outbox and inbox tables, as migrations services include.
+//! - [`writer`]: appending events inside the caller's transaction.
+//! - [`relay`]: claim, publish with confirms, mark; LISTEN/NOTIFY and polling;
+//!   setting aside rows the broker keeps refusing.
+//! - [`consumer`] and [`inbox`]: batch consumption with dedupe and dead letters.
+//! - [`topology`]: exchanges, queues, dead-letter queues, bindings.
+//! - [`retention`]: purging published rows and old inbox rows.
+//! - [`replay`] and [`stats`]: what the `outbox` operator tool runs.
+//! - [`broker`], [`backoff`], [`metrics`], [`error`]: the supporting pieces.
+
+pub mod backoff;
+pub mod broker;
+pub mod consumer;
+pub mod envelope;
+pub mod error;
+pub mod inbox;
+pub mod metrics;
+pub mod relay;
+pub mod replay;
+pub mod retention;
+pub mod schema;
+pub mod stats;
+pub mod topology;
+pub mod writer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,158 @@
+//! Prometheus metrics of the relay and the consumers, registered in the
+//! owning application's registry.
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
+};
+
+use crate::relay::BatchReport;
+use crate::stats::Pending;
+
+/// Batch-size buckets: from single rows to the largest batches.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+/// Lag buckets in seconds: from a millisecond to minutes of backlog.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// What the relay did.
+#[derive(Clone)]
+pub struct RelayMetrics {
+    pub batch_rows: Histogram,
+    pub published: IntCounter,
+    pub messages: IntCounter,
+    pub refused: IntCounter,
+    pub set_aside: IntCounter,
+    pub failures: IntCounter,
+    pub pending: IntGauge,
+    pub oldest_pending_seconds: Gauge,
+    pub set_aside_rows: IntGauge,
+}
+
+impl RelayMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = RelayMetrics {
+            batch_rows: Histogram::with_opts(
+                HistogramOpts::new("outbox_relay_batch_rows", "Rows per relay batch")
+                    .buckets(BATCH_BUCKETS.to_vec()),
+            )?,
+            published: IntCounter::new(
+                "outbox_relay_published_events_total",
+                "Events confirmed by the broker and marked published",
+            )?,
+            messages: IntCounter::new(
+                "outbox_relay_published_messages_total",
+                "AMQP messages confirmed by the broker",
+            )?,
+            refused: IntCounter::new(
+                "outbox_relay_refused_total",
+                "Rows the broker refused (nack, unroutable, oversized)",
+            )?,
+            set_aside: IntCounter::new(
+                "outbox_relay_set_aside_total",
+                "Rows set aside after repeated refusals",
+            )?,
+            failures: IntCounter::new(
+                "outbox_relay_failures_total",
+                "Batches that failed (store or broker unreachable)",
+            )?,
+            pending: IntGauge::new("outbox_pending", "Outbox rows not yet published")?,
+            oldest_pending_seconds: Gauge::new(
+                "outbox_lag_seconds",
+                "Age of the oldest unpublished outbox row",
+            )?,
+            set_aside_rows: IntGauge::new(
+                "outbox_set_aside",
+                "Outbox rows set aside, waiting for an operator",
+            )?,
+        };
+        registry.register(Box::new(metrics.batch_rows.clone()))?;
+        registry.register(Box::new(metrics.published.clone()))?;
+        registry.register(Box::new(metrics.messages.clone()))?;
+        registry.register(Box::new(metrics.refused.clone()))?;
+        registry.register(Box::new(metrics.set_aside.clone()))?;
+        registry.register(Box::new(metrics.failures.clone()))?;
+        registry.register(Box::new(metrics.pending.clone()))?;
+        registry.register(Box::new(metrics.oldest_pending_seconds.clone()))?;
+        registry.register(Box::new(metrics.set_aside_rows.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Metrics nobody scrapes, for tools and tests.
+    pub fn unregistered() -> Self {
+        Self::register(&Registry::new()).expect("a fresh registry accepts every metric")
+    }
+
+    pub(crate) fn observe_batch(&self, report: &BatchReport) {
+        self.batch_rows
+            .observe((report.published + report.refused) as f64);
+        self.published.inc_by(report.published as u64);
+        self.messages.inc_by(report.messages as u64);
+        self.refused.inc_by(report.refused as u64);
+        self.set_aside.inc_by(report.set_aside as u64);
+    }
+
+    pub(crate) fn observe_pending(&self, pending: &Pending) {
+        self.pending.set(pending.rows);
+        self.oldest_pending_seconds.set(pending.oldest_age_seconds);
+        self.set_aside_rows.set(pending.set_aside);
+    }
+}
+
+/// What the consumers did, by queue.
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    /// Events by queue and outcome: applied, duplicate, dead_lettered.
+    pub events: IntCounterVec,
+    pub batch_events: HistogramVec,
+    /// From the event's commit in the producer to its commit here.
+    pub lag_seconds: HistogramVec,
+    pub failures: IntCounterVec,
+}
+
+impl ConsumerMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = ConsumerMetrics {
+            events: IntCounterVec::new(
+                Opts::new(
+                    "inbox_events_total",
+                    "Events received, by queue and outcome (applied, duplicate, dead_lettered)",
+                ),
+                &["queue", "outcome"],
+            )?,
+            batch_events: HistogramVec::new(
+                HistogramOpts::new("inbox_batch_events", "Events per consumer batch")
+                    .buckets(BATCH_BUCKETS.to_vec()),
+                &["queue"],
+            )?,
+            lag_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "consumer_lag_seconds",
+                    "Time from an event's commit at its producer to its commit here",
+                )
+                .buckets(LAG_BUCKETS.to_vec()),
+                &["queue"],
+            )?,
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "consumer_failures_total",
+                    "Batches that failed and were left for redelivery",
+                ),
+                &["queue"],
+            )?,
+        };
+        registry.register(Box::new(metrics.events.clone()))?;
+        registry.register(Box::new(metrics.batch_events.clone()))?;
+        registry.register(Box::new(metrics.lag_seconds.clone()))?;
+        registry.register(Box::new(metrics.failures.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Metrics nobody scrapes, for tools and tests.
+    pub fn unregistered() -> Self {
+        Self::register(&Registry::new()).expect("a fresh registry accepts every metric")
+    }
+}

@@ -1,0 +1,414 @@
+//! The relay: moves committed outbox rows to the broker.
+//!
+//! One step ([`Relay::try_publish_batch`]) claims a batch in a transaction,
+//! publishes it with pipelined confirms, marks confirmed rows published and
+//! records refusals, then commits. [`Relay::run`] repeats the step until the
+//! outbox is empty, then waits for a NOTIFY or the poll interval.
+//!
+//! Guarantees:
+//! - a row is marked published only after the broker confirmed it; a crash
+//!   or a broken connection before the commit leaves it unsent, and it is
+//!   sent again (at-least-once; consumers dedupe in their inbox);
+//! - several relays may run on one outbox: each locks whole partitions, so
+//!   events of one aggregate leave in commit order;
+//! - a row the broker refuses `max_attempts` times (or one larger than
+//!   `max_message_bytes`) is set aside with its reason and never blocks the
+//!   rows behind it. Later events of the same aggregate still flow: a
+//!   set-aside event arrives out of order if an operator replays it, and
+//!   consumers guard against that (versioned upserts, one-way status
+//!   transitions).
+
+mod claim;
+mod listener;
+mod publisher;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Pool, Transaction};
+use serde_json::value::RawValue;
+use service::shutdown::Signal;
+use tokio::sync::Notify;
+
+pub use claim::{OutboxRow, claim};
+pub use publisher::{Publisher, Verdict};
+
+use crate::backoff::Backoff;
+use crate::envelope::{self, Envelope, OutgoingMessage};
+use crate::metrics::RelayMetrics;
+use crate::topology::Topology;
+use crate::{Result, stats};
+
+/// How a relay behaves; every field has a setting in the services and CLI.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub amqp_url: String,
+    /// Exchange the outbox's events go to.
+    pub exchange: String,
+    /// Name of the broker connection, shown in the management UI.
+    pub connection_name: String,
+    /// Rows claimed per batch.
+    pub batch_size: usize,
+    /// Partitions one batch may lock (of 16). Below 16 lets several relays
+    /// share the work; 16 lets one relay fill its batches from everywhere.
+    pub claim_partitions: i64,
+    /// Envelopes packed into one AMQP message (same event type, in order).
+    pub events_per_message: usize,
+    /// A row whose payload is larger is set aside at once.
+    pub max_message_bytes: usize,
+    /// Refusals after which a row is set aside.
+    pub max_attempts: i32,
+    /// Poll when no NOTIFY arrives; a lost notification costs at most this.
+    pub poll_interval: Duration,
+}
+
+impl RelayConfig {
+    pub fn new(amqp_url: &str, exchange: &str) -> Self {
+        RelayConfig {
+            amqp_url: amqp_url.to_owned(),
+            exchange: exchange.to_owned(),
+            connection_name: format!("relay {exchange}"),
+            batch_size: 1000,
+            claim_partitions: 16,
+            events_per_message: 1,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_attempts: 5,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Published(BatchReport),
+    /// Nothing to send in the partitions this relay could lock.
+    Empty,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Rows confirmed and marked published.
+    pub published: usize,
+    /// AMQP messages those rows travelled in.
+    pub messages: usize,
+    /// Rows refused this time (they stay unsent or are set aside).
+    pub refused: usize,
+    pub set_aside: usize,
+}
+
+/// A batch sent to the broker whose rows are not marked yet.
+#[derive(Debug)]
+pub struct SentBatch {
+    confirmed: Vec<i64>,
+    refused: Vec<(i64, String)>,
+    oversized: Vec<(i64, String)>,
+    messages: usize,
+}
+
+/// The relay for one outbox.
+pub struct Relay {
+    pool: Pool,
+    topology: Topology,
+    config: RelayConfig,
+    publisher: Option<Publisher>,
+    metrics: RelayMetrics,
+}
+
+impl Relay {
+    pub fn new(pool: Pool, topology: Topology, config: RelayConfig, metrics: RelayMetrics) -> Self {
+        Relay {
+            pool,
+            topology,
+            config,
+            publisher: None,
+            metrics,
+        }
+    }
+
+    /// One batch: claim, publish, mark, commit.
+    pub async fn try_publish_batch(&mut self) -> Result<Outcome> {
+        let mut connection = self.pool.get().await?;
+        let tx = connection.transaction().await?;
+        let Some(sent) = self.claim_and_publish(&tx).await? else {
+            tx.commit().await?;
+            return Ok(Outcome::Empty);
+        };
+        let report = Self::record(&tx, &sent, self.config.max_attempts).await?;
+        tx.commit().await?;
+        self.metrics.observe_batch(&report);
+        Ok(Outcome::Published(report))
+    }
+
+    /// The first half of a step: claims rows in `tx` and publishes them,
+    /// without marking anything. `None` when there was nothing to claim.
+    /// Dropping `tx` afterwards is what a crash between publish and mark
+    /// looks like: the rows stay unsent and go out again.
+    pub async fn claim_and_publish(&mut self, tx: &Transaction<'_>) -> Result<Option<SentBatch>> {
+        let rows = claim(
+            tx,
+            self.config.claim_partitions,
+            self.config.batch_size as i64,
+        )
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let (groups, oversized) = pack(
+            &rows,
+            self.config.events_per_message,
+            self.config.max_message_bytes,
+        );
+        let messages = groups
+            .iter()
+            .map(|group| envelope::encode(&group.envelopes))
+            .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
+        let verdicts = match self.publish(&messages).await {
+            Ok(verdicts) => verdicts,
+            Err(error) => {
+                // The connection is suspect: drop it and reconnect next time.
+                self.publisher = None;
+                return Err(error);
+            }
+        };
+        let mut sent = SentBatch {
+            confirmed: Vec::with_capacity(rows.len()),
+            refused: Vec::new(),
+            oversized,
+            messages: messages.len(),
+        };
+        for (group, verdict) in groups.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Confirmed => sent.confirmed.extend(&group.row_ids),
+                Verdict::Refused(reason) => sent
+                    .refused
+                    .extend(group.row_ids.iter().map(|id| (*id, reason.clone()))),
+            }
+        }
+        Ok(Some(sent))
+    }
+
+    async fn record(
+        tx: &Transaction<'_>,
+        sent: &SentBatch,
+        max_attempts: i32,
+    ) -> Result<BatchReport> {
+        claim::mark_published(tx, &sent.confirmed).await?;
+        let mut set_aside = claim::record_refusals(tx, &sent.refused, max_attempts).await?;
+        // An oversized row will never fit: it is set aside on its first try.
+        set_aside += claim::record_refusals(tx, &sent.oversized, 1).await?;
+        Ok(BatchReport {
+            published: sent.confirmed.len(),
+            messages: sent.messages,
+            refused: sent.refused.len() + sent.oversized.len(),
+            set_aside,
+        })
+    }
+
+    async fn publish(&mut self, messages: &[OutgoingMessage]) -> Result<Vec<Verdict>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.publisher.as_ref().is_some_and(Publisher::is_connected) {
+            let publisher = Publisher::connect(
+                &self.config.amqp_url,
+                &self.config.connection_name,
+                Some(&self.topology),
+            )
+            .await?;
+            tracing::info!(broker = %crate::broker::describe(&self.config.amqp_url), exchange = %self.config.exchange, "relay connected");
+            self.publisher = Some(publisher);
+        }
+        let publisher = self
+            .publisher
+            .as_ref()
+            .ok_or_else(|| crate::Error::Invalid("no publisher".into()))?;
+        publisher.publish(&self.config.exchange, messages).await
+    }
+
+    /// The broker connection in use, if any (tests close it).
+    pub fn publisher(&self) -> Option<&Publisher> {
+        self.publisher.as_ref()
+    }
+
+    /// Sends batches until `shutdown` fires; between batches waits for a
+    /// NOTIFY on the outbox or the poll interval. The batch in progress when
+    /// the signal fires is finished, not abandoned.
+    pub async fn run(mut self, listen: tokio_postgres::Config, shutdown: Signal) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listener::listen(listen, wake.clone(), shutdown.clone()));
+        let mut backoff = Backoff::default();
+        let mut gauges_updated = Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_fired() {
+            if gauges_updated.elapsed() >= Duration::from_secs(2) {
+                self.update_gauges().await;
+                gauges_updated = Instant::now();
+            }
+            let pause = match self.try_publish_batch().await {
+                Ok(Outcome::Published(report)) if report.refused > 0 => Some(backoff.next_delay()),
+                Ok(Outcome::Published(_)) => {
+                    backoff.reset();
+                    None
+                }
+                Ok(Outcome::Empty) => {
+                    backoff.reset();
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.wait() => {}
+                    }
+                    None
+                }
+                Err(error) => {
+                    self.metrics.failures.inc();
+                    tracing::warn!(%error, "relay batch failed; will retry");
+                    Some(backoff.next_delay())
+                }
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.wait() => {}
+                }
+            }
+        }
+        if let Some(publisher) = self.publisher.take() {
+            publisher.close().await;
+        }
+        listener.abort();
+    }
+
+    async fn update_gauges(&self) {
+        match self.pool.get().await {
+            Ok(client) => match stats::pending(&client).await {
+                Ok(pending) => self.metrics.observe_pending(&pending),
+                Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
+            },
+            Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
+        }
+    }
+}
+
+/// Rows bound for one message.
+pub(crate) struct Group {
+    pub(crate) envelopes: Vec<Envelope>,
+    pub(crate) row_ids: Vec<i64>,
+}
+
+/// Packs consecutive rows of one event type into groups of at most
+/// `per_message` envelopes and `max_bytes` of payload. Rows whose payload
+/// alone is over `max_bytes` come back separately, with the reason.
+pub(crate) fn pack(
+    rows: &[OutboxRow],
+    per_message: usize,
+    max_bytes: usize,
+) -> (Vec<Group>, Vec<(i64, String)>) {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut oversized = Vec::new();
+    let mut group_bytes = 0;
+    for row in rows {
+        if row.payload.len() > max_bytes {
+            oversized.push((
+                row.id,
+                format!(
+                    "payload of {} bytes is over the {max_bytes}-byte message limit",
+                    row.payload.len()
+                ),
+            ));
+            continue;
+        }
+        let Some(envelope) = to_envelope(row) else {
+            oversized.push((row.id, "payload is not valid JSON".to_owned()));
+            continue;
+        };
+        let joins_last = groups.last().is_some_and(|group| {
+            group.envelopes.len() < per_message
+                && group.envelopes[0].event_type == row.event_type
+                && group_bytes + row.payload.len() <= max_bytes
+        });
+        match groups.last_mut() {
+            Some(group) if joins_last => {
+                group.envelopes.push(envelope);
+                group.row_ids.push(row.id);
+                group_bytes += row.payload.len();
+            }
+            _ => {
+                groups.push(Group {
+                    envelopes: vec![envelope],
+                    row_ids: vec![row.id],
+                });
+                group_bytes = row.payload.len();
+            }
+        }
+    }
+    (groups, oversized)
+}
+
+fn to_envelope(row: &OutboxRow) -> Option<Envelope> {
+    Some(Envelope {
+        id: row.message_id,
+        event_type: row.event_type.clone(),
+        aggregate_id: row.aggregate_id.clone(),
+        occurred_at: row.created_at,
+        payload: RawValue::from_string(row.payload.clone()).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    fn row(id: i64, event_type: &str, payload: &str) -> OutboxRow {
+        OutboxRow {
+            id,
+            message_id: Uuid::now_v7(),
+            aggregate_id: id.to_string(),
+            event_type: event_type.into(),
+            payload: payload.into(),
+            created_at: OffsetDateTime::now_utc(),
+            attempts: 0,
+        }
+    }
+
+    fn shape(groups: &[Group]) -> Vec<Vec<i64>> {
+        groups.iter().map(|group| group.row_ids.clone()).collect()
+    }
+
+    #[test]
+    fn packing_keeps_row_order_and_splits_on_type_and_count() {
+        let rows = [
+            row(1, "a", "{}"),
+            row(2, "a", "{}"),
+            row(3, "a", "{}"),
+            row(4, "b", "{}"),
+            row(5, "a", "{}"),
+        ];
+        let (groups, oversized) = pack(&rows, 2, 1024);
+        assert_eq!(shape(&groups), [vec![1, 2], vec![3], vec![4], vec![5]]);
+        assert!(oversized.is_empty());
+    }
+
+    #[test]
+    fn one_event_per_message_when_packing_is_off() {
+        let rows = [row(1, "a", "{}"), row(2, "a", "{}")];
+        let (groups, _) = pack(&rows, 1, 1024);
+        assert_eq!(shape(&groups), [vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn oversized_rows_are_set_apart_and_byte_limits_split_groups() {
+        let big = format!("{{\"x\":\"{}\"}}", "y".repeat(100));
+        let rows = [
+            row(1, "a", "{\"k\":1}"),
+            row(2, "a", &big),
+            row(3, "a", "{\"k\":3}"),
+            row(4, "a", "{\"k\":4}"),
+        ];
+        let (groups, oversized) = pack(&rows, 10, 16);
+        assert_eq!(shape(&groups), [vec![1, 3], vec![4]]);
+        assert_eq!(oversized.len(), 1);
+        assert_eq!(oversized[0].0, 2);
+    }
+}

@@ -1,0 +1,149 @@
+//! Replay: sends outbox rows again, published or not, for an operator who
+//! needs a consumer to see events again (a consumer's store restored from
+//! a backup, a set-aside row whose cause is fixed).
+//!
+//! Consumers dedupe by message id in their inbox, so replaying rows a
+//! consumer already applied changes nothing there, as long as its inbox
+//! still holds those ids (the inbox window must exceed the outbox's).
+//! A replayed set-aside row that the broker confirms is marked published
+//! and leaves the set-aside list.
+
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+
+use crate::Result;
+use crate::envelope::{self, OutgoingMessage};
+use crate::relay::{OutboxRow, Publisher, Verdict, pack};
+
+/// Which rows to replay; every field narrows the selection.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    pub aggregate_id: Option<String>,
+    pub event_type: Option<String>,
+    pub from_id: Option<i64>,
+    pub to_id: Option<i64>,
+}
+
+impl Filter {
+    /// True when nothing narrows the selection: a replay of everything.
+    pub fn is_unbounded(&self) -> bool {
+        self.since.is_none()
+            && self.until.is_none()
+            && self.aggregate_id.is_none()
+            && self.event_type.is_none()
+            && self.from_id.is_none()
+            && self.to_id.is_none()
+    }
+
+    fn params<'a>(&'a self, after_id: &'a i64) -> [&'a (dyn ToSql + Sync); 7] {
+        [
+            &self.since,
+            &self.until,
+            &self.aggregate_id,
+            &self.event_type,
+            &self.from_id,
+            &self.to_id,
+            after_id,
+        ]
+    }
+}
+
+const MATCHES: &str = "\
+    ($1::timestamptz IS NULL OR created_at >= $1) \
+    AND ($2::timestamptz IS NULL OR created_at < $2) \
+    AND ($3::text IS NULL OR aggregate_id = $3) \
+    AND ($4::text IS NULL OR event_type = $4) \
+    AND ($5::int8 IS NULL OR id >= $5) \
+    AND ($6::int8 IS NULL OR id <= $6) \
+    AND id > $7";
+
+/// Marks rows the broker confirmed during a replay: a set-aside row is
+/// back in the published state.
+const MARK_REPLAYED_SQL: &str = "\
+    UPDATE outbox SET published_at = COALESCE(published_at, now()), set_aside_at = NULL \
+    WHERE id = ANY($1)";
+
+/// How many rows match.
+pub async fn count(client: &Client, filter: &Filter) -> Result<i64> {
+    let sql = format!("SELECT count(*) FROM outbox WHERE {MATCHES}");
+    let row = client.query_one(&sql, &filter.params(&0)).await?;
+    Ok(row.try_get(0)?)
+}
+
+/// The next `limit` matching rows after id `after_id`, in id order.
+pub async fn page(
+    client: &Client,
+    filter: &Filter,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<OutboxRow>> {
+    let sql = format!(
+        "SELECT id, message_id, aggregate_id, event_type, payload::text, created_at, attempts \
+         FROM outbox WHERE {MATCHES} ORDER BY id LIMIT {limit}"
+    );
+    let rows = client.query(&sql, &filter.params(&after_id)).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(OutboxRow {
+                id: row.try_get(0)?,
+                message_id: row.try_get(1)?,
+                aggregate_id: row.try_get(2)?,
+                event_type: row.try_get(3)?,
+                payload: row.try_get(4)?,
+                created_at: row.try_get(5)?,
+                attempts: row.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub sent: u64,
+    pub refused: u64,
+}
+
+/// Sends every matching row to `exchange`, a page at a time, calling
+/// `progress` with the rows handled so far.
+pub async fn replay(
+    client: &Client,
+    publisher: &Publisher,
+    exchange: &str,
+    filter: &Filter,
+    page_size: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<ReplayReport> {
+    let mut report = ReplayReport::default();
+    let mut after_id = 0;
+    loop {
+        let rows = page(client, filter, after_id, page_size).await?;
+        let Some(last) = rows.last() else {
+            return Ok(report);
+        };
+        after_id = last.id;
+        let (groups, unsendable) = pack(&rows, 1, usize::MAX);
+        let messages = groups
+            .iter()
+            .map(|group| envelope::encode(&group.envelopes))
+            .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
+        let verdicts = publisher.publish(exchange, &messages).await?;
+        let mut confirmed: Vec<i64> = Vec::with_capacity(rows.len());
+        for (group, verdict) in groups.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Confirmed => confirmed.extend(&group.row_ids),
+                Verdict::Refused(reason) => {
+                    tracing::warn!(rows = ?group.row_ids, %reason, "replayed row refused");
+                    report.refused += group.row_ids.len() as u64;
+                }
+            }
+        }
+        report.refused += unsendable.len() as u64;
+        client.execute(MARK_REPLAYED_SQL, &[&confirmed]).await?;
+        report.sent += confirmed.len() as u64;
+        progress(report.sent + report.refused);
+    }
+}

@@ -1,0 +1,118 @@
+//! The inbox consumer: duplicates apply once, poison goes to the
+//! dead-letter queue with its reason and blocks nothing.
+
+use std::time::Duration;
+
+use outbox::consumer::StepReport;
+use outbox::envelope::{self, Envelope};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::helpers::{CountingHandler, TestOutbox};
+
+fn envelope(aggregate: &str, payload: &str) -> Envelope {
+    Envelope {
+        id: Uuid::now_v7(),
+        event_type: "order.created".into(),
+        aggregate_id: aggregate.into(),
+        occurred_at: OffsetDateTime::now_utc(),
+        payload: RawValue::from_string(payload.into()).unwrap(),
+    }
+}
+
+fn body(envelopes: &[Envelope]) -> Vec<u8> {
+    envelope::encode(envelopes).unwrap().body
+}
+
+/// Runs consumer steps until a step finds nothing; sums their reports.
+async fn consume_all(outbox: &TestOutbox) -> StepReport {
+    let consumer = outbox.consumer();
+    let mut session = consumer.open_session().await.unwrap();
+    let (_trigger, signal) = service::shutdown::channel();
+    let mut total = StepReport::default();
+    loop {
+        let step = consumer
+            .try_consume_batch(&mut session, Duration::from_secs(1), &signal)
+            .await
+            .unwrap();
+        if step.deliveries == 0 {
+            break;
+        }
+        total.deliveries += step.deliveries;
+        total.applied += step.applied;
+        total.duplicates += step.duplicates;
+        total.dead_lettered += step.dead_lettered;
+    }
+    session.close().await;
+    total
+}
+
+#[tokio::test]
+async fn the_same_message_delivered_three_times_applies_once() {
+    let outbox = TestOutbox::new().await;
+    let once = envelope("a", r#"{"amount": 5}"#);
+    for _ in 0..3 {
+        outbox.publish_raw(&body(std::slice::from_ref(&once))).await;
+    }
+    let report = consume_all(&outbox).await;
+    assert_eq!((report.applied, report.duplicates), (1, 2), "{report:?}");
+    assert_eq!(outbox.effects().await["a"], (5, 1));
+    // Later, in another batch and session, it is still a duplicate.
+    outbox.publish_raw(&body(&[once])).await;
+    assert_eq!(consume_all(&outbox).await.duplicates, 1);
+    assert_eq!(outbox.effects().await["a"], (5, 1));
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn poison_messages_go_to_the_dead_letter_queue_and_the_rest_apply() {
+    let outbox = TestOutbox::new().await;
+    outbox
+        .publish_raw(&body(&[envelope("a", r#"{"amount": 1}"#)]))
+        .await;
+    outbox.publish_raw(b"this is not json").await;
+    outbox
+        .publish_raw(&body(&[envelope("b", r#"{"wrong": "shape"}"#)]))
+        .await;
+    outbox
+        .publish_raw(&body(&[
+            envelope("c", r#"{"amount": -3}"#),
+            envelope("d", r#"{"amount": 4}"#),
+        ]))
+        .await;
+    outbox
+        .publish_raw(br#"{"id": "not-a-uuid", "type": "order.created"}"#)
+        .await;
+    outbox
+        .publish_raw(&body(&[envelope("e", r#"{"amount": 2}"#)]))
+        .await;
+
+    let report = consume_all(&outbox).await;
+    assert_eq!((report.applied, report.dead_lettered), (3, 4), "{report:?}");
+    let effects = outbox.effects().await;
+    assert_eq!(effects.len(), 3);
+    assert_eq!((effects["a"].0, effects["d"].0, effects["e"].0), (1, 4, 2));
+
+    let dead = outbox
+        .take_dead_letters(&outbox.topology.order_created_queue(), 4)
+        .await;
+    let reasons: Vec<&str> = dead.iter().map(|(_, reason)| reason.as_str()).collect();
+    assert_eq!(dead.len(), 4, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("negative amount")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("payload")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("not an event envelope"))
+            .count()
+            == 2,
+        "{reasons:?}"
+    );
+    assert!(dead.iter().any(|(body, _)| body == b"this is not json"));
+    let _ = CountingHandler;
+    outbox.cleanup().await;
+}

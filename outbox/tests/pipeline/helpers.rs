@@ -1,0 +1,306 @@
+//! A fresh outbox database and broker namespace per test, a handler whose
+//! effect can be counted, and ways to read what reached a queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+use futures_util::StreamExt;
+use lapin::BasicProperties;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions};
+use lapin::types::FieldTable;
+use outbox::consumer::{ApplyError, Batch, Consumer, ConsumerConfig, Handler};
+use outbox::envelope::{self, Envelope, Received};
+use outbox::metrics::{ConsumerMetrics, RelayMetrics};
+use outbox::relay::{Outcome, Relay, RelayConfig};
+use outbox::topology::{QueueType, Topology};
+use outbox::writer::{self, NewEvent};
+use tokio_postgres::Config;
+use uuid::Uuid;
+
+pub(crate) fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn base_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A test's own table for the handler's effect: a running total per aggregate.
+const EFFECTS_MIGRATION: (&str, &str) = (
+    "V100__effects",
+    "CREATE TABLE effects (aggregate_id text PRIMARY KEY, total bigint NOT NULL, applications int NOT NULL)",
+);
+
+pub(crate) struct TestOutbox {
+    pub(crate) database: Config,
+    pub(crate) pool: Pool,
+    pub(crate) topology: Topology,
+}
+
+impl TestOutbox {
+    pub(crate) async fn new() -> Self {
+        service::telemetry::init_for_tests();
+        let id = Uuid::new_v4().simple().to_string();
+        let mut database =
+            service::db::parse_url("TEST_DATABASE_URL", &base_database_url()).unwrap();
+        database.dbname(format!("outbox_test_{id}"));
+        service::db::ensure_exists(&database).await.unwrap();
+        let mut migrations = outbox::schema::MIGRATIONS.to_vec();
+        migrations.push(EFFECTS_MIGRATION);
+        service::db::migrate(&database, &migrations).await.unwrap();
+        let pool = service::db::pool(&database, 8).unwrap();
+        let topology = Topology::new(&format!("test.{}.", &id[..12]), QueueType::Quorum)
+            .expiring_after(Duration::from_secs(600));
+        let connection = outbox::broker::connect(&amqp_url(), "test setup")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        topology.declare(&channel).await.unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+        TestOutbox {
+            database,
+            pool,
+            topology,
+        }
+    }
+
+    /// Appends events `(aggregate, amount)` of type `order.created` in one transaction.
+    pub(crate) async fn append(&self, events: &[(String, i64)]) {
+        let mut client = self.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        writer::append(&tx, &new_events(events)).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    pub(crate) fn relay_config(&self) -> RelayConfig {
+        let mut config = RelayConfig::new(&amqp_url(), &self.topology.orders_exchange());
+        config.poll_interval = Duration::from_millis(50);
+        config
+    }
+
+    pub(crate) fn relay(&self, config: RelayConfig) -> Relay {
+        Relay::new(
+            self.pool.clone(),
+            self.topology.clone(),
+            config,
+            RelayMetrics::unregistered(),
+        )
+    }
+
+    /// Runs the relay step until the outbox is empty; returns rows published.
+    pub(crate) async fn drain(&self, relay: &mut Relay) -> usize {
+        let mut published = 0;
+        loop {
+            match relay.try_publish_batch().await.unwrap() {
+                Outcome::Published(report) => published += report.published,
+                Outcome::Empty => return published,
+            }
+        }
+    }
+
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    pub(crate) fn consumer(&self) -> Consumer<CountingHandler> {
+        let config = ConsumerConfig::new(&amqp_url(), &self.topology.order_created_queue());
+        Consumer::new(
+            Arc::new(CountingHandler),
+            self.pool.clone(),
+            self.topology.clone(),
+            config,
+            ConsumerMetrics::unregistered(),
+        )
+    }
+
+    /// Totals per aggregate as the handler applied them.
+    pub(crate) async fn effects(&self) -> HashMap<String, (i64, i32)> {
+        let client = self.pool.get().await.unwrap();
+        let rows = client
+            .query("SELECT aggregate_id, total, applications FROM effects", &[])
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect()
+    }
+
+    /// Publishes a raw body to the orders exchange as `order.created`.
+    pub(crate) async fn publish_raw(&self, body: &[u8]) {
+        let connection = outbox::broker::connect(&amqp_url(), "test publisher")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        channel
+            .basic_publish(
+                self.topology.orders_exchange().into(),
+                "order.created".into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+    }
+
+    /// Reads messages from `queue` until `expected` events arrived or the
+    /// queue stays quiet for two seconds; acks them. Returns the events and,
+    /// for each message, its headers.
+    pub(crate) async fn take_events(&self, queue: &str, expected: usize) -> Vec<Envelope> {
+        take(queue, expected)
+            .await
+            .into_iter()
+            .flat_map(|(events, _)| events)
+            .collect()
+    }
+
+    pub(crate) async fn take_dead_letters(
+        &self,
+        queue: &str,
+        expected: usize,
+    ) -> Vec<(Vec<u8>, String)> {
+        take(&Topology::dead_letter_queue(queue), expected)
+            .await
+            .into_iter()
+            .map(|(_, raw)| raw)
+            .collect()
+    }
+
+    pub(crate) async fn cleanup(self) {
+        self.pool.close();
+        let connection = outbox::broker::connect(&amqp_url(), "test cleanup")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let _ = self.topology.delete(&channel).await;
+        let _ = connection.close(200, "done".into()).await;
+        service::db::drop_database(&self.database).await.unwrap();
+    }
+}
+
+pub(crate) fn new_events(events: &[(String, i64)]) -> Vec<NewEvent> {
+    events
+        .iter()
+        .map(|(aggregate, amount)| {
+            NewEvent::new(
+                aggregate,
+                "order.created",
+                &serde_json::json!({ "amount": amount }),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+type Taken = (Vec<Envelope>, (Vec<u8>, String));
+
+async fn take(queue: &str, expected: usize) -> Vec<Taken> {
+    let connection = outbox::broker::connect(&amqp_url(), "test reader")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut taken = Vec::new();
+    let mut events = 0;
+    while events < expected {
+        let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+        else {
+            break;
+        };
+        let delivery = delivery.unwrap();
+        let reason = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| {
+                headers
+                    .inner()
+                    .get(envelope::DEAD_LETTER_REASON_HEADER)
+                    .cloned()
+            })
+            .map(|value| match value {
+                lapin::types::AMQPValue::LongString(text) => {
+                    String::from_utf8_lossy(text.as_bytes()).into_owned()
+                }
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_default();
+        let decoded: Vec<Envelope> = envelope::decode(&delivery.data)
+            .into_iter()
+            .filter_map(|received| match received {
+                Received::Event(envelope) => Some(envelope),
+                Received::Malformed { .. } => None,
+            })
+            .collect();
+        events += decoded.len().max(1);
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+        taken.push((decoded, (delivery.data.clone(), reason)));
+    }
+    connection.close(200, "done".into()).await.unwrap();
+    taken
+}
+
+/// Adds each event's `amount` to its aggregate's total; refuses negative
+/// amounts as poison and payloads without an amount at decode.
+pub(crate) struct CountingHandler;
+
+impl Handler for CountingHandler {
+    type Event = i64;
+    type Outcome = ();
+
+    fn decode(&self, envelope: &Envelope) -> Result<i64, String> {
+        #[derive(serde::Deserialize)]
+        struct Payload {
+            amount: i64,
+        }
+        envelope
+            .payload_as::<Payload>()
+            .map(|payload| payload.amount)
+            .map_err(|error| format!("payload: {error}"))
+    }
+
+    async fn apply<'a>(
+        &'a self,
+        tx: &'a Transaction<'_>,
+        batch: &'a Batch<'_, i64>,
+    ) -> Result<(), ApplyError> {
+        for inbound in &batch.fresh {
+            if inbound.event < 0 {
+                return Err(ApplyError::Poison {
+                    message_id: inbound.envelope.id,
+                    reason: "negative amount".into(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO effects VALUES ($1, $2, 1) ON CONFLICT (aggregate_id) \
+                 DO UPDATE SET total = effects.total + $2, applications = effects.applications + 1",
+                &[&inbound.envelope.aggregate_id, &inbound.event],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn after_commit(&self, _outcome: ()) {}
+}

@@ -1,0 +1,8 @@
+//! The outbox library against real PostgreSQL and RabbitMQ: every test has
+//! its own database and its own exchange and queue names.
+
+mod consumer;
+mod helpers;
+mod proxy;
+mod relay;
+mod replay;

@@ -1,0 +1,274 @@
+//! The relay: everything committed is published once, in order per
+//! aggregate, even with two relays, a broken connection, or a crash
+//! between publishing and marking.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use outbox::relay::{Outcome, RelayConfig};
+
+use crate::helpers::{TestOutbox, amqp_url, new_events};
+use crate::proxy::Proxy;
+
+fn events(aggregates: usize, per_aggregate: usize) -> Vec<(String, i64)> {
+    (0..per_aggregate)
+        .flat_map(|seq| {
+            (0..aggregates).map(move |aggregate| (format!("agg-{aggregate}"), seq as i64))
+        })
+        .collect()
+}
+
+/// Asserts that, per aggregate, amounts (the sequence numbers) arrived in
+/// increasing order, and returns the number of distinct events.
+fn assert_in_order_per_aggregate(events: &[outbox::envelope::Envelope]) -> usize {
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    let mut distinct = HashSet::new();
+    for event in events {
+        if !distinct.insert(event.id) {
+            continue;
+        }
+        let amount: serde_json::Value = serde_json::from_str(event.payload.get()).unwrap();
+        let amount = amount["amount"].as_i64().unwrap();
+        let previous = last.insert(&event.aggregate_id, amount);
+        assert!(
+            previous.is_none_or(|previous| previous < amount),
+            "{} went from {previous:?} to {amount}",
+            event.aggregate_id
+        );
+    }
+    distinct.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_publish_every_row_once_in_order_per_aggregate() {
+    let outbox = TestOutbox::new().await;
+    let all = events(100, 100);
+    for chunk in all.chunks(500) {
+        outbox.append(chunk).await;
+    }
+    let (trigger, signal) = service::shutdown::channel();
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let config = RelayConfig {
+            batch_size: 300,
+            claim_partitions: 8,
+            ..outbox.relay_config()
+        };
+        let relay = outbox.relay(config);
+        handles.push(tokio::spawn(
+            relay.run(outbox.database.clone(), signal.clone()),
+        ));
+    }
+    let received = outbox
+        .take_events(&outbox.topology.order_created_queue(), all.len())
+        .await;
+    trigger.fire();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert_eq!(
+        received.len(),
+        all.len(),
+        "duplicates or losses on a clean run"
+    );
+    assert_eq!(assert_in_order_per_aggregate(&received), all.len());
+    assert_eq!(
+        outbox
+            .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        0
+    );
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_publishes_nothing() {
+    let outbox = TestOutbox::new().await;
+    {
+        let mut client = outbox.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        outbox::writer::append(&tx, &new_events(&[("a".into(), 1)]))
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+    }
+    let mut relay = outbox.relay(outbox.relay_config());
+    assert_eq!(relay.try_publish_batch().await.unwrap(), Outcome::Empty);
+    assert!(
+        outbox
+            .take_events(&outbox.topology.order_created_queue(), 1)
+            .await
+            .is_empty()
+    );
+    outbox.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_mid_batch_marks_nothing_unconfirmed_and_loses_nothing() {
+    let outbox = TestOutbox::new().await;
+    let upstream = amqp_url()
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| "127.0.0.1:5672".parse().unwrap());
+    let proxy = Proxy::start(upstream).await;
+    let all = events(20, 200);
+    outbox.append(&all).await;
+    let mut relay = outbox.relay(RelayConfig {
+        batch_size: 4000,
+        amqp_url: proxy.amqp_url(),
+        ..outbox.relay_config()
+    });
+    // The first batch connects; the cut lands about halfway through it.
+    proxy.cut_after(150_000);
+    let first = relay.try_publish_batch().await;
+    assert!(first.is_err(), "the cut should break the batch: {first:?}");
+    assert_eq!(
+        outbox
+            .count("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+            .await,
+        0,
+        "rows were marked published without a confirm"
+    );
+    assert_eq!(outbox.drain(&mut relay).await, all.len());
+    let received = outbox
+        .take_events(&outbox.topology.order_created_queue(), 2 * all.len())
+        .await;
+    let distinct = assert_in_order_per_aggregate(&received);
+    assert_eq!(distinct, all.len(), "an event was lost");
+    println!("duplicates after the cut: {}", received.len() - distinct);
+    outbox.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_between_publish_and_mark_resends_and_the_inbox_applies_once() {
+    let outbox = TestOutbox::new().await;
+    let all = events(10, 10);
+    outbox.append(&all).await;
+    let mut relay = outbox.relay(outbox.relay_config());
+    {
+        let mut client = outbox.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let sent = relay.claim_and_publish(&tx).await.unwrap();
+        assert!(sent.is_some());
+        // The relay dies here: its transaction rolls back, nothing is marked.
+        drop(tx);
+    }
+    assert_eq!(
+        outbox
+            .count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        100
+    );
+    let mut restarted = outbox.relay(outbox.relay_config());
+    assert_eq!(outbox.drain(&mut restarted).await, 100);
+
+    let consumer = outbox.consumer();
+    let mut session = consumer.open_session().await.unwrap();
+    let (_trigger, signal) = service::shutdown::channel();
+    let mut applied = 0;
+    let mut duplicates = 0;
+    loop {
+        let step = consumer
+            .try_consume_batch(&mut session, Duration::from_secs(2), &signal)
+            .await
+            .unwrap();
+        if step.deliveries == 0 {
+            break;
+        }
+        applied += step.applied;
+        duplicates += step.duplicates;
+    }
+    session.close().await;
+    assert_eq!((applied, duplicates), (100, 100));
+    let effects = outbox.effects().await;
+    for aggregate in 0..10 {
+        // Amounts 0..10 once each: 45, in 10 applications.
+        assert_eq!(effects[&format!("agg-{aggregate}")], (45, 10));
+    }
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_row_the_broker_keeps_refusing_is_set_aside_and_the_rest_flow() {
+    let outbox = TestOutbox::new().await;
+    // An exchange with no queue bound for this type: the broker returns it.
+    let mut client = outbox.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let mut events = new_events(&[("a".into(), 1)]);
+    events.push(
+        outbox::writer::NewEvent::new("b", "nobody.listens", &serde_json::json!({"amount": 2}))
+            .unwrap(),
+    );
+    events.extend(new_events(&[("c".into(), 3)]));
+    outbox::writer::append(&tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut relay = outbox.relay(RelayConfig {
+        max_attempts: 3,
+        ..outbox.relay_config()
+    });
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        match relay.try_publish_batch().await.unwrap() {
+            Outcome::Empty => break,
+            Outcome::Published(_) => assert!(steps < 10, "the relay spins on a refused row"),
+        }
+    }
+    assert_eq!(steps, 4, "three refusals, then nothing left to claim");
+    let (reason, attempts): (String, i32) = {
+        let row = client
+            .query_one(
+                "SELECT last_error, attempts FROM outbox WHERE set_aside_at IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        reason.contains("NO_ROUTE") || reason.contains("returned"),
+        "{reason}"
+    );
+    assert_eq!(attempts, 3);
+    let received = outbox
+        .take_events(&outbox.topology.order_created_queue(), 2)
+        .await;
+    assert_eq!(received.len(), 2);
+    let stats = outbox::stats::collect(&client).await.unwrap();
+    assert_eq!((stats.pending.rows, stats.pending.set_aside), (0, 1));
+    drop(client);
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_oversized_row_is_set_aside_at_once() {
+    let outbox = TestOutbox::new().await;
+    let big = "x".repeat(2000);
+    let mut client = outbox.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let event = outbox::writer::NewEvent::new(
+        "big",
+        "order.created",
+        &serde_json::json!({"amount": 1, "pad": big}),
+    )
+    .unwrap();
+    outbox::writer::append(&tx, &[event]).await.unwrap();
+    tx.commit().await.unwrap();
+    drop(client);
+    outbox.append(&[("small".into(), 1)]).await;
+    let mut relay = outbox.relay(RelayConfig {
+        max_message_bytes: 1000,
+        ..outbox.relay_config()
+    });
+    assert_eq!(outbox.drain(&mut relay).await, 1);
+    assert_eq!(
+        outbox
+            .count("SELECT count(*) FROM outbox WHERE set_aside_at IS NOT NULL")
+            .await,
+        1
+    );
+    outbox.cleanup().await;
+}

@@ -1,0 +1,141 @@
+//! Replay: filters select the right rows, a dry run sends nothing, a
+//! replay of N rows sends N, and the CLI refuses an unfiltered replay.
+
+use std::process::Command;
+
+use outbox::relay::Publisher;
+use outbox::replay::{self, Filter};
+
+use crate::helpers::{TestOutbox, amqp_url};
+
+#[tokio::test]
+async fn filters_select_rows_and_a_replay_of_n_rows_sends_n() {
+    let outbox = TestOutbox::new().await;
+    let events: Vec<(String, i64)> = (0..30).map(|i| (format!("agg-{}", i % 3), i)).collect();
+    outbox.append(&events).await;
+    let mut relay = outbox.relay(outbox.relay_config());
+    assert_eq!(outbox.drain(&mut relay).await, 30);
+    let queue = outbox.topology.order_created_queue();
+    assert_eq!(outbox.take_events(&queue, 30).await.len(), 30);
+
+    let client = service::db::connect(&outbox.database).await.unwrap();
+    let by_aggregate = Filter {
+        aggregate_id: Some("agg-1".into()),
+        ..Filter::default()
+    };
+    assert_eq!(replay::count(&client, &by_aggregate).await.unwrap(), 10);
+    let by_ids = Filter {
+        from_id: Some(5),
+        to_id: Some(9),
+        ..Filter::default()
+    };
+    assert_eq!(replay::count(&client, &by_ids).await.unwrap(), 5);
+    let by_type = Filter {
+        event_type: Some("other".into()),
+        ..Filter::default()
+    };
+    assert_eq!(replay::count(&client, &by_type).await.unwrap(), 0);
+    let future = Filter {
+        since: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+        ..Filter::default()
+    };
+    assert_eq!(replay::count(&client, &future).await.unwrap(), 0);
+
+    let publisher = Publisher::connect(&amqp_url(), "test replay", None)
+        .await
+        .unwrap();
+    let report = replay::replay(
+        &client,
+        &publisher,
+        &outbox.topology.orders_exchange(),
+        &by_aggregate,
+        4,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    publisher.close().await;
+    assert_eq!(report.sent, 10);
+    let again = outbox.take_events(&queue, 10).await;
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|event| event.aggregate_id == "agg-1"));
+    outbox.cleanup().await;
+}
+
+fn outbox_command(outbox: &TestOutbox) -> Command {
+    let mut url = format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        outbox.database.get_dbname().unwrap()
+    );
+    if let Ok(base) = std::env::var("TEST_DATABASE_URL") {
+        url = base
+            .rsplit_once('/')
+            .map(|(head, _)| head.to_owned())
+            .unwrap_or(base)
+            + "/"
+            + outbox.database.get_dbname().unwrap();
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_outbox"));
+    command
+        .env("OUTBOX_DATABASE_URL", url)
+        .env("AMQP_URL", amqp_url())
+        .env(
+            "AMQP_NAMESPACE",
+            outbox.topology.orders_exchange().trim_end_matches("orders"),
+        )
+        .env("RUST_LOG", "warn");
+    command
+}
+
+#[tokio::test]
+async fn the_cli_dry_run_sends_nothing_and_an_unfiltered_replay_is_refused() {
+    let outbox = TestOutbox::new().await;
+    outbox.append(&[("a".into(), 1), ("b".into(), 2)]).await;
+
+    let refused = outbox_command(&outbox)
+        .args(["replay", "--exchange", "orders"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("refusing to replay the whole outbox")
+    );
+
+    let dry = outbox_command(&outbox)
+        .args(["replay", "--exchange", "orders", "--all", "--dry-run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(stdout.contains("2 rows match; nothing sent"), "{stdout}");
+    assert!(
+        outbox
+            .take_events(&outbox.topology.order_created_queue(), 1)
+            .await
+            .is_empty()
+    );
+
+    let sent = outbox_command(&outbox)
+        .args(["replay", "--exchange", "orders", "--aggregate", "b"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&sent.stdout).contains("replayed 1 rows"),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let events = outbox
+        .take_events(&outbox.topology.order_created_queue(), 1)
+        .await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].aggregate_id, "b");
+
+    let stats = outbox_command(&outbox).args(["stats"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&stats.stdout);
+    assert!(stdout.contains("pending rows:            1"), "{stdout}");
+    outbox.cleanup().await;
+}
