@@ -234,6 +234,11 @@ impl<H: Handler> Consumer<H> {
                 }
             };
             tracing::info!(queue = %self.config.queue, "consumer subscribed");
+            let connected = self
+                .metrics
+                .connected
+                .with_label_values(&[&self.config.queue]);
+            connected.set(1);
             let failed = loop {
                 if shutdown.is_fired() {
                     break false;
@@ -253,6 +258,7 @@ impl<H: Handler> Consumer<H> {
                     }
                 }
             };
+            connected.set(0);
             session.close().await;
             if failed {
                 pause(backoff.next_delay(), &shutdown).await;

@@ -13,6 +13,9 @@ pub enum Error {
     Refused(String),
     #[error("message encoding: {0}")]
     Json(#[from] serde_json::Error),
+    /// A dependency could not be reached; retrying later may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -23,7 +26,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Postgres(error) => is_transient_postgres(error),
-            Error::Pool(_) | Error::Broker(_) => true,
+            Error::Pool(_) | Error::Broker(_) | Error::Unavailable(_) => true,
             Error::Refused(_) | Error::Json(_) | Error::Invalid(_) => false,
         }
     }

@@ -9,6 +9,10 @@
 //! [`inbox`] so a redelivery changes nothing, and acks after the commit.
 //!
 //! # Layout
+//! - [`events`]: the pipeline's event names and payloads (the contract
+//!   between the services).
+//! - [`settings`]: broker, relay, consumer and retention settings from the
+//!   environment, shared by both services.
 //! - [`envelope`]: the event envelope and its AMQP encoding (one event per
 //!   message, or a packed run of events).
 //! - [`schema`]: the outbox and inbox tables, as migrations services include.
@@ -26,12 +30,14 @@ pub mod broker;
 pub mod consumer;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod inbox;
 pub mod metrics;
 pub mod relay;
 pub mod replay;
 pub mod retention;
 pub mod schema;
+pub mod settings;
 pub mod stats;
 pub mod topology;
 pub mod writer;

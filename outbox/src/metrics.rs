@@ -2,8 +2,8 @@
 //! owning application's registry.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::relay::BatchReport;
@@ -111,6 +111,8 @@ pub struct ConsumerMetrics {
     /// From the event's commit in the producer to its commit here.
     pub lag_seconds: HistogramVec,
     pub failures: IntCounterVec,
+    /// 1 while subscribed to the queue; readiness reads it.
+    pub connected: IntGaugeVec,
 }
 
 impl ConsumerMetrics {
@@ -143,7 +145,15 @@ impl ConsumerMetrics {
                 ),
                 &["queue"],
             )?,
+            connected: IntGaugeVec::new(
+                Opts::new(
+                    "consumer_connected",
+                    "1 while the consumer is subscribed to its queue",
+                ),
+                &["queue"],
+            )?,
         };
+        registry.register(Box::new(metrics.connected.clone()))?;
         registry.register(Box::new(metrics.events.clone()))?;
         registry.register(Box::new(metrics.batch_events.clone()))?;
         registry.register(Box::new(metrics.lag_seconds.clone()))?;

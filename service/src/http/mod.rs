@@ -6,9 +6,11 @@
 //! - [`request`] and [`response`]: the two types a [`Service`] sees, and the
 //!   JSON error body.
 //! - [`query`]: query-string parameters.
+//! - [`ops`]: `/healthz`, `/readyz` and `/metrics`, the same in every service.
 
 mod chunked;
 pub mod codec;
+pub mod ops;
 pub mod query;
 pub mod request;
 pub mod response;

@@ -1,0 +1,119 @@
+//! The pipeline settings both services read from the environment: broker,
+//! relay, consumers and retention. The `outbox` tool reads the same names.
+
+use std::time::Duration;
+
+use service::config::{ConfigError, Settings};
+
+use crate::consumer::ConsumerConfig;
+use crate::relay::RelayConfig;
+use crate::retention::Retention;
+use crate::topology::{QueueType, Topology};
+
+/// Broker, relay, consumer and retention settings.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name (`AMQP_NAMESPACE`).
+    pub namespace: String,
+    pub queue_type: QueueType,
+    /// Whether the service runs its relay in-process (`RELAY_ENABLED`).
+    pub relay_enabled: bool,
+    pub relay_batch_size: usize,
+    pub relay_claim_partitions: i64,
+    pub relay_events_per_message: usize,
+    pub relay_poll_interval: Duration,
+    pub relay_max_attempts: i32,
+    pub consumer_prefetch: u16,
+    pub retention: Retention,
+    /// Queues left unused this long are deleted by the broker
+    /// (`AMQP_QUEUE_EXPIRES_MS`; for tests and throwaway environments).
+    pub queue_expires: Option<Duration>,
+}
+
+impl PipelineSettings {
+    pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
+        let amqp_url = settings.required::<String>("AMQP_URL", "an amqp:// URL")?;
+        crate::broker::parse_url("AMQP_URL", &amqp_url)?;
+        let hours = |name: &str, default: u64| {
+            settings
+                .optional(name, "a whole number of hours", default)
+                .map(|hours: u64| Duration::from_secs(hours * 3600))
+        };
+        let retention = Retention {
+            outbox: hours("OUTBOX_RETENTION_HOURS", 7 * 24)?,
+            inbox: hours("INBOX_RETENTION_HOURS", 14 * 24)?,
+            ..Retention::default()
+        };
+        if retention.inbox <= retention.outbox {
+            return Err(ConfigError::Invalid {
+                name: "INBOX_RETENTION_HOURS".into(),
+                expected: "more hours than OUTBOX_RETENTION_HOURS",
+                reason: "a replayed event older than the inbox window would apply twice".into(),
+            });
+        }
+        Ok(PipelineSettings {
+            amqp_url,
+            namespace: settings.optional("AMQP_NAMESPACE", "a name prefix", String::new())?,
+            queue_type: settings.optional(
+                "AMQP_QUEUE_TYPE",
+                "quorum or classic",
+                QueueType::Quorum,
+            )?,
+            relay_enabled: settings.optional("RELAY_ENABLED", "true or false", true)?,
+            relay_batch_size: settings
+                .optional("RELAY_BATCH_SIZE", "a row count", 1000usize)?
+                .max(1),
+            relay_claim_partitions: settings
+                .optional("RELAY_CLAIM_PARTITIONS", "1 to 16", 16i64)?
+                .clamp(1, 16),
+            relay_events_per_message: settings
+                .optional("RELAY_EVENTS_PER_MESSAGE", "a count", 1usize)?
+                .max(1),
+            relay_poll_interval: settings.millis("RELAY_POLL_INTERVAL_MS", 500)?,
+            relay_max_attempts: settings
+                .optional("RELAY_MAX_ATTEMPTS", "a count", 5i32)?
+                .max(1),
+            consumer_prefetch: settings
+                .optional("CONSUMER_PREFETCH", "a count up to 65535", 256u16)?
+                .max(1),
+            retention,
+            queue_expires: Some(settings.optional::<u64>(
+                "AMQP_QUEUE_EXPIRES_MS",
+                "a number of milliseconds",
+                0,
+            )?)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+        })
+    }
+
+    pub fn topology(&self) -> Topology {
+        let topology = Topology::new(&self.namespace, self.queue_type);
+        match self.queue_expires {
+            Some(idle) => topology.expiring_after(idle),
+            None => topology,
+        }
+    }
+
+    /// The relay of a service whose events go to `exchange`.
+    pub fn relay_config(&self, exchange: &str, connection_name: &str) -> RelayConfig {
+        RelayConfig {
+            connection_name: connection_name.to_owned(),
+            batch_size: self.relay_batch_size,
+            claim_partitions: self.relay_claim_partitions,
+            events_per_message: self.relay_events_per_message,
+            poll_interval: self.relay_poll_interval,
+            max_attempts: self.relay_max_attempts,
+            ..RelayConfig::new(&self.amqp_url, exchange)
+        }
+    }
+
+    pub fn consumer_config(&self, queue: &str, connection_name: &str) -> ConsumerConfig {
+        ConsumerConfig {
+            connection_name: connection_name.to_owned(),
+            prefetch: self.consumer_prefetch,
+            ..ConsumerConfig::new(&self.amqp_url, queue)
+        }
+    }
+}

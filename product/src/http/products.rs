@@ -1,0 +1,238 @@
+//! Product handlers. Each parses and validates in the coroutine, then runs
+//! the store and cache work on tokio through the bridge. Writes invalidate
+//! the product's cache entry after their commit, before answering.
+
+use serde::Serialize;
+use service::http::{Request, Response, query};
+
+use super::{ApiError, AppState};
+use crate::cache::{ProductCache, StockUpdate};
+use crate::domain::{NewProduct, Product, ProductChanges, StockDelta, parse_id};
+use crate::store::AdjustOutcome;
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 1000;
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// A JSON body needs a JSON content type (or none at all).
+fn require_json(request: &Request) -> Result<(), ApiError> {
+    match request.header_str("content-type") {
+        None => Ok(()),
+        Some(value)
+            if value
+                .split(';')
+                .next()
+                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json")) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+fn product_id(segment: &str) -> Result<i64, ApiError> {
+    parse_id(segment).ok_or_else(|| ApiError::ProductNotFound(segment.to_owned()))
+}
+
+/// After a committed write: drop the cached entry, bring the counter up.
+async fn after_write(cache: &ProductCache, product: &Product) {
+    let update = StockUpdate {
+        id: product.id,
+        decrement: 0,
+        stock: product.stock,
+        version: product.version,
+    };
+    // One retry: an invalidation that fails leaves a stale entry until its TTL.
+    for attempt in 0..2 {
+        match cache.invalidate(product.id, product.version).await {
+            Ok(()) => break,
+            Err(error) if attempt == 1 => {
+                cache
+                    .metrics()
+                    .write_failures
+                    .with_label_values(&["invalidate"])
+                    .inc();
+                tracing::error!(%error, product = product.id, "cache invalidation failed after a write");
+            }
+            Err(_) => {}
+        }
+    }
+    cache
+        .best_effort("stock_sync", cache.sync_stock(&[update]))
+        .await;
+}
+
+pub(super) fn create(state: &AppState, request: &Request) -> Result<Response, ApiError> {
+    require_json(request)?;
+    let new = NewProduct::parse(request.body())?;
+    let (store, cache) = (state.store.clone(), state.cache.clone());
+    let product = state.bridge.run(async move {
+        let product = store.create(&new).await?;
+        after_write(&cache, &product).await;
+        Ok::<_, ApiError>(product)
+    })??;
+    Ok(Response::json(201, &product).with_header("Location", format!("/products/{}", product.id)))
+}
+
+pub(super) fn get(state: &AppState, segment: &str) -> Result<Response, ApiError> {
+    let id = product_id(segment)?;
+    let (store, cache) = (state.store.clone(), state.cache.clone());
+    let product = state
+        .bridge
+        .run(async move { read_through(&store, &cache, id).await })??;
+    match product {
+        Some(product) => Ok(Response::json(200, &product)),
+        None => Err(ApiError::ProductNotFound(segment.to_owned())),
+    }
+}
+
+/// Redis first (entry and live counter), PostgreSQL on a miss, filling
+/// Redis from it. With Redis down, PostgreSQL answers alone.
+async fn read_through(
+    store: &crate::store::ProductStore,
+    cache: &ProductCache,
+    id: i64,
+) -> Result<Option<Product>, ApiError> {
+    let lookups = &cache.metrics().lookups;
+    match cache.lookup(id).await {
+        Ok(lookup) => {
+            if let (Some(mut product), Some((stock, version))) = (lookup.cached, lookup.stock) {
+                if version != crate::cache::TOMBSTONE_VERSION {
+                    lookups.with_label_values(&["hit"]).inc();
+                    product.stock = stock;
+                    return Ok(Some(product));
+                }
+            }
+            lookups.with_label_values(&["miss"]).inc();
+        }
+        Err(error) => {
+            lookups.with_label_values(&["error"]).inc();
+            tracing::debug!(%error, "cache lookup failed; reading PostgreSQL");
+            return Ok(store.get(id).await?);
+        }
+    }
+    let product = store.get(id).await?;
+    if let Some(product) = &product {
+        cache.best_effort("fill", cache.fill(product)).await;
+    }
+    Ok(product)
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<Product>,
+    /// Pass as `after` for the next page; null on the last page.
+    next_after: Option<i64>,
+}
+
+pub(super) fn list(state: &AppState, request: &Request) -> Result<Response, ApiError> {
+    let number =
+        |name: &str, default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i64, ApiError> {
+            match query::param(request.query(), name) {
+                None => Ok(default),
+                Some(text) => match text.parse::<i64>() {
+                    Ok(value) if range.contains(&value) => Ok(value),
+                    Ok(_) => Err(ApiError::BadQuery(format!(
+                        "{name} must be from {} to {}",
+                        range.start(),
+                        range.end()
+                    ))),
+                    Err(_) => Err(ApiError::BadQuery(format!("{name} must be a whole number"))),
+                },
+            }
+        };
+    let limit = number("limit", DEFAULT_PAGE, 1..=MAX_PAGE)?;
+    let after = number("after", 0, 0..=i64::MAX)?;
+    let store = state.store.clone();
+    let items = state
+        .bridge
+        .run(async move { store.list(after, limit).await })??;
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|p| p.id))
+        .flatten();
+    Ok(Response::json(200, &Page { items, next_after }))
+}
+
+fn update(state: &AppState, segment: &str, changes: ProductChanges) -> Result<Response, ApiError> {
+    let id = product_id(segment)?;
+    let (store, cache) = (state.store.clone(), state.cache.clone());
+    let product = state.bridge.run(async move {
+        let product = store.update(id, &changes).await?;
+        if let Some(product) = &product {
+            after_write(&cache, product).await;
+        }
+        Ok::<_, ApiError>(product)
+    })??;
+    product
+        .map(|product| Response::json(200, &product))
+        .ok_or_else(|| ApiError::ProductNotFound(segment.to_owned()))
+}
+
+pub(super) fn replace(
+    state: &AppState,
+    segment: &str,
+    request: &Request,
+) -> Result<Response, ApiError> {
+    product_id(segment)?;
+    require_json(request)?;
+    update(state, segment, NewProduct::parse(request.body())?.into())
+}
+
+pub(super) fn patch(
+    state: &AppState,
+    segment: &str,
+    request: &Request,
+) -> Result<Response, ApiError> {
+    product_id(segment)?;
+    require_json(request)?;
+    update(state, segment, ProductChanges::parse(request.body())?)
+}
+
+pub(super) fn delete(state: &AppState, segment: &str) -> Result<Response, ApiError> {
+    let id = product_id(segment)?;
+    let (store, cache) = (state.store.clone(), state.cache.clone());
+    let deleted = state.bridge.run(async move {
+        let version = store.delete(id).await?;
+        if let Some(version) = version {
+            cache.best_effort("forget", cache.forget(id, version)).await;
+        }
+        Ok::<_, ApiError>(version.is_some())
+    })??;
+    if deleted {
+        Ok(Response::empty(204))
+    } else {
+        Err(ApiError::ProductNotFound(segment.to_owned()))
+    }
+}
+
+pub(super) fn adjust_stock(
+    state: &AppState,
+    segment: &str,
+    request: &Request,
+) -> Result<Response, ApiError> {
+    let id = product_id(segment)?;
+    let key = request
+        .header_str("idempotency-key")
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or(ApiError::MissingIdempotencyKey)?
+        .to_owned();
+    require_json(request)?;
+    let delta = StockDelta::parse(request.body())?;
+    let (store, cache) = (state.store.clone(), state.cache.clone());
+    let outcome = state.bridge.run(async move {
+        let outcome = crate::store::adjust_stock(store.pool(), id, &key, delta).await?;
+        if let AdjustOutcome::Applied(product) = &outcome {
+            after_write(&cache, product).await;
+        }
+        Ok::<_, ApiError>(outcome)
+    })??;
+    match outcome {
+        AdjustOutcome::Applied(product) | AdjustOutcome::Repeated(product) => {
+            Ok(Response::json(200, &product))
+        }
+        AdjustOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        AdjustOutcome::NotFound => Err(ApiError::ProductNotFound(segment.to_owned())),
+        AdjustOutcome::OutOfRange { stock } => Err(ApiError::StockOutOfRange { stock }),
+    }
+}

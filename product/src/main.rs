@@ -1,0 +1,38 @@
+//! `product`: serves the product API (the default), or `product reconcile`
+//! rebuilds the Redis stock counters from PostgreSQL.
+
+use clap::{Parser, Subcommand};
+use product::{config::Config, reconcile, startup::Application};
+
+#[derive(Parser)]
+#[command(version, about = "The product service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API, the stock consumer and the relay (the default).
+    Serve,
+    /// Rebuild the Redis stock counters from PostgreSQL and report drift.
+    Reconcile,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    service::telemetry::init();
+    let config = Config::from_env()?;
+    service::runtime::start()?.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                Application::build(config)
+                    .await?
+                    .run_until_stopped(service::shutdown::signal())
+                    .await
+            }
+            Command::Reconcile => reconcile::run(&config).await?.print(),
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,183 @@
+//! Products in PostgreSQL. Every write runs in a transaction that also
+//! appends its event (`product.upserted` / `product.deleted`) to the outbox,
+//! and bumps the row's `version`.
+
+mod stock;
+
+use deadpool_postgres::{Pool, Transaction};
+use outbox::events::{PRODUCT_DELETED, PRODUCT_UPSERTED, ProductDeleted, ProductUpserted};
+use outbox::writer::{self, NewEvent};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+pub use stock::{
+    AdjustOutcome, LockedStock, Verdict, adjust_stock, decrement, lock_products, record_verdicts,
+};
+
+use crate::domain::{NewProduct, Product, ProductChanges};
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached; worth retrying later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A check constraint refused a value (named by the constraint).
+    #[error("value refused by constraint {0}")]
+    Constraint(String),
+    #[error("database error: {0}")]
+    Database(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Outbox(#[from] outbox::Error),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.as_db_error() {
+            Some(db) if db.code() == &SqlState::CHECK_VIOLATION => {
+                StoreError::Constraint(db.constraint().unwrap_or("unknown").to_owned())
+            }
+            _ if error.code().is_none() => StoreError::Unavailable(error.to_string()),
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+const COLUMNS: &str = "id, name, price, stock, version, created_at, updated_at";
+
+pub(crate) fn product_from(row: &Row) -> Result<Product, tokio_postgres::Error> {
+    Ok(Product {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        price: row.try_get(2)?,
+        stock: row.try_get(3)?,
+        version: row.try_get(4)?,
+        created_at: row.try_get(5)?,
+        updated_at: row.try_get(6)?,
+    })
+}
+
+/// The product store.
+#[derive(Clone)]
+pub struct ProductStore {
+    pool: Pool,
+}
+
+impl ProductStore {
+    pub fn new(pool: Pool) -> Self {
+        ProductStore { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub async fn create(&self, new: &NewProduct) -> StoreResult<Product> {
+        let sql = format!(
+            "INSERT INTO products (name, price, stock) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+        );
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let statement = tx.prepare_cached(&sql).await?;
+        let row = tx
+            .query_one(
+                &statement,
+                &[&new.name.as_str(), &new.price.cents(), &new.stock.units()],
+            )
+            .await?;
+        let product = product_from(&row)?;
+        append_upserted(&tx, &product).await?;
+        tx.commit().await?;
+        Ok(product)
+    }
+
+    pub async fn get(&self, id: i64) -> StoreResult<Option<Product>> {
+        let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let row = client.query_opt(&statement, &[&id]).await?;
+        Ok(row.as_ref().map(product_from).transpose()?)
+    }
+
+    /// Up to `limit` products with ids above `after`, in id order.
+    pub async fn list(&self, after: i64, limit: i64) -> StoreResult<Vec<Product>> {
+        let sql = format!("SELECT {COLUMNS} FROM products WHERE id > $1 ORDER BY id LIMIT $2");
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &[&after, &limit]).await?;
+        Ok(rows.iter().map(product_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Applies the given fields; `None` when there is no such product.
+    pub async fn update(&self, id: i64, changes: &ProductChanges) -> StoreResult<Option<Product>> {
+        let sql = format!(
+            "UPDATE products SET name = COALESCE($2, name), price = COALESCE($3, price), \
+             stock = COALESCE($4, stock), version = version + 1, updated_at = now() \
+             WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let statement = tx.prepare_cached(&sql).await?;
+        let name = changes.name.as_ref().map(|name| name.as_str());
+        let price = changes.price.map(|price| price.cents());
+        let stock = changes.stock.map(|stock| stock.units());
+        let Some(row) = tx
+            .query_opt(&statement, &[&id, &name, &price, &stock])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let product = product_from(&row)?;
+        append_upserted(&tx, &product).await?;
+        tx.commit().await?;
+        Ok(Some(product))
+    }
+
+    /// Deletes a product; returns the version its deletion carries, or
+    /// `None` when there was no such product.
+    pub async fn delete(&self, id: i64) -> StoreResult<Option<i64>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let statement = tx
+            .prepare_cached("DELETE FROM products WHERE id = $1 RETURNING version")
+            .await?;
+        let Some(row) = tx.query_opt(&statement, &[&id]).await? else {
+            return Ok(None);
+        };
+        let version: i64 = row.try_get::<_, i64>(0)? + 1;
+        let event = ProductDeleted {
+            product_id: id,
+            version,
+        };
+        writer::append(&tx, &[NewEvent::new(id, PRODUCT_DELETED, &event)?]).await?;
+        tx.commit().await?;
+        Ok(Some(version))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        match self.pool.get().await {
+            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+async fn append_upserted(tx: &Transaction<'_>, product: &Product) -> StoreResult<()> {
+    let event = ProductUpserted {
+        product_id: product.id,
+        name: product.name.clone(),
+        price: product.price,
+        version: product.version,
+    };
+    writer::append(tx, &[NewEvent::new(product.id, PRODUCT_UPSERTED, &event)?]).await?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The Redis cache: filled on GET, invalidated by every write (read from
+//! Redis itself), never serving an old value after a write.
+
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_fills_the_cache_with_a_ttl() {
+    let app = spawn_app().await;
+    let id = app.create_product("Cached", 100, 5).await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        app.cached(id).await,
+        None,
+        "a create must not leave an entry"
+    );
+    app.get_product(id).await;
+    let cached = app.cached(id).await.expect("the GET filled the cache");
+    assert_eq!(cached["name"], "Cached");
+    let ttl = app.cache_ttl(id).await;
+    assert!(ttl > 0 && ttl <= 300, "ttl {ttl}");
+    assert_eq!(app.counter(id).await, Some(5));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_patch_and_delete_each_invalidate_the_entry() {
+    let app = spawn_app().await;
+    let id = app.create_product("Before", 100, 5).await["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/products/{id}");
+
+    app.get_product(id).await;
+    assert!(app.cached(id).await.is_some());
+    let put = app
+        .client
+        .put(app.url(&path))
+        .json(&json!({"name": "Put", "price": 1, "stock": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(app.cached(id).await, None, "PUT left the old entry");
+    let after_put: Value = app.get_product(id).await.json().await.unwrap();
+    assert_eq!(
+        (after_put["name"].as_str(), after_put["stock"].as_i64()),
+        (Some("Put"), Some(2))
+    );
+
+    assert!(app.cached(id).await.is_some());
+    app.client
+        .patch(app.url(&path))
+        .json(&json!({"name": "Patched"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(app.cached(id).await, None, "PATCH left the old entry");
+    let after_patch: Value = app.get_product(id).await.json().await.unwrap();
+    assert_eq!(after_patch["name"], "Patched");
+
+    assert!(app.cached(id).await.is_some());
+    app.client.delete(app.url(&path)).send().await.unwrap();
+    assert_eq!(app.cached(id).await, None, "DELETE left the old entry");
+    assert_eq!(app.get_product(id).await.status(), 404);
+    assert_eq!(app.cached(id).await, None, "a 404 must not be cached");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_leave_cache_and_table_agreeing() {
+    let app = spawn_app().await;
+    let id = app.create_product("Contended", 1, 1).await["id"]
+        .as_i64()
+        .unwrap();
+    let path = format!("/products/{id}");
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let client = app.client.clone();
+        let url = app.url(&path);
+        writers.push(tokio::spawn(async move {
+            for round in 0..10 {
+                let body = json!({"name": format!("w{writer}-r{round}"), "price": writer * 100 + round, "stock": round});
+                assert_eq!(client.put(&url).json(&body).send().await.unwrap().status(), 200);
+                // Readers race the writers, trying to put stale values back.
+                client.get(&url).send().await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let (name, price, stock) = app.row(id).await.unwrap();
+    if let Some(cached) = app.cached(id).await {
+        assert_eq!(
+            (cached["name"].as_str(), cached["price"].as_i64()),
+            (Some(name.as_str()), Some(price))
+        );
+    }
+    let served: Value = app.get_product(id).await.json().await.unwrap();
+    assert_eq!(
+        (
+            served["name"].as_str(),
+            served["price"].as_i64(),
+            served["stock"].as_i64()
+        ),
+        (Some(name.as_str()), Some(price), Some(stock))
+    );
+    assert_eq!(app.counter(id).await, Some(stock));
+    app.stop().await;
+}

@@ -1,0 +1,252 @@
+//! `spawn_app`: a product service on a free port, with its own database,
+//! key prefix and broker namespace; and readers of the stores themselves.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use product::config::Config;
+use product::startup::Application;
+use redis::AsyncCommands;
+use serde_json::Value;
+use service::config::Settings;
+use service::shutdown::Trigger;
+use uuid::Uuid;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+pub(crate) struct TestApp {
+    pub(crate) address: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) pool: Pool,
+    pub(crate) redis: redis::aio::MultiplexedConnection,
+    pub(crate) prefix: String,
+    /// Prefix of this app's exchanges and queues.
+    pub(crate) namespace: String,
+    database: tokio_postgres::Config,
+    stop: Trigger,
+    stopped: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    service::telemetry::init_for_tests();
+    let id = Uuid::new_v4().simple().to_string();
+    let base = env_or(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let database_url = format!(
+        "{}/product_test_{id}",
+        base.rsplit_once('/')
+            .map_or(base.as_str(), |(head, _)| head)
+    );
+    let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    let prefix = format!("test:{id}:");
+    let namespace = format!("test.{}.", &id[..12]);
+    let source = [
+        ("PRODUCT_DATABASE_URL", database_url.as_str()),
+        ("PRODUCT_DATABASE_POOL_SIZE", "6"),
+        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        (
+            "AMQP_URL",
+            &env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ),
+        ("AMQP_NAMESPACE", namespace.as_str()),
+        ("AMQP_QUEUE_EXPIRES_MS", "600000"),
+        ("PRODUCT_HOST", "127.0.0.1"),
+        ("PRODUCT_PORT", "0"),
+        ("RELAY_POLL_INTERVAL_MS", "100"),
+    ];
+    let config = Config::read(&Settings::new(&source)).expect("test settings are valid");
+    let database = config.database.clone();
+    let application = Application::build(config)
+        .await
+        .expect("the application starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let (stop, signal) = service::shutdown::channel();
+    let stopped = tokio::spawn(application.run_until_stopped(async move { signal.wait().await }));
+    let pool = service::db::pool(&database, 2).unwrap();
+    let redis = redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        pool,
+        redis,
+        prefix,
+        namespace,
+        database,
+        stop,
+        stopped,
+    }
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub(crate) async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a product and returns its JSON.
+    pub(crate) async fn create_product(&self, name: &str, price: i64, stock: i64) -> Value {
+        let response = self
+            .post_json(
+                "/products",
+                serde_json::json!({"name": name, "price": price, "stock": stock}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    pub(crate) async fn get_product(&self, id: i64) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/products/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The product row as PostgreSQL has it.
+    pub(crate) async fn row(&self, id: i64) -> Option<(String, i64, i64)> {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_opt(
+                "SELECT name, price, stock FROM products WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+    }
+
+    /// Every product row, as text, to compare before and after a request.
+    pub(crate) async fn table_snapshot(&self) -> String {
+        let client = self.pool.get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT coalesce(string_agg(p::text, '|' ORDER BY id), '') FROM products p",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    }
+
+    /// The cached JSON in Redis, if any.
+    pub(crate) async fn cached(&self, id: i64) -> Option<Value> {
+        let mut redis = self.redis.clone();
+        let json: Option<String> = redis
+            .get(format!("{}product:{{{id}}}", self.prefix))
+            .await
+            .unwrap();
+        json.map(|json| serde_json::from_str(&json).unwrap())
+    }
+
+    /// The live stock counter in Redis, if any.
+    pub(crate) async fn counter(&self, id: i64) -> Option<i64> {
+        let mut redis = self.redis.clone();
+        redis
+            .hget(format!("{}stock:{{{id}}}", self.prefix), "stock")
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn cache_ttl(&self, id: i64) -> i64 {
+        let mut redis = self.redis.clone();
+        redis
+            .ttl(format!("{}product:{{{id}}}", self.prefix))
+            .await
+            .unwrap()
+    }
+
+    /// Waits (up to 10 s) until `check` holds, polling the stores.
+    pub(crate) async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..200 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    pub(crate) async fn stop(self) {
+        self.stop.fire();
+        self.stopped.await.unwrap();
+        self.pool.close();
+        let mut redis = self.redis.clone();
+        let keys: Vec<String> = redis
+            .keys(format!("{}*", self.prefix))
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: () = redis.del(keys).await.unwrap();
+        }
+        service::db::drop_database(&self.database).await.unwrap();
+    }
+}
+
+/// Asserts the design's error body and returns its code.
+pub(crate) async fn error_code(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status().as_u16(), status, "wrong status");
+    let body: Value = response.json().await.expect("error bodies are JSON");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code is a string")
+        .to_owned();
+    assert!(
+        body["error"]["message"].is_string(),
+        "error.message is a string: {body}"
+    );
+    code
+}
+
+impl TestApp {
+    /// Publishes an `order.created` envelope to this app's orders exchange,
+    /// as the order service's relay would.
+    pub(crate) async fn publish_order_created(&self, envelope: &outbox::envelope::Envelope) {
+        let url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let connection = outbox::broker::connect(&url, "test publisher")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        let message = outbox::envelope::encode(std::slice::from_ref(envelope)).unwrap();
+        channel
+            .basic_publish(
+                format!("{}orders", self.namespace).as_str().into(),
+                message.routing_key.as_str().into(),
+                Default::default(),
+                &message.body,
+                message.properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+    }
+
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}

@@ -1,0 +1,9 @@
+//! The product service over real HTTP, against real PostgreSQL, Redis and
+//! RabbitMQ. Every test starts its own application with its own database,
+//! Redis key prefix and broker namespace.
+
+mod bad_input;
+mod cache;
+mod helpers;
+mod products;
+mod stock;

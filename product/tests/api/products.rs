@@ -1,0 +1,203 @@
+//! Each endpoint's happy path.
+
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_is_created_read_listed_changed_and_deleted() {
+    let app = spawn_app().await;
+    let created = app
+        .post_json(
+            "/products",
+            json!({"name": "Green tea", "price": 450, "stock": 12}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let product: Value = created.json().await.unwrap();
+    let id = product["id"].as_i64().unwrap();
+    assert_eq!(location, format!("/products/{id}"));
+    assert_eq!(
+        (
+            product["name"].as_str(),
+            product["price"].as_i64(),
+            product["stock"].as_i64()
+        ),
+        (Some("Green tea"), Some(450), Some(12))
+    );
+    assert!(product["created_at"].is_string() && product["updated_at"].is_string());
+
+    let read: Value = app.get_product(id).await.json().await.unwrap();
+    assert_eq!(read, product);
+
+    let replaced = app
+        .client
+        .put(app.url(&format!("/products/{id}")))
+        .json(&json!({"name": "Sencha", "price": 500, "stock": 20}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    assert_eq!(app.row(id).await, Some(("Sencha".into(), 500, 20)));
+
+    let patched: Value = app
+        .client
+        .patch(app.url(&format!("/products/{id}")))
+        .json(&json!({"price": 550}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (patched["name"].as_str(), patched["price"].as_i64()),
+        (Some("Sencha"), Some(550))
+    );
+    assert!(patched["version"].as_i64() > product["version"].as_i64());
+
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/products/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.get_product(id).await.status(), 404);
+    assert_eq!(app.row(id).await, None);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_come_in_id_order_with_the_cursor_of_the_next() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            app.create_product(&format!("p{i}"), 100 + i, 1).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let first: Value = app
+        .client
+        .get(app.url("/products?limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page_ids: Vec<i64> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(page_ids, ids[..2]);
+    assert_eq!(first["next_after"].as_i64(), Some(ids[1]));
+
+    let rest: Value = app
+        .client
+        .get(app.url(&format!("/products?limit=10&after={}", ids[1])))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rest_ids: Vec<i64> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rest_ids, ids[2..]);
+    assert!(rest["next_after"].is_null());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_answer() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (body["postgres"].as_str(), body["redis"].as_str()),
+        (Some("up"), Some("up"))
+    );
+
+    let id = app.create_product("Metric", 1, 1).await["id"]
+        .as_i64()
+        .unwrap();
+    app.get_product(id).await;
+    app.get_product(id).await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"http_requests_total{route="/products",status="201"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"http_requests_total{route="/products/:id",status="200"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"product_cache_lookups_total{result="miss"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"product_cache_lookups_total{result="hit"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_writes_reach_the_broker_through_the_outbox() {
+    let app = spawn_app().await;
+    let id = app.create_product("Evented", 10, 1).await["id"]
+        .as_i64()
+        .unwrap();
+    app.client
+        .delete(app.url(&format!("/products/{id}")))
+        .send()
+        .await
+        .unwrap();
+    let pool = app.pool.clone();
+    app.eventually("both product events are published", || {
+        let pool = pool.clone();
+        async move {
+            let client = pool.get().await.unwrap();
+            let row = client
+                .query_one("SELECT count(*) FILTER (WHERE published_at IS NOT NULL), count(*) FROM outbox WHERE event_type LIKE 'product.%'", &[])
+                .await
+                .unwrap();
+            row.get::<_, i64>(0) == 2 && row.get::<_, i64>(1) == 2
+        }
+    })
+    .await;
+    app.stop().await;
+}
