@@ -14,19 +14,11 @@ const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 1000;
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
-/// A JSON body needs a JSON content type (or none at all).
 fn require_json(request: &Request) -> Result<(), ApiError> {
-    match request.header_str("content-type") {
-        None => Ok(()),
-        Some(value)
-            if value
-                .split(';')
-                .next()
-                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json")) =>
-        {
-            Ok(())
-        }
-        Some(_) => Err(ApiError::UnsupportedMediaType),
+    if request.declares_json() {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
@@ -126,23 +118,10 @@ struct Page {
 }
 
 pub(super) fn list(state: &AppState, request: &Request) -> Result<Response, ApiError> {
-    let number =
-        |name: &str, default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i64, ApiError> {
-            match query::param(request.query(), name) {
-                None => Ok(default),
-                Some(text) => match text.parse::<i64>() {
-                    Ok(value) if range.contains(&value) => Ok(value),
-                    Ok(_) => Err(ApiError::BadQuery(format!(
-                        "{name} must be from {} to {}",
-                        range.start(),
-                        range.end()
-                    ))),
-                    Err(_) => Err(ApiError::BadQuery(format!("{name} must be a whole number"))),
-                },
-            }
-        };
-    let limit = number("limit", DEFAULT_PAGE, 1..=MAX_PAGE)?;
-    let after = number("after", 0, 0..=i64::MAX)?;
+    let limit = query::integer(request.query(), "limit", DEFAULT_PAGE, 1..=MAX_PAGE)
+        .map_err(ApiError::BadQuery)?;
+    let after =
+        query::integer(request.query(), "after", 0, 0..=i64::MAX).map_err(ApiError::BadQuery)?;
     let store = state.store.clone();
     let items = state
         .bridge

@@ -23,6 +23,27 @@ pub fn names(query: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// An integer parameter within `range`, `default` when absent; the error
+/// says what is expected.
+pub fn integer(
+    query: Option<&str>,
+    name: &str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, String> {
+    match param(query, name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<i64>() {
+            Ok(value) if range.contains(&value) => Ok(value),
+            _ => Err(format!(
+                "{name} must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            )),
+        },
+    }
+}
+
 fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -64,6 +85,14 @@ mod tests {
         assert_eq!(param(query, "flag").as_deref(), Some(""));
         assert_eq!(param(query, "missing"), None);
         assert_eq!(names(query), ["limit", "after", "status", "flag"]);
+    }
+
+    #[test]
+    fn integers_are_checked_against_their_range() {
+        assert_eq!(integer(Some("limit=5"), "limit", 50, 1..=100), Ok(5));
+        assert_eq!(integer(None, "limit", 50, 1..=100), Ok(50));
+        assert!(integer(Some("limit=0"), "limit", 50, 1..=100).is_err());
+        assert!(integer(Some("limit=x"), "limit", 50, 1..=100).is_err());
     }
 
     #[test]

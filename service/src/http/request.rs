@@ -52,6 +52,18 @@ impl Request {
             .and_then(|value| std::str::from_utf8(value).ok())
     }
 
+    /// Whether the body may be read as JSON: `Content-Type` is
+    /// `application/json` (with any parameters), or absent.
+    pub fn declares_json(&self) -> bool {
+        match self.header_str("content-type") {
+            None => true,
+            Some(value) => value
+                .split(';')
+                .next()
+                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json")),
+        }
+    }
+
     /// The request body, already de-chunked when it was sent chunked.
     pub fn body(&self) -> &Bytes {
         &self.body
@@ -145,6 +157,10 @@ mod tests {
         assert_eq!(request.header_str("content-type"), Some("application/json"));
         assert_eq!(request.body().as_ref(), b"{}");
         assert!(!request.keep_alive());
+        assert!(request.declares_json());
+        let text = Request::from_parts("POST", "/", &[("content-type", "text/plain")], b"");
+        assert!(!text.declares_json());
+        assert!(Request::from_parts("POST", "/", &[], b"").declares_json());
     }
 
     #[test]

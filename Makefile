@@ -1,0 +1,34 @@
+# The two commands: `make up` runs the system, `make test` runs the tests.
+# Settings come from .env if it exists, else .env.example.
+
+ENV_FILE ?= $(if $(wildcard .env),.env,.env.example)
+CARGO ?= cargo
+SHELL := /bin/bash
+
+.PHONY: help up build services test lint fmt load chaos scale clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+up: build services ## Build release binaries, start PostgreSQL/Redis/RabbitMQ if down, run the services until Ctrl-C.
+	@set -a; . ./$(ENV_FILE); set +a; scripts/run.sh
+
+build: ## Build the release binaries (product, order, outbox, perf tools).
+	$(CARGO) build --release --workspace --bins
+
+services: ## Make sure PostgreSQL, Redis and RabbitMQ answer (start them if installed but down).
+	@scripts/services.sh
+
+test: services ## The whole test suite, unit and integration, against the real local servers.
+	$(CARGO) test --workspace
+
+lint: ## rustfmt and clippy, as CI runs them.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+clean: ## Remove build output and load reports.
+	$(CARGO) clean
+	rm -rf reports

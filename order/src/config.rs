@@ -1,0 +1,71 @@
+//! The order service's settings, read from the environment once at start.
+
+use std::time::Duration;
+
+use outbox::settings::PipelineSettings;
+use service::config::{ConfigError, Settings};
+
+use crate::store::writer::WriterConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: tokio_postgres::Config,
+    pub database_pool_size: usize,
+    pub host: String,
+    /// 0 picks a free port (tests read the real one from the application).
+    pub port: u16,
+    /// The product service, asked about products the replica has not seen.
+    pub product_url: String,
+    pub writer: WriterConfig,
+    /// Work in flight on the stores (reads, replica misses) before 503.
+    pub max_in_flight: usize,
+    /// Longest a request waits for its commit or read before 503.
+    pub request_timeout: Duration,
+    pub pipeline: PipelineSettings,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Settings::new(&service::config::Environment))
+    }
+
+    pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
+        let database_url =
+            settings.required::<String>("ORDER_DATABASE_URL", "a postgres:// URL")?;
+        let product_url =
+            settings.required::<String>("PRODUCT_URL", "an http:// URL of the product service")?;
+        if !product_url.starts_with("http://") && !product_url.starts_with("https://") {
+            return Err(ConfigError::Invalid {
+                name: "PRODUCT_URL".into(),
+                expected: "an http:// URL of the product service",
+                reason: "it does not start with http:// or https://".into(),
+            });
+        }
+        Ok(Config {
+            database: service::db::parse_url("ORDER_DATABASE_URL", &database_url)?,
+            database_pool_size: settings
+                .optional("ORDER_DATABASE_POOL_SIZE", "a connection count", 16usize)?
+                .max(2),
+            host: settings.optional("ORDER_HOST", "an address to bind", "0.0.0.0".to_owned())?,
+            port: settings.required("ORDER_PORT", "a port number")?,
+            product_url: product_url.trim_end_matches('/').to_owned(),
+            writer: WriterConfig {
+                writers: settings
+                    .optional("ORDER_WRITERS", "a task count", 2usize)?
+                    .max(1),
+                max_batch: settings
+                    .optional("ORDER_WRITER_BATCH", "an order count", 256usize)?
+                    .max(1),
+                linger: settings.millis("ORDER_WRITER_LINGER_MS", 0)?,
+                capacity: settings
+                    .optional("ORDER_QUEUE_CAPACITY", "an order count", 4096usize)?
+                    .max(1),
+            },
+            max_in_flight: settings
+                .optional("ORDER_MAX_IN_FLIGHT", "a request count", 4096usize)?
+                .max(1),
+            request_timeout: settings.millis("ORDER_REQUEST_TIMEOUT_MS", 5000)?,
+            pipeline: PipelineSettings::read(settings)?,
+        })
+    }
+}

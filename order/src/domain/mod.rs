@@ -1,0 +1,302 @@
+//! Validated order requests, and orders as they are answered.
+
+use std::collections::BTreeSet;
+
+use outbox::events::{MAX_ITEMS, MAX_QUANTITY};
+use serde::Serialize;
+use service::json::{BodyError, JsonObject};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Longest Idempotency-Key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// Why a request was refused: a body of the wrong shape (400) or a value
+/// that breaks a rule (422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> InputError {
+    InputError::Invalid {
+        code,
+        message: message.into(),
+    }
+}
+
+/// One line of an order request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ItemRequest {
+    pub product_id: i64,
+    pub quantity: i64,
+}
+
+/// A valid order request: 1 to 100 items, quantities 1 to 10,000, no
+/// product twice. Items are kept sorted by product id, so two bodies that
+/// list the same items in another order are the same request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    items: Vec<ItemRequest>,
+}
+
+impl NewOrder {
+    /// `{"product_id": N, "quantity": Q}` or `{"items": [{…}, …]}`.
+    pub fn parse(body: &[u8]) -> Result<Self, InputError> {
+        let object = JsonObject::parse(body, &["product_id", "quantity", "items"])?;
+        let items = if object.has("items") {
+            if object.has("product_id") || object.has("quantity") {
+                return Err(invalid(
+                    "ambiguous_order",
+                    "give either items or product_id and quantity, not both",
+                ));
+            }
+            let lines = object.required_objects("items", &["product_id", "quantity"])?;
+            lines.iter().map(item).collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![item(&object)?]
+        };
+        Self::new(items)
+    }
+
+    pub fn new(mut items: Vec<ItemRequest>) -> Result<Self, InputError> {
+        if items.is_empty() || items.len() > MAX_ITEMS {
+            return Err(invalid(
+                "invalid_items",
+                format!("an order has 1 to {MAX_ITEMS} items, not {}", items.len()),
+            ));
+        }
+        let distinct: BTreeSet<i64> = items.iter().map(|item| item.product_id).collect();
+        if distinct.len() != items.len() {
+            return Err(invalid(
+                "duplicate_product",
+                "each product may appear once in an order",
+            ));
+        }
+        items.sort();
+        Ok(NewOrder { items })
+    }
+
+    pub fn items(&self) -> &[ItemRequest] {
+        &self.items
+    }
+
+    pub fn product_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.items.iter().map(|item| item.product_id)
+    }
+
+    /// The request in canonical form (`3x2,7x1`): equal for equal requests.
+    pub fn fingerprint(&self) -> String {
+        self.items
+            .iter()
+            .map(|item| format!("{}x{}", item.product_id, item.quantity))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn item(object: &JsonObject) -> Result<ItemRequest, InputError> {
+    let range = |error: BodyError, code: &'static str| match error {
+        BodyError::OutOfRange { field } => invalid(code, format!("{field} is out of range")),
+        other => InputError::Body(other),
+    };
+    let product_id = object
+        .required_i64("product_id")
+        .map_err(|e| range(e, "invalid_product_id"))?;
+    let quantity = object
+        .required_i64("quantity")
+        .map_err(|e| range(e, "invalid_quantity"))?;
+    if product_id <= 0 {
+        return Err(invalid(
+            "invalid_product_id",
+            "product_id is a positive integer",
+        ));
+    }
+    if !(1..=MAX_QUANTITY).contains(&quantity) {
+        return Err(invalid(
+            "invalid_quantity",
+            format!("quantity is from 1 to {MAX_QUANTITY}"),
+        ));
+    }
+    Ok(ItemRequest {
+        product_id,
+        quantity,
+    })
+}
+
+/// An Idempotency-Key header value: 1 to 200 visible characters.
+pub fn parse_idempotency_key(value: Option<&str>) -> Result<Option<String>, InputError> {
+    match value.map(str::trim) {
+        None => Ok(None),
+        Some(key)
+            if !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY
+                && key.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
+        Some(_) => Err(invalid(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )),
+    }
+}
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Rejected,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Rejected => "REJECTED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_uppercase().as_str() {
+            "PENDING" => Some(OrderStatus::Pending),
+            "CONFIRMED" => Some(OrderStatus::Confirmed),
+            "REJECTED" => Some(OrderStatus::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// A priced order line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OrderLine {
+    pub product_id: i64,
+    pub quantity: i64,
+    /// Price of one unit in cents when the order was placed.
+    pub unit_price: i64,
+}
+
+/// An order as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub status: OrderStatus,
+    /// Why it was rejected: `insufficient_stock` or `unknown_product`.
+    pub reason: Option<String>,
+    pub items: Vec<OrderLine>,
+    /// Sum of quantity × unit price, in cents.
+    pub total: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub decided_at: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(error: InputError) -> String {
+        match error {
+            InputError::Invalid { code, .. } => code.into(),
+            InputError::Body(body) if body.is_malformed() => "malformed".into(),
+            InputError::Body(body) => format!("value: {body}"),
+        }
+    }
+
+    #[test]
+    fn both_shapes_parse_to_the_same_request() {
+        let single = NewOrder::parse(br#"{"product_id": 3, "quantity": 2}"#).unwrap();
+        let listed = NewOrder::parse(br#"{"items": [{"product_id": 3, "quantity": 2}]}"#).unwrap();
+        assert_eq!(single, listed);
+        assert_eq!(single.fingerprint(), "3x2");
+    }
+
+    #[test]
+    fn item_order_does_not_change_the_request() {
+        let one = NewOrder::parse(
+            br#"{"items": [{"product_id": 7, "quantity": 1}, {"product_id": 3, "quantity": 2}]}"#,
+        )
+        .unwrap();
+        let two = NewOrder::parse(
+            br#"{"items": [{"product_id": 3, "quantity": 2}, {"product_id": 7, "quantity": 1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(one.fingerprint(), two.fingerprint());
+    }
+
+    #[test]
+    fn every_rule_is_enforced() {
+        let parse = |body: &str| NewOrder::parse(body.as_bytes()).map_err(code);
+        assert_eq!(
+            parse(r#"{"product_id": 1, "quantity": 0}"#).unwrap_err(),
+            "invalid_quantity"
+        );
+        assert_eq!(
+            parse(r#"{"product_id": 1, "quantity": 10001}"#).unwrap_err(),
+            "invalid_quantity"
+        );
+        assert_eq!(
+            parse(r#"{"product_id": 1, "quantity": -1}"#).unwrap_err(),
+            "invalid_quantity"
+        );
+        assert_eq!(
+            parse(r#"{"product_id": 0, "quantity": 1}"#).unwrap_err(),
+            "invalid_product_id"
+        );
+        assert_eq!(
+            parse(r#"{"product_id": 1, "quantity": 1e40}"#).unwrap_err(),
+            "invalid_quantity"
+        );
+        assert_eq!(parse(r#"{"items": []}"#).unwrap_err(), "invalid_items");
+        assert_eq!(
+            parse(
+                r#"{"items": [{"product_id": 1, "quantity": 1}, {"product_id": 1, "quantity": 2}]}"#
+            )
+            .unwrap_err(),
+            "duplicate_product"
+        );
+        assert_eq!(
+            parse(r#"{"items": [{"product_id": 1, "quantity": 1}], "product_id": 2}"#).unwrap_err(),
+            "ambiguous_order"
+        );
+        assert_eq!(
+            parse(r#"{"product_id": "1", "quantity": 1}"#).unwrap_err(),
+            "malformed"
+        );
+        assert_eq!(
+            parse(r#"{"items": {"product_id": 1}}"#).unwrap_err(),
+            "malformed"
+        );
+        assert!(
+            parse(r#"{"quantity": 1}"#)
+                .unwrap_err()
+                .starts_with("value")
+        );
+        let many: Vec<String> = (1..=101)
+            .map(|id| format!(r#"{{"product_id": {id}, "quantity": 1}}"#))
+            .collect();
+        assert_eq!(
+            parse(&format!(r#"{{"items": [{}]}}"#, many.join(","))).unwrap_err(),
+            "invalid_items"
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_and_visible() {
+        assert_eq!(
+            parse_idempotency_key(Some(" abc-1 ")).unwrap(),
+            Some("abc-1".into())
+        );
+        assert_eq!(parse_idempotency_key(None).unwrap(), None);
+        assert!(parse_idempotency_key(Some("")).is_err());
+        assert!(parse_idempotency_key(Some(&"k".repeat(201))).is_err());
+        assert!(parse_idempotency_key(Some("has space")).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! `stock.reserved` / `stock.rejected` → order status. A status moves once,
+//! from PENDING to CONFIRMED or REJECTED; a reply for an order already
+//! decided (a replay, a duplicate the inbox could not see) changes nothing.
+
+use deadpool_postgres::Transaction;
+use outbox::consumer::{ApplyError, Batch, Handler};
+use outbox::envelope::Envelope;
+use outbox::events::{STOCK_REJECTED, STOCK_RESERVED, StockRejected, StockReserved};
+use prometheus::{HistogramOpts, HistogramVec, Registry};
+use uuid::Uuid;
+
+/// A decision about an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub order_id: Uuid,
+    pub confirmed: bool,
+    pub reason: Option<&'static str>,
+}
+
+/// Seconds from an order's 201 to its verdict, by outcome.
+#[derive(Clone)]
+pub struct ConfirmMetrics {
+    pub lag: HistogramVec,
+}
+
+impl ConfirmMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let lag = HistogramVec::new(
+            HistogramOpts::new(
+                "order_confirm_lag_seconds",
+                "Time from an order's commit to its CONFIRMED or REJECTED status",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["status"],
+        )?;
+        registry.register(Box::new(lag.clone()))?;
+        Ok(ConfirmMetrics { lag })
+    }
+}
+
+const DECIDE_SQL: &str = "\
+    UPDATE orders SET status = d.status, reason = d.reason, decided_at = now() \
+    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, status, reason) \
+    WHERE orders.id = d.id AND orders.status = 'PENDING' \
+    RETURNING orders.status, EXTRACT(EPOCH FROM orders.decided_at - orders.created_at)::float8";
+
+pub struct StockReplyHandler {
+    metrics: ConfirmMetrics,
+}
+
+impl StockReplyHandler {
+    pub fn new(metrics: ConfirmMetrics) -> Self {
+        StockReplyHandler { metrics }
+    }
+}
+
+impl Handler for StockReplyHandler {
+    type Event = Decision;
+    /// (status, seconds from 201 to verdict) of each order decided now.
+    type Outcome = Vec<(String, f64)>;
+
+    fn decode(&self, envelope: &Envelope) -> Result<Decision, String> {
+        let bad =
+            |error: serde_json::Error| format!("not a {} payload: {error}", envelope.event_type);
+        match envelope.event_type.as_str() {
+            STOCK_RESERVED => {
+                let reply: StockReserved = envelope.payload_as().map_err(bad)?;
+                Ok(Decision {
+                    order_id: reply.order_id,
+                    confirmed: true,
+                    reason: None,
+                })
+            }
+            STOCK_REJECTED => {
+                let reply: StockRejected = envelope.payload_as().map_err(bad)?;
+                Ok(Decision {
+                    order_id: reply.order_id,
+                    confirmed: false,
+                    reason: Some(reply.reason.as_str()),
+                })
+            }
+            other => Err(format!(
+                "unexpected event type {other:?} on the stock replies queue"
+            )),
+        }
+    }
+
+    async fn apply<'a>(
+        &'a self,
+        tx: &'a Transaction<'_>,
+        batch: &'a Batch<'_, Decision>,
+    ) -> Result<Self::Outcome, ApplyError> {
+        if batch.fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = batch.fresh.iter().map(|d| d.event.order_id).collect();
+        let statuses: Vec<&str> = batch
+            .fresh
+            .iter()
+            .map(|d| {
+                if d.event.confirmed {
+                    "CONFIRMED"
+                } else {
+                    "REJECTED"
+                }
+            })
+            .collect();
+        let reasons: Vec<Option<&str>> = batch.fresh.iter().map(|d| d.event.reason).collect();
+        let statement = tx.prepare_cached(DECIDE_SQL).await?;
+        let rows = tx.query(&statement, &[&ids, &statuses, &reasons]).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn after_commit(&self, decided: Vec<(String, f64)>) {
+        for (status, seconds) in decided {
+            self.metrics
+                .lag
+                .with_label_values(&[&status])
+                .observe(seconds.max(0.0));
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The group-commit writer: places many orders in one transaction.
+//!
+//! Handlers put a [`PlaceJob`] on a bounded queue (full: 503 at once) and
+//! park on its reply. A writer task takes whatever is queued (up to
+//! `max_batch`, waiting at most `linger` for more), and in ONE transaction
+//! prices the orders from the product replica, inserts orders, items and
+//! their `order.created` outbox rows with one multi-row statement each,
+//! commits, and only then answers every waiter. Nothing is acknowledged
+//! before its commit, so nothing acknowledged is lost.
+//!
+//! While one batch commits, requests queue up for the next: batches grow
+//! with load instead of each request paying for its own commit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+use outbox::events::{ORDER_CREATED, OrderCreated, OrderItem};
+use outbox::writer::{self, NewEvent};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use service::bridge::Reply;
+use service::shutdown::Signal;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{OrderStore, StoreError, StoreResult};
+use crate::domain::{NewOrder, Order, OrderLine, OrderStatus};
+
+/// A request to place one order, with where to send the answer.
+pub struct PlaceJob {
+    pub order: NewOrder,
+    pub idempotency_key: Option<String>,
+    pub reply: Reply<PlaceResult>,
+}
+
+/// What placing an order came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// Committed now.
+    Created(Order),
+    /// The Idempotency-Key was used before with the same request.
+    Existing(Order),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    #[error("product {0} does not exist")]
+    UnknownProduct(i64),
+    /// The replica has never heard of these products.
+    #[error("products {0:?} are not in the replica")]
+    ReplicaMiss(Vec<i64>),
+    #[error("the Idempotency-Key was used with another request")]
+    KeyReused,
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type PlaceResult = Result<Placed, PlaceError>;
+
+/// Why a job could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    Full,
+    Closed,
+}
+
+/// Where handlers submit jobs.
+#[derive(Clone)]
+pub struct WriterHandle {
+    sender: mpsc::Sender<PlaceJob>,
+}
+
+impl WriterHandle {
+    /// Queues a job without waiting (callable from a coroutine).
+    pub fn try_submit(&self, job: PlaceJob) -> Result<(), SubmitError> {
+        self.sender.try_send(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+        })
+    }
+}
+
+/// Sizes and timing of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Writer tasks; each commits its own batches on its own connection.
+    pub writers: usize,
+    pub max_batch: usize,
+    /// How long a writer waits for more jobs once it has one; 0 takes only
+    /// what is already queued.
+    pub linger: Duration,
+    /// Jobs queued at most before requests get 503.
+    pub capacity: usize,
+}
+
+/// Batch sizes and outcomes, for `/metrics`.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    pub batch_orders: Histogram,
+    pub outcomes: IntCounterVec,
+}
+
+impl WriterMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = WriterMetrics {
+            batch_orders: Histogram::with_opts(
+                HistogramOpts::new(
+                    "order_writer_batch_orders",
+                    "Orders per group-commit transaction",
+                )
+                .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]),
+            )?,
+            outcomes: IntCounterVec::new(
+                Opts::new(
+                    "order_writer_jobs_total",
+                    "Order requests by writer outcome",
+                ),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(metrics.batch_orders.clone()))?;
+        registry.register(Box::new(metrics.outcomes.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// Starts the writer tasks; they stop when `shutdown` fires and the queue
+/// is empty.
+pub fn start(
+    pool: Pool,
+    config: WriterConfig,
+    metrics: WriterMetrics,
+    shutdown: Signal,
+) -> (WriterHandle, Vec<JoinHandle<()>>) {
+    let (sender, receiver) = mpsc::channel(config.capacity.max(1));
+    let receiver = Arc::new(Mutex::new(receiver));
+    let tasks = (0..config.writers.max(1))
+        .map(|_| {
+            let writer = Writer {
+                pool: pool.clone(),
+                config,
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(writer.run(receiver.clone(), shutdown.clone()))
+        })
+        .collect();
+    (WriterHandle { sender }, tasks)
+}
+
+struct Writer {
+    pool: Pool,
+    config: WriterConfig,
+    metrics: WriterMetrics,
+}
+
+impl Writer {
+    async fn run(self, receiver: Arc<Mutex<mpsc::Receiver<PlaceJob>>>, shutdown: Signal) {
+        loop {
+            let batch = {
+                let mut receiver = receiver.lock().await;
+                self.collect(&mut receiver, &shutdown).await
+            };
+            if batch.is_empty() {
+                return;
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    /// The next batch; empty once shutdown fired and nothing is queued.
+    async fn collect(
+        &self,
+        receiver: &mut mpsc::Receiver<PlaceJob>,
+        shutdown: &Signal,
+    ) -> Vec<PlaceJob> {
+        let first = tokio::select! {
+            job = receiver.recv() => job,
+            _ = shutdown.wait() => receiver.try_recv().ok(),
+        };
+        let Some(first) = first else {
+            return Vec::new();
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.config.linger;
+        while batch.len() < self.config.max_batch {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) if self.config.linger.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                },
+            }
+        }
+        batch
+    }
+
+    /// Writes a batch and answers every job. A batch the database refuses
+    /// for its data (not for being unreachable) is retried one job at a
+    /// time, so one bad job fails alone.
+    async fn commit(&self, jobs: Vec<PlaceJob>) {
+        self.metrics.batch_orders.observe(jobs.len() as f64);
+        let outcomes = match place_batch(&self.pool, &jobs).await {
+            Ok(outcomes) => outcomes,
+            Err(error) if error.is_transient() || jobs.len() == 1 => {
+                tracing::warn!(%error, orders = jobs.len(), "order batch failed");
+                let failure = if error.is_transient() {
+                    PlaceError::Unavailable(error.to_string())
+                } else {
+                    PlaceError::Internal(error.to_string())
+                };
+                jobs.iter().map(|_| Err(failure.clone())).collect()
+            }
+            Err(error) => {
+                tracing::warn!(%error, orders = jobs.len(), "order batch refused; placing its orders one by one");
+                let mut outcomes = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    let outcome = place_batch(&self.pool, std::slice::from_ref(job))
+                        .await
+                        .map_err(|error| PlaceError::Internal(error.to_string()))
+                        .and_then(|mut one| {
+                            one.pop()
+                                .unwrap_or(Err(PlaceError::Internal("no outcome".into())))
+                        });
+                    outcomes.push(outcome);
+                }
+                outcomes
+            }
+        };
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            let label = match &outcome {
+                Ok(Placed::Created(_)) => "created",
+                Ok(Placed::Existing(_)) => "existing",
+                Err(PlaceError::ReplicaMiss(_)) => "replica_miss",
+                Err(PlaceError::UnknownProduct(_)) => "unknown_product",
+                Err(PlaceError::KeyReused) => "key_reused",
+                Err(_) => "failed",
+            };
+            self.metrics.outcomes.with_label_values(&[label]).inc();
+            job.reply.send(outcome);
+        }
+    }
+}
+
+/// What the replica says of a product: price, or deleted.
+type Prices = HashMap<i64, (i64, bool)>;
+
+const PRICES_SQL: &str = "SELECT id, price, deleted FROM product_replica WHERE id = ANY($1)";
+
+const INSERT_ORDERS_SQL: &str = "\
+    INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
+    SELECT id, 'PENDING', total, key, fingerprint \
+    FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[]) AS o(id, total, key, fingerprint) \
+    ON CONFLICT (idempotency_key) DO NOTHING \
+    RETURNING id, created_at";
+
+const INSERT_ITEMS_SQL: &str = "\
+    INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
+    SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::int8[])";
+
+/// An order priced and ready to insert.
+struct Priced {
+    job: usize,
+    id: Uuid,
+    lines: Vec<OrderLine>,
+    total: i64,
+}
+
+/// Places `jobs` in one transaction; one outcome per job, in order.
+async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceResult>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let prices = load_prices(&tx, jobs).await?;
+    let mut outcomes: Vec<Option<PlaceResult>> = jobs.iter().map(|_| None).collect();
+    let mut priced = Vec::with_capacity(jobs.len());
+    let mut keys_seen = HashSet::new();
+    // Jobs answered from an earlier order once this batch has committed.
+    let mut by_key = Vec::new();
+    for (index, job) in jobs.iter().enumerate() {
+        match price(&job.order, &prices) {
+            Err(error) => outcomes[index] = Some(Err(error)),
+            Ok(_)
+                if job
+                    .idempotency_key
+                    .as_ref()
+                    .is_some_and(|key| !keys_seen.insert(key.clone())) =>
+            {
+                by_key.push(index)
+            }
+            Ok((lines, total)) => priced.push(Priced {
+                job: index,
+                id: Uuid::now_v7(),
+                lines,
+                total,
+            }),
+        }
+    }
+    let inserted = insert_orders(&tx, jobs, &priced).await?;
+    let (new, conflicting): (Vec<Priced>, Vec<Priced>) = priced
+        .into_iter()
+        .partition(|order| inserted.contains_key(&order.id));
+    by_key.extend(conflicting.iter().map(|order| order.job));
+    let (items, events) = tokio::join!(insert_items(&tx, &new), append_events(&tx, &new));
+    items?;
+    events?;
+    tx.commit().await?;
+    drop(client);
+    for order in new {
+        let created_at = inserted[&order.id];
+        outcomes[order.job] = Some(Ok(Placed::Created(Order {
+            id: order.id,
+            status: OrderStatus::Pending,
+            reason: None,
+            items: order.lines,
+            total: order.total,
+            created_at,
+            decided_at: None,
+        })));
+    }
+    let store = OrderStore::new(pool.clone());
+    for index in by_key {
+        outcomes[index] = Some(answer_from_key(&store, &jobs[index]).await?);
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Err(PlaceError::Internal("order left unanswered".into()))))
+        .collect())
+}
+
+async fn load_prices(tx: &Transaction<'_>, jobs: &[PlaceJob]) -> StoreResult<Prices> {
+    let ids: HashSet<i64> = jobs
+        .iter()
+        .flat_map(|job| job.order.product_ids())
+        .collect();
+    let ids: Vec<i64> = ids.into_iter().collect();
+    let statement = tx.prepare_cached(PRICES_SQL).await?;
+    let rows = tx.query(&statement, &[&ids]).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
+        .collect()
+}
+
+/// Prices an order from the replica: every product known and not deleted.
+fn price(order: &NewOrder, prices: &Prices) -> Result<(Vec<OrderLine>, i64), PlaceError> {
+    let missing: Vec<i64> = order
+        .product_ids()
+        .filter(|id| !prices.contains_key(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PlaceError::ReplicaMiss(missing));
+    }
+    let mut lines = Vec::with_capacity(order.items().len());
+    let mut total: i64 = 0;
+    for item in order.items() {
+        let (unit_price, deleted) = prices[&item.product_id];
+        if deleted {
+            return Err(PlaceError::UnknownProduct(item.product_id));
+        }
+        // 100 items × 10,000 units × 10^12 cents stays below 2^63.
+        total = total.saturating_add(unit_price.saturating_mul(item.quantity));
+        lines.push(OrderLine {
+            product_id: item.product_id,
+            quantity: item.quantity,
+            unit_price,
+        });
+    }
+    Ok((lines, total))
+}
+
+/// Inserts the orders; returns the ids actually inserted (an order whose
+/// key another committed order holds is not) with their creation time.
+async fn insert_orders(
+    tx: &Transaction<'_>,
+    jobs: &[PlaceJob],
+    priced: &[Priced],
+) -> StoreResult<HashMap<Uuid, OffsetDateTime>> {
+    if priced.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = priced.iter().map(|order| order.id).collect();
+    let totals: Vec<i64> = priced.iter().map(|order| order.total).collect();
+    let keys: Vec<Option<&str>> = priced
+        .iter()
+        .map(|order| jobs[order.job].idempotency_key.as_deref())
+        .collect();
+    let fingerprints: Vec<String> = priced
+        .iter()
+        .map(|order| jobs[order.job].order.fingerprint())
+        .collect();
+    let statement = tx.prepare_cached(INSERT_ORDERS_SQL).await?;
+    let rows = tx
+        .query(&statement, &[&ids, &totals, &keys, &fingerprints])
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+async fn insert_items(tx: &Transaction<'_>, orders: &[Priced]) -> StoreResult<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let lines = orders
+        .iter()
+        .flat_map(|order| order.lines.iter().map(move |line| (order.id, line)));
+    let (mut ids, mut products, mut quantities, mut prices) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, line) in lines {
+        ids.push(id);
+        products.push(line.product_id);
+        quantities.push(line.quantity as i32);
+        prices.push(line.unit_price);
+    }
+    let statement = tx.prepare_cached(INSERT_ITEMS_SQL).await?;
+    tx.execute(&statement, &[&ids, &products, &quantities, &prices])
+        .await?;
+    Ok(())
+}
+
+async fn append_events(tx: &Transaction<'_>, orders: &[Priced]) -> StoreResult<()> {
+    let events = orders
+        .iter()
+        .map(|order| {
+            let event = OrderCreated {
+                order_id: order.id,
+                items: order
+                    .lines
+                    .iter()
+                    .map(|line| OrderItem {
+                        product_id: line.product_id,
+                        quantity: line.quantity,
+                    })
+                    .collect(),
+            };
+            NewEvent::new(order.id, ORDER_CREATED, &event)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    writer::append(tx, &events).await?;
+    Ok(())
+}
+
+/// A job whose key an earlier order holds: that order if the request is
+/// the same, a refusal if it is not.
+async fn answer_from_key(store: &OrderStore, job: &PlaceJob) -> StoreResult<PlaceResult> {
+    let Some(key) = &job.idempotency_key else {
+        return Ok(Err(PlaceError::Internal(
+            "an order without a key conflicted".into(),
+        )));
+    };
+    Ok(match store.get_by_key(key).await? {
+        Some((order, fingerprint)) if fingerprint == job.order.fingerprint() => {
+            Ok(Placed::Existing(order))
+        }
+        Some(_) => Err(PlaceError::KeyReused),
+        None => Err(PlaceError::Unavailable(
+            "the order holding this key is not visible yet; retry".into(),
+        )),
+    })
+}
+
+impl From<StoreError> for PlaceError {
+    fn from(error: StoreError) -> Self {
+        if error.is_transient() {
+            PlaceError::Unavailable(error.to_string())
+        } else {
+            PlaceError::Internal(error.to_string())
+        }
+    }
+}

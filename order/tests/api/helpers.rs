@@ -1,0 +1,213 @@
+//! `spawn_pipeline`: a product service and an order service wired
+//! together, and the invariant check every end-to-end test ends with.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use perf::invariants::{self, Stores};
+use serde_json::{Value, json};
+use service::config::Settings;
+use service::shutdown::Trigger;
+use uuid::Uuid;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+pub(crate) struct TestPipeline {
+    pub(crate) client: reqwest::Client,
+    pub(crate) product_address: String,
+    pub(crate) order_address: String,
+    pub(crate) stores: Stores,
+    /// Stock of each product when the test created it.
+    pub(crate) initial: BTreeMap<i64, i64>,
+    product_database: tokio_postgres::Config,
+    order_database: tokio_postgres::Config,
+    stops: Vec<(Trigger, tokio::task::JoinHandle<()>)>,
+}
+
+fn database_url(name: &str) -> String {
+    let base = env_or(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    format!(
+        "{}/{name}",
+        base.rsplit_once('/')
+            .map_or(base.as_str(), |(head, _)| head)
+    )
+}
+
+/// Starts both services; `product_url` overrides where the order service
+/// looks products up (to test the product service being down).
+pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeline {
+    service::telemetry::init_for_tests();
+    let id = Uuid::new_v4().simple().to_string();
+    let namespace = format!("test.{}.", &id[..12]);
+    let prefix = format!("test:{id}:");
+    let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    let amqp_url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let shared = [
+        ("AMQP_URL", amqp_url.as_str()),
+        ("AMQP_NAMESPACE", namespace.as_str()),
+        ("AMQP_QUEUE_EXPIRES_MS", "600000"),
+        ("RELAY_POLL_INTERVAL_MS", "100"),
+    ];
+
+    let product_db = database_url(&format!("product_test_{id}"));
+    let mut product_settings: Vec<(&str, &str)> = vec![
+        ("PRODUCT_DATABASE_URL", &product_db),
+        ("PRODUCT_DATABASE_POOL_SIZE", "6"),
+        ("REDIS_URL", &redis_url),
+        ("REDIS_KEY_PREFIX", &prefix),
+        ("PRODUCT_HOST", "127.0.0.1"),
+        ("PRODUCT_PORT", "0"),
+    ];
+    product_settings.extend(shared);
+    let product_config =
+        product::config::Config::read(&Settings::new(&Listed(&product_settings))).unwrap();
+    let product_database = product_config.database.clone();
+    let product_app = product::startup::Application::build(product_config)
+        .await
+        .unwrap();
+    let product_address = format!("http://127.0.0.1:{}", product_app.port());
+
+    let order_db = database_url(&format!("order_test_{id}"));
+    let lookup = product_url.map_or(product_address.clone(), str::to_owned);
+    let mut order_settings: Vec<(&str, &str)> = vec![
+        ("ORDER_DATABASE_URL", &order_db),
+        ("ORDER_DATABASE_POOL_SIZE", "6"),
+        ("ORDER_HOST", "127.0.0.1"),
+        ("ORDER_PORT", "0"),
+        ("PRODUCT_URL", &lookup),
+    ];
+    order_settings.extend(shared);
+    let order_config =
+        order::config::Config::read(&Settings::new(&Listed(&order_settings))).unwrap();
+    let order_database = order_config.database.clone();
+    let order_app = order::startup::Application::build(order_config)
+        .await
+        .unwrap();
+    let order_address = format!("http://127.0.0.1:{}", order_app.port());
+
+    let mut stops = Vec::new();
+    let (stop, signal) = service::shutdown::channel();
+    stops.push((
+        stop,
+        tokio::spawn(order_app.run_until_stopped(async move { signal.wait().await })),
+    ));
+    let (stop, signal) = service::shutdown::channel();
+    stops.push((
+        stop,
+        tokio::spawn(product_app.run_until_stopped(async move { signal.wait().await })),
+    ));
+    let stores = Stores::connect(&order_database, &product_database, &redis_url, &prefix)
+        .await
+        .unwrap();
+    TestPipeline {
+        client: reqwest::Client::new(),
+        product_address,
+        order_address,
+        stores,
+        initial: BTreeMap::new(),
+        product_database,
+        order_database,
+        stops,
+    }
+}
+
+pub(crate) async fn spawn_pipeline() -> TestPipeline {
+    spawn_pipeline_with(None).await
+}
+
+/// Settings from a list built at run time.
+struct Listed<'a>(&'a [(&'a str, &'a str)]);
+
+impl service::config::Source for Listed<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    }
+}
+
+impl TestPipeline {
+    pub(crate) async fn create_product(&mut self, name: &str, price: i64, stock: i64) -> i64 {
+        let response = self
+            .client
+            .post(format!("{}/products", self.product_address))
+            .json(&json!({"name": name, "price": price, "stock": stock}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let id = response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        self.initial.insert(id, stock);
+        id
+    }
+
+    pub(crate) fn order_request(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/orders", self.order_address))
+            .json(body)
+    }
+
+    /// Places an order and returns (status, body).
+    pub(crate) async fn place(&self, body: Value) -> (u16, Value) {
+        let response = self.order_request(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub(crate) async fn order(&self, id: &str) -> Value {
+        self.client
+            .get(format!("{}/orders/{id}", self.order_address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits for the loop to drain, then checks every invariant.
+    pub(crate) async fn assert_invariants(&mut self) -> invariants::Report {
+        let (drained, _) = invariants::wait_for_drain(&self.stores, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let report = invariants::check(&mut self.stores, &self.initial)
+            .await
+            .unwrap();
+        assert!(drained, "the pipeline did not drain: {report:?}");
+        assert!(
+            report.holds(),
+            "invariants broken: {:#?}",
+            report.violations
+        );
+        report
+    }
+
+    pub(crate) async fn stop(self) {
+        for (stop, stopped) in self.stops {
+            stop.fire();
+            stopped.await.unwrap();
+        }
+        drop(self.stores);
+        service::db::drop_database(&self.order_database)
+            .await
+            .unwrap();
+        service::db::drop_database(&self.product_database)
+            .await
+            .unwrap();
+    }
+}
+
+/// Asserts the design's error body and returns its code.
+pub(crate) fn error_code(status: u16, body: &Value, expected_status: u16) -> String {
+    assert_eq!(status, expected_status, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    body["error"]["code"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,62 @@
+//! Idempotency-Key: a retry returns the first order, never a second one.
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{error_code, spawn_pipeline};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_key_returns_the_first_order_and_another_body_is_422() {
+    let mut pipeline = spawn_pipeline().await;
+    let id = pipeline.create_product("Keyed", 100, 10).await;
+    let send = |body: serde_json::Value| {
+        let request = pipeline
+            .order_request(&body)
+            .header("Idempotency-Key", "order-key-1");
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (first_status, first) = send(json!({"product_id": id, "quantity": 2})).await;
+    assert_eq!(first_status, 201);
+    let (again_status, again) = send(json!({"items": [{"product_id": id, "quantity": 2}]})).await;
+    assert_eq!(again_status, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    let (other_status, other) = send(json!({"product_id": id, "quantity": 3})).await;
+    assert_eq!(
+        error_code(other_status, &other, 422),
+        "idempotency_key_reused"
+    );
+
+    // Many retries of a new key at once still make one order.
+    let racing = join_all((0..20).map(|_| {
+        let request = pipeline
+            .order_request(&json!({"product_id": id, "quantity": 1}))
+            .header("Idempotency-Key", "order-key-2");
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()["id"]
+                .clone()
+        }
+    }))
+    .await;
+    assert!(racing.iter().all(|order| *order == racing[0]), "{racing:?}");
+    let orders = pipeline
+        .stores
+        .orders
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap();
+    assert_eq!(orders.get::<_, i64>(0), 2);
+    pipeline.assert_invariants().await;
+    pipeline.stop().await;
+}

@@ -1,0 +1,8 @@
+//! The order service and the whole stock loop over real HTTP, PostgreSQL,
+//! Redis and RabbitMQ: a product service and an order service per test,
+//! each with its own database, sharing one broker namespace.
+
+mod bad_input;
+mod helpers;
+mod idempotency;
+mod stock_loop;

@@ -1,0 +1,203 @@
+//! The invariants of the stock loop, read from the stores themselves:
+//!
+//! - SQL stock = initial stock + Σ restocks − Σ quantities of CONFIRMED
+//!   orders, and never negative;
+//! - the Redis counter of every product equals its SQL stock;
+//! - no order is left PENDING once the pipeline has drained, and the
+//!   product service decided each order exactly once, the same way the
+//!   order service recorded it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+/// Where to read: both databases and the product service's Redis.
+pub struct Stores {
+    pub orders: Client,
+    pub products: Client,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub redis_prefix: String,
+}
+
+impl Stores {
+    pub async fn connect(
+        orders: &tokio_postgres::Config,
+        products: &tokio_postgres::Config,
+        redis_url: &str,
+        redis_prefix: &str,
+    ) -> anyhow::Result<Self> {
+        Ok(Stores {
+            orders: service::db::connect(orders).await?,
+            products: service::db::connect(products).await?,
+            redis: redis::Client::open(redis_url)?
+                .get_multiplexed_async_connection()
+                .await?,
+            redis_prefix: redis_prefix.to_owned(),
+        })
+    }
+}
+
+/// What the check found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub products: usize,
+    pub orders: i64,
+    pub pending: i64,
+    pub confirmed: i64,
+    pub rejected: i64,
+    /// Every broken invariant, in words.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn holds(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Order counts by status.
+pub async fn order_counts(orders: &Client) -> anyhow::Result<(i64, i64, i64)> {
+    let row = orders
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'PENDING'), count(*) FILTER (WHERE status = 'CONFIRMED'), \
+             count(*) FILTER (WHERE status = 'REJECTED') FROM orders",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1), row.get(2)))
+}
+
+/// Waits until no order is PENDING and both outboxes are empty, or
+/// `timeout` passes; returns whether it drained and how long it took.
+pub async fn wait_for_drain(
+    stores: &Stores,
+    timeout: Duration,
+) -> anyhow::Result<(bool, Duration)> {
+    let started = Instant::now();
+    let pending_rows =
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL";
+    loop {
+        let (pending, _, _) = order_counts(&stores.orders).await?;
+        let order_outbox: i64 = stores.orders.query_one(pending_rows, &[]).await?.get(0);
+        let product_outbox: i64 = stores.products.query_one(pending_rows, &[]).await?.get(0);
+        if pending == 0 && order_outbox == 0 && product_outbox == 0 {
+            return Ok((true, started.elapsed()));
+        }
+        if started.elapsed() > timeout {
+            return Ok((false, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks every invariant for the products in `initial` (id → stock when
+/// the run began).
+pub async fn check(stores: &mut Stores, initial: &BTreeMap<i64, i64>) -> anyhow::Result<Report> {
+    let mut report = Report {
+        products: initial.len(),
+        ..Report::default()
+    };
+    let (pending, confirmed, rejected) = order_counts(&stores.orders).await?;
+    report.pending = pending;
+    report.confirmed = confirmed;
+    report.rejected = rejected;
+    report.orders = pending + confirmed + rejected;
+    if pending > 0 {
+        report
+            .violations
+            .push(format!("{pending} orders are still PENDING"));
+    }
+    let ids: Vec<i64> = initial.keys().copied().collect();
+    let confirmed_quantities = sum_by_product(
+        &stores.orders,
+        "SELECT i.product_id, sum(i.quantity)::int8 FROM order_items i JOIN orders o ON o.id = i.order_id \
+         WHERE o.status = 'CONFIRMED' AND i.product_id = ANY($1) GROUP BY i.product_id",
+        &ids,
+    )
+    .await?;
+    let restocks = sum_by_product(
+        &stores.products,
+        "SELECT product_id, sum(delta)::int8 FROM stock_adjustments WHERE product_id = ANY($1) GROUP BY product_id",
+        &ids,
+    )
+    .await?;
+    let sql_stock = sum_by_product(
+        &stores.products,
+        "SELECT id, stock FROM products WHERE id = ANY($1)",
+        &ids,
+    )
+    .await?;
+    for (id, start) in initial {
+        let expected =
+            start + restocks.get(id).unwrap_or(&0) - confirmed_quantities.get(id).unwrap_or(&0);
+        match sql_stock.get(id) {
+            None => {}
+            Some(stock) if *stock != expected => report.violations.push(format!(
+                "product {id}: SQL stock {stock}, expected {expected} (initial {start} + restocks - confirmed)"
+            )),
+            Some(stock) if *stock < 0 => report.violations.push(format!("product {id}: negative stock {stock}")),
+            Some(stock) => {
+                let key = format!("{}stock:{{{id}}}", stores.redis_prefix);
+                let counter: Option<i64> = redis::cmd("HGET").arg(&key).arg("stock").query_async(&mut stores.redis).await?;
+                if counter != Some(*stock) {
+                    report.violations.push(format!("product {id}: Redis stock {counter:?}, SQL stock {stock}"));
+                }
+            }
+        }
+    }
+    report.violations.extend(compare_verdicts(stores).await?);
+    Ok(report)
+}
+
+async fn sum_by_product(
+    client: &Client,
+    sql: &str,
+    ids: &[i64],
+) -> anyhow::Result<HashMap<i64, i64>> {
+    let rows = client.query(sql, &[&ids]).await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// The product service's verdicts and the order service's statuses agree,
+/// order by order.
+async fn compare_verdicts(stores: &Stores) -> anyhow::Result<Vec<String>> {
+    let decided: HashMap<Uuid, String> = stores
+        .orders
+        .query(
+            "SELECT id, status FROM orders WHERE status <> 'PENDING'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let verdicts: HashMap<Uuid, String> = stores
+        .products
+        .query("SELECT order_id, status FROM reservations", &[])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut violations = Vec::new();
+    for (order, status) in &decided {
+        let expected = if status == "CONFIRMED" {
+            "reserved"
+        } else {
+            "rejected"
+        };
+        match verdicts.get(order) {
+            Some(verdict) if verdict == expected => {}
+            other => violations.push(format!(
+                "order {order} is {status} but the product service says {other:?}"
+            )),
+        }
+    }
+    if violations.len() > 20 {
+        let more = violations.len() - 20;
+        violations.truncate(20);
+        violations.push(format!("… and {more} more disagreements"));
+    }
+    Ok(violations)
+}

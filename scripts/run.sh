@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make up`: runs the services in the foreground, each log line prefixed
+# with its service, until Ctrl-C (or until one of them exits), then stops
+# them all with SIGTERM so each drains its requests and batches.
+set -euo pipefail
+
+bin=${BIN_DIR:-target/release}
+services=${SERVICES:-product order}
+pids=()
+
+stop() {
+  trap - INT TERM
+  echo "stopping: ${services}" >&2
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap 'stop; exit 0' INT TERM
+
+for service in $services; do
+  if [ ! -x "$bin/$service" ]; then
+    echo "$bin/$service is missing: run \`make build\` first" >&2
+    exit 1
+  fi
+  "$bin/$service" > >(sed -u "s/^/[$service] /") 2>&1 &
+  pids+=($!)
+done
+
+echo "running: ${services} (product on :${PRODUCT_PORT:-3000}, order on :${ORDER_PORT:-8080}); Ctrl-C stops them" >&2
+status=0
+wait -n "${pids[@]}" || status=$?
+echo "a service exited (status ${status}); stopping the others" >&2
+stop
+exit "$status"
