@@ -21,7 +21,8 @@ for service in $services; do
     echo "$bin/$service is missing: run \`make build\` first" >&2
     exit 1
   fi
-  "$bin/$service" > >(sed -u "s/^/[$service] /") 2>&1 &
+  # The prefixer ignores Ctrl-C so the services' shutdown lines still show.
+  "$bin/$service" > >(trap '' INT TERM; exec sed -u "s/^/[$service] /") 2>&1 &
   pids+=($!)
 done
 
