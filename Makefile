@@ -29,6 +29,10 @@ lint: ## rustfmt and clippy, as CI runs them.
 fmt: ## Format the code.
 	$(CARGO) fmt --all
 
+load: ## Load-test the running stack (make up first): SCENARIO=orders|mixed|hot|ramp RATE=1000 DURATION=60s.
+	$(CARGO) build --release -p perf
+	@set -a; . ./$(ENV_FILE); set +a; scripts/load.sh
+
 clean: ## Remove build output and load reports.
 	$(CARGO) clean
 	rm -rf reports

@@ -51,7 +51,7 @@ impl Config {
             product_url: product_url.trim_end_matches('/').to_owned(),
             writer: WriterConfig {
                 writers: settings
-                    .optional("ORDER_WRITERS", "a task count", 2usize)?
+                    .optional("ORDER_WRITERS", "a task count", 1usize)?
                     .max(1),
                 max_batch: settings
                     .optional("ORDER_WRITER_BATCH", "an order count", 256usize)?

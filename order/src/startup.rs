@@ -118,6 +118,7 @@ impl Application {
         workers.push(tokio::spawn(outbox::retention::run(
             pool.clone(),
             config.pipeline.retention,
+            &["orders", "order_items", "product_replica"],
             signal,
         )));
         let state = Arc::new(AppState {

@@ -107,6 +107,9 @@ pub struct ConsumerConfig {
     pub connection_name: String,
     /// Deliveries the broker sends ahead; also the largest batch.
     pub prefetch: u16,
+    /// Once a delivery arrives, wait up to this long for more to fill the
+    /// batch: fewer, larger transactions for a few milliseconds of latency.
+    pub linger: Duration,
 }
 
 impl ConsumerConfig {
@@ -116,6 +119,7 @@ impl ConsumerConfig {
             queue: queue.to_owned(),
             connection_name: format!("consumer {queue}"),
             prefetch: 256,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -304,9 +308,20 @@ impl<H: Handler> Consumer<H> {
             Ok(Some(delivery)) => delivery?,
         };
         let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.config.linger;
         while batch.len() < usize::from(self.config.prefetch) {
-            match session.deliveries.next().now_or_never() {
-                Some(Some(Ok(delivery))) => batch.push(delivery),
+            let next = match session.deliveries.next().now_or_never() {
+                Some(next) => next,
+                None if self.config.linger.is_zero() => break,
+                None => match tokio::time::timeout_at(deadline, session.deliveries.next()).await {
+                    Ok(next) => next,
+                    Err(_elapsed) => break,
+                },
+            };
+            match next {
+                Some(Ok(delivery)) => batch.push(delivery),
+                // An error or a cancelled subscription: apply what we have;
+                // the next step meets the error.
                 _ => break,
             }
         }

@@ -24,7 +24,9 @@ pub struct PipelineSettings {
     pub relay_events_per_message: usize,
     pub relay_poll_interval: Duration,
     pub relay_max_attempts: i32,
+    pub relay_linger: Duration,
     pub consumer_prefetch: u16,
+    pub consumer_linger: Duration,
     pub retention: Retention,
     /// Queues left unused this long are deleted by the broker
     /// (`AMQP_QUEUE_EXPIRES_MS`; for tests and throwaway environments).
@@ -77,6 +79,8 @@ impl PipelineSettings {
             consumer_prefetch: settings
                 .optional("CONSUMER_PREFETCH", "a count up to 65535", 256u16)?
                 .max(1),
+            relay_linger: settings.millis("RELAY_LINGER_MS", 5)?,
+            consumer_linger: settings.millis("CONSUMER_LINGER_MS", 5)?,
             retention,
             queue_expires: Some(settings.optional::<u64>(
                 "AMQP_QUEUE_EXPIRES_MS",
@@ -105,6 +109,7 @@ impl PipelineSettings {
             events_per_message: self.relay_events_per_message,
             poll_interval: self.relay_poll_interval,
             max_attempts: self.relay_max_attempts,
+            linger: self.relay_linger,
             ..RelayConfig::new(&self.amqp_url, exchange)
         }
     }
@@ -113,6 +118,7 @@ impl PipelineSettings {
         ConsumerConfig {
             connection_name: connection_name.to_owned(),
             prefetch: self.consumer_prefetch,
+            linger: self.consumer_linger,
             ..ConsumerConfig::new(&self.amqp_url, queue)
         }
     }

@@ -108,6 +108,7 @@ impl Application {
         workers.push(tokio::spawn(outbox::retention::run(
             pool.clone(),
             config.pipeline.retention,
+            &["products", "reservations"],
             signal,
         )));
         let state = Arc::new(AppState {

@@ -174,9 +174,21 @@ pub async fn migrate(config: &Config, migrations: &[MigrationSource]) -> Result<
 }
 
 /// A connection pool of at most `size` connections.
+///
+/// Its connections plan every statement for its parameters
+/// (`plan_cache_mode = force_custom_plan`). The outbox and inbox grow and
+/// shrink fast; a cached generic plan made while a table was empty (a
+/// sequential scan) stays until the next ANALYZE, and was measured taking
+/// 400 ms per mark-published batch at 80,000 rows instead of 5 ms.
 pub fn pool(config: &Config, size: usize) -> Result<Pool, DbError> {
+    let mut config = config.clone();
+    let options = match config.get_options() {
+        Some(existing) => format!("{existing} -c plan_cache_mode=force_custom_plan"),
+        None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+    };
+    config.options(&options);
     let manager = Manager::from_config(
-        config.clone(),
+        config,
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds: fine below 20 ms, where the targets are.
@@ -21,6 +22,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     resident_memory: IntGauge,
+    cpu_seconds: Gauge,
 }
 
 impl Metrics {
@@ -31,12 +33,21 @@ impl Metrics {
             "Resident memory of this process, read at each scrape",
         )
         .expect("a constant metric definition is valid");
+        let cpu_seconds = Gauge::new(
+            "process_cpu_seconds_total",
+            "CPU time (user and system) this process has used, read at each scrape",
+        )
+        .expect("a constant metric definition is valid");
         registry
             .register(Box::new(resident_memory.clone()))
+            .expect("the first registration of a name succeeds");
+        registry
+            .register(Box::new(cpu_seconds.clone()))
             .expect("the first registration of a name succeeds");
         Metrics {
             registry,
             resident_memory,
+            cpu_seconds,
         }
     }
 
@@ -48,6 +59,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let Some(bytes) = resident_memory_bytes() {
             self.resident_memory.set(bytes);
+        }
+        if let Some(seconds) = cpu_seconds() {
+            self.cpu_seconds.set(seconds);
         }
         let mut out = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -68,6 +82,17 @@ pub fn resident_memory_bytes() -> Option<i64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// User plus system CPU time from `/proc/self/stat` (Linux), in seconds.
+/// Clock ticks are 100 per second on every Linux this runs on (USER_HZ).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
 }
 
 /// Requests by route and status, and latency by route.
@@ -129,5 +154,6 @@ mod tests {
         assert!(text.contains(r#"http_requests_total{route="/products/:id",status="404"} 1"#));
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(text.contains("process_resident_memory_bytes"));
+        assert!(text.contains("process_cpu_seconds_total"));
     }
 }

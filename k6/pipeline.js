@@ -1,0 +1,143 @@
+// Load scenarios for the order pipeline. `make load` runs this with
+// SCENARIO, RATE and DURATION; see docs/PERFORMANCE.md.
+//
+//   orders  constant arrival rate of POST /orders over the seeded products
+//   mixed   80% GET /products/:id, 15% POST /orders, 5% product writes (PATCH price)
+//   hot     every order on one product: the contention case
+//   ramp    arrival rate stepped up (STEP_RATE every STEP_SECONDS up to
+//           MAX_RATE); each request is tagged with its step so the report
+//           can find the highest step that held (the knee)
+//   noop    GET / on the no-op server as fast as 64 VUs go (the HTTP ceiling)
+//
+// SEED_FILE names the JSON `perf seed` wrote (products and initial stock).
+// SUMMARY_FILE receives k6's full summary for `perf report`.
+
+import http from 'k6/http';
+import { check } from 'k6';
+
+const SCENARIO = __ENV.SCENARIO || 'orders';
+const RATE = parseInt(__ENV.RATE || '1000', 10);
+const DURATION = __ENV.DURATION || '60s';
+const ORDER_URL = __ENV.ORDER_URL || 'http://127.0.0.1:8080';
+const PRODUCT_URL = __ENV.PRODUCT_URL || 'http://127.0.0.1:3000';
+const NOOP_URL = __ENV.NOOP_URL || 'http://127.0.0.1:9099';
+const STEP_RATE = parseInt(__ENV.STEP_RATE || '1000', 10);
+const STEP_SECONDS = parseInt(__ENV.STEP_SECONDS || '20', 10);
+const MAX_RATE = parseInt(__ENV.MAX_RATE || '8000', 10);
+const seed = SCENARIO === 'noop' ? { products: [1], hot: 1 } : JSON.parse(open(__ENV.SEED_FILE));
+const json = { headers: { 'Content-Type': 'application/json' } };
+
+// Enough pre-allocated VUs that k6 never stalls allocating them mid-run.
+const vus = (rate) => Math.max(100, Math.ceil(rate / 10));
+
+function constant(exec, rate) {
+  return {
+    executor: 'constant-arrival-rate', exec, rate, timeUnit: '1s', duration: DURATION,
+    preAllocatedVUs: vus(rate), maxVUs: vus(rate) * 4,
+  };
+}
+
+function rampStages() {
+  const stages = [];
+  for (let rate = STEP_RATE; rate <= MAX_RATE; rate += STEP_RATE) {
+    stages.push({ target: rate, duration: '1s' });
+    stages.push({ target: rate, duration: `${STEP_SECONDS - 1}s` });
+  }
+  return stages;
+}
+
+const scenarios = {
+  orders: { orders: constant('placeOrder', RATE) },
+  mixed: { mixed: constant('mixed', RATE) },
+  hot: { hot: constant('hotOrder', RATE) },
+  // Closed loop, no pause: as many requests as k6 and the server manage.
+  noop: { noop: { executor: 'constant-vus', exec: 'noop', vus: 64, duration: DURATION } },
+  ramp: {
+    ramp: {
+      executor: 'ramping-arrival-rate', exec: 'rampOrder', startRate: STEP_RATE, timeUnit: '1s',
+      preAllocatedVUs: vus(MAX_RATE), maxVUs: vus(MAX_RATE) * 2, stages: rampStages(),
+    },
+  },
+};
+
+// Per-step submetrics exist only for metrics with thresholds, so each step
+// gets thresholds that always pass; the report judges the steps itself.
+function rampThresholds() {
+  const thresholds = {};
+  for (let rate = STEP_RATE; rate <= MAX_RATE; rate += STEP_RATE) {
+    thresholds[`http_req_duration{stage:${rate}}`] = ['p(99)>=0'];
+    thresholds[`http_req_failed{stage:${rate}}`] = ['rate>=0'];
+    thresholds[`http_reqs{stage:${rate}}`] = ['count>=0'];
+  }
+  return thresholds;
+}
+
+export const options = {
+  scenarios: scenarios[SCENARIO],
+  summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
+  thresholds: SCENARIO === 'ramp'
+    ? rampThresholds()
+    : { http_req_failed: ['rate<0.001'], http_req_duration: ['p(99)<20'] },
+  discardResponseBodies: true,
+};
+
+const pick = (list) => list[Math.floor(Math.random() * list.length)];
+
+function order(productId, tags) {
+  const body = JSON.stringify({ product_id: productId, quantity: 1 + Math.floor(Math.random() * 3) });
+  const response = http.post(`${ORDER_URL}/orders`, body, Object.assign({ tags }, json));
+  check(response, { 'order accepted': (r) => r.status === 201 });
+}
+
+export function placeOrder() {
+  order(pick(seed.products), { name: 'POST /orders' });
+}
+
+export function hotOrder() {
+  order(seed.hot, { name: 'POST /orders' });
+}
+
+export function mixed() {
+  const roll = Math.random();
+  if (roll < 0.80) {
+    const response = http.get(`${PRODUCT_URL}/products/${pick(seed.products)}`, { tags: { name: 'GET /products/:id' } });
+    check(response, { 'product read': (r) => r.status === 200 });
+  } else if (roll < 0.95) {
+    order(pick(seed.products), { name: 'POST /orders' });
+  } else {
+    // Price changes only: stock stays under the stock loop's control, so
+    // the invariant check still adds up.
+    const body = JSON.stringify({ price: 100 + Math.floor(Math.random() * 900) });
+    const response = http.patch(`${PRODUCT_URL}/products/${pick(seed.products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, json));
+    check(response, { 'product written': (r) => r.status === 200 });
+  }
+}
+
+export function setup() {
+  return { started: Date.now() };
+}
+
+export function rampOrder(data) {
+  const step = Math.min(MAX_RATE, STEP_RATE * (1 + Math.floor((Date.now() - data.started) / 1000 / STEP_SECONDS)));
+  order(pick(seed.products), { name: 'POST /orders', stage: String(step) });
+}
+
+export function noop() {
+  http.get(`${NOOP_URL}/`, { tags: { name: 'noop' } });
+}
+
+export function handleSummary(data) {
+  const out = {};
+  if (__ENV.SUMMARY_FILE) {
+    out[__ENV.SUMMARY_FILE] = JSON.stringify(data, null, 1);
+  }
+  const m = data.metrics;
+  const duration = m.http_req_duration ? m.http_req_duration.values : {};
+  const reqs = m.http_reqs ? m.http_reqs.values : { count: 0, rate: 0 };
+  const failed = m.http_req_failed ? m.http_req_failed.values.rate : 0;
+  const dropped = m.dropped_iterations ? m.dropped_iterations.values.count : 0;
+  out.stdout = `k6: ${reqs.count} requests, ${reqs.rate.toFixed(1)}/s, failed ${(100 * failed).toFixed(3)}%, `
+    + `dropped ${dropped}, p50 ${(duration.med || 0).toFixed(2)} ms, p95 ${(duration['p(95)'] || 0).toFixed(2)} ms, `
+    + `p99 ${(duration['p(99)'] || 0).toFixed(2)} ms\n`;
+  return out;
+}

@@ -1,0 +1,457 @@
+//! `perf`: the measuring tools `make load` runs, one subcommand each.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use perf::invariants::{self, Stores};
+use perf::report::{self, K6Figures};
+use perf::seed::Seed;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "perf",
+    about = "Measure the pipeline: ceilings, load-run seeding, invariants, reports"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure PostgreSQL and RabbitMQ ceilings on this machine.
+    Ceilings {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Measure the relay draining committed rows, beside the broker ceiling.
+    Relay {
+        #[arg(long, default_value_t = 20_000)]
+        rows: usize,
+        /// Comma-separated packing factors to measure.
+        #[arg(long, default_value = "1,50")]
+        events_per_message: String,
+        /// Runs per figure; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Create the products of a load run and write their initial stock.
+    Seed {
+        #[arg(long, default_value_t = 100)]
+        products: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        stock: i64,
+        #[arg(long, default_value_t = 10_000)]
+        hot_stock: i64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Save both services' /metrics.
+    Scrape {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Wait for the pipeline to drain, then check every invariant.
+    Check {
+        #[arg(long)]
+        seed: PathBuf,
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the load report of a run directory; fails if a threshold failed.
+    Report {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Serve HTTP no-ops on the services' server core (the HTTP ceiling).
+    NoopServer {
+        #[arg(long, default_value_t = 9099)]
+        port: u16,
+    },
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set (load .env.example first)"))
+}
+
+fn database(name: &str) -> anyhow::Result<tokio_postgres::Config> {
+    Ok(service::db::parse_url(name, &env(name)?)?)
+}
+
+async fn stores() -> anyhow::Result<Stores> {
+    let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_default();
+    Stores::connect(
+        &database("ORDER_DATABASE_URL")?,
+        &database("PRODUCT_DATABASE_URL")?,
+        &env("REDIS_URL")?,
+        &prefix,
+    )
+    .await
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::NoopServer { port } = cli.command {
+        return noop_server(port);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Ceilings { seconds, out } => ceilings(seconds, out).await,
+            Command::Relay {
+                rows,
+                events_per_message,
+                runs,
+            } => relay(rows, &events_per_message, runs).await,
+            Command::Seed {
+                products,
+                stock,
+                hot_stock,
+                out,
+            } => {
+                let orders = service::db::connect(&database("ORDER_DATABASE_URL")?).await?;
+                let product_url =
+                    std::env::var("PRODUCT_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into());
+                let seed =
+                    perf::seed::seed(&product_url, &orders, products, stock, hot_stock).await?;
+                write_json(&out, &seed)?;
+                println!(
+                    "seeded {} products and a hot one ({})",
+                    seed.products.len(),
+                    seed.hot
+                );
+                Ok(())
+            }
+            Command::Scrape { out } => {
+                let http = reqwest::Client::new();
+                let order = std::env::var("ORDER_URL").unwrap_or_else(|_| {
+                    format!(
+                        "http://127.0.0.1:{}",
+                        std::env::var("ORDER_PORT").unwrap_or("8080".into())
+                    )
+                });
+                let product =
+                    std::env::var("PRODUCT_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into());
+                let order = http
+                    .get(format!("{order}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                let product = http
+                    .get(format!("{product}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                write_json(&out, &json!({"order": order, "product": product}))
+            }
+            Command::Check {
+                seed,
+                timeout_secs,
+                out,
+            } => check(&seed, timeout_secs, out).await,
+            Command::Report { dir } => print_report(&dir),
+            Command::NoopServer { .. } => Ok(()),
+        }
+    })
+}
+
+async fn ceilings(seconds: u64, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let (single, batched) =
+        perf::ceilings::postgres(&database("ORDER_DATABASE_URL")?, seconds, 8).await?;
+    let broker = perf::ceilings::broker(
+        &env("AMQP_URL")?,
+        seconds,
+        1000,
+        perf::ceilings::MESSAGE_BYTES,
+    )
+    .await?;
+    let ceilings = perf::ceilings::Ceilings {
+        postgres_orders_per_sec_single: single,
+        postgres_orders_per_sec_batched: batched,
+        broker_messages_per_sec: broker,
+    };
+    println!(
+        "PostgreSQL, one order (3 rows) per transaction, 8 connections: {single:>9.0} orders/s"
+    );
+    println!(
+        "PostgreSQL, 100 orders per transaction, 8 connections:         {batched:>9.0} orders/s"
+    );
+    println!(
+        "RabbitMQ, persistent {}-byte messages, confirms, one channel: {broker:>9.0} msg/s",
+        perf::ceilings::MESSAGE_BYTES
+    );
+    if let Some(out) = out {
+        write_json(&out, &ceilings)?;
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn relay(rows: usize, packing: &str, runs: usize) -> anyhow::Result<()> {
+    let base = database("ORDER_DATABASE_URL")?;
+    let amqp = env("AMQP_URL")?;
+    for events_per_message in packing.split(',').map(|n| n.trim().parse::<usize>()) {
+        let events_per_message =
+            events_per_message.context("--events-per-message is a list of numbers")?;
+        let mut relay_events = Vec::new();
+        let mut relay_messages = Vec::new();
+        let mut ceilings = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..runs.max(1) {
+            let figures =
+                perf::relay_bench::measure(&base, &amqp, rows, events_per_message).await?;
+            bytes = figures.message_bytes;
+            relay_events.push(figures.events_per_sec);
+            relay_messages.push(figures.messages_per_sec);
+            ceilings.push(perf::ceilings::broker(&amqp, 3, 1000, bytes).await?);
+        }
+        let (events, messages, ceiling) = (
+            median(relay_events),
+            median(relay_messages),
+            median(ceilings),
+        );
+        println!(
+            "relay, {rows} rows, {events_per_message} events/message: {events:>8.0} events/s, {messages:>8.0} msg/s; \
+             broker ceiling ({bytes}-byte messages) {ceiling:>8.0} msg/s; events/s = {:.0}% of the ceiling (median of {runs})",
+            100.0 * events / ceiling
+        );
+    }
+    Ok(())
+}
+
+async fn check(seed: &Path, timeout_secs: u64, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let seed: Seed = serde_json::from_value(read_json(seed)?)?;
+    let mut stores = stores().await?;
+    let (drained, waited) =
+        invariants::wait_for_drain(&stores, Duration::from_secs(timeout_secs)).await?;
+    let report = invariants::check(&mut stores, &seed.initial).await?;
+    let result = json!({
+        "drained": drained,
+        "drain_seconds": waited.as_secs_f64(),
+        "holds": report.holds() && drained,
+        "orders": report.orders, "pending": report.pending, "confirmed": report.confirmed, "rejected": report.rejected,
+        "products": report.products,
+        "violations": report.violations,
+    });
+    println!(
+        "invariants {}: {} orders ({} CONFIRMED, {} REJECTED, {} PENDING) over {} products; drained in {:.1}s",
+        if report.holds() && drained {
+            "hold"
+        } else {
+            "BROKEN"
+        },
+        report.orders,
+        report.confirmed,
+        report.rejected,
+        report.pending,
+        report.products,
+        waited.as_secs_f64()
+    );
+    for violation in &report.violations {
+        println!("  {violation}");
+    }
+    if let Some(out) = out {
+        write_json(&out, &result)?;
+    }
+    anyhow::ensure!(report.holds() && drained, "invariants broken");
+    Ok(())
+}
+
+fn noop_server(port: u16) -> anyhow::Result<()> {
+    let metrics = service::metrics::Metrics::new();
+    let http = service::metrics::HttpMetrics::register(metrics.registry())?;
+    let service = Arc::new(|_request: service::http::Request| {
+        service::http::Response::with_body(200, "text/plain", "ok").with_route("/")
+    });
+    let server = service::http::Server::bind(
+        ("127.0.0.1", port),
+        service,
+        http,
+        service::http::ServerOptions::default(),
+    )?;
+    println!("no-op HTTP server on {}", server.local_addr());
+    loop {
+        std::thread::park();
+    }
+}
+
+fn mb(bytes: Option<f64>) -> String {
+    bytes.map_or("?".into(), |b| format!("{:.0} MB", b / 1_048_576.0))
+}
+
+fn print_report(dir: &Path) -> anyhow::Result<()> {
+    let run = read_json(&dir.join("run.json"))?;
+    let summary = read_json(&dir.join("k6-summary.json"))?;
+    let before = read_json(&dir.join("metrics-before.json"))?;
+    let after = read_json(&dir.join("metrics-after.json"))?;
+    let check = read_json(&dir.join("check.json"))
+        .unwrap_or(json!({"holds": false, "violations": ["no invariant check ran"]}));
+    let ceilings = read_json(&dir.join("ceilings.json")).ok();
+    let text =
+        |snapshot: &Value, service: &str| snapshot[service].as_str().unwrap_or("").to_owned();
+    let (order_before, order_after) = (text(&before, "order"), text(&after, "order"));
+    let (product_before, product_after) = (text(&before, "product"), text(&after, "product"));
+    let rate = run["rate"].as_f64().unwrap_or(0.0);
+    let scenario = run["scenario"].as_str().unwrap_or("?");
+    let k6: K6Figures = report::k6_figures(&summary, "");
+    let lag = report::delta(
+        &report::histogram(&order_before, "order_confirm_lag_seconds", ""),
+        &report::histogram(&order_after, "order_confirm_lag_seconds", ""),
+    );
+    let lag_p50 = report::quantile(&lag, 0.5).map(|s| s * 1000.0);
+    let lag_p99 = report::quantile(&lag, 0.99).map(|s| s * 1000.0);
+    let wall = run["wall_seconds"].as_f64().unwrap_or(1.0).max(0.001);
+    let cores = |before: &str, after: &str| {
+        let used = report::value(after, "process_cpu_seconds_total", "").unwrap_or(0.0)
+            - report::value(before, "process_cpu_seconds_total", "").unwrap_or(0.0);
+        used / wall
+    };
+    let k6_cores = run["k6_cpu_seconds"].as_f64().unwrap_or(0.0) / wall;
+    let mut lines = vec![format!(
+        "load run: scenario {scenario}, target {rate:.0} req/s for {}, {}",
+        run["duration"].as_str().unwrap_or("?"),
+        dir.display()
+    )];
+    lines.push(format!(
+        "  achieved        {:.1} req/s ({:.0} requests), {:.0} dropped iterations",
+        k6.rate, k6.requests, k6.dropped
+    ));
+    lines.push(format!(
+        "  latency         p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        k6.p50_ms, k6.p95_ms, k6.p99_ms
+    ));
+    lines.push(format!(
+        "  errors          {:.3}% of requests",
+        100.0 * k6.failed_rate
+    ));
+    let fmt_ms = |ms: Option<f64>| ms.map_or("?".into(), |ms| format!("{ms:.0} ms"));
+    lines.push(format!(
+        "  confirm lag     p50 {}, p99 {} (201 → CONFIRMED/REJECTED)",
+        fmt_ms(lag_p50),
+        fmt_ms(lag_p99)
+    ));
+    lines.push(format!(
+        "  invariants      {} ({} orders: {} CONFIRMED, {} REJECTED, {} PENDING; drained {:.1}s after the load)",
+        if check["holds"].as_bool() == Some(true) { "hold" } else { "BROKEN" },
+        check["orders"], check["confirmed"], check["rejected"], check["pending"], check["drain_seconds"].as_f64().unwrap_or(0.0)
+    ));
+    for violation in check["violations"].as_array().into_iter().flatten() {
+        lines.push(format!("    {}", violation.as_str().unwrap_or("")));
+    }
+    lines.push(format!(
+        "  memory (RSS)    order {} → {}, product {} → {}",
+        mb(report::value(
+            &order_before,
+            "process_resident_memory_bytes",
+            ""
+        )),
+        mb(report::value(
+            &order_after,
+            "process_resident_memory_bytes",
+            ""
+        )),
+        mb(report::value(
+            &product_before,
+            "process_resident_memory_bytes",
+            ""
+        )),
+        mb(report::value(
+            &product_after,
+            "process_resident_memory_bytes",
+            ""
+        )),
+    ));
+    lines.push(format!(
+        "  CPU (cores)     k6 {k6_cores:.2}, order {:.2}, product {:.2} (of {})",
+        cores(&order_before, &order_after),
+        cores(&product_before, &product_after),
+        std::thread::available_parallelism().map_or(2, usize::from)
+    ));
+    let mut pass = k6.failed_rate < 0.001 && check["holds"].as_bool() == Some(true);
+    if scenario == "ramp" {
+        let steps =
+            report::ramp_steps(&summary, run["step_seconds"].as_f64().unwrap_or(20.0), 20.0);
+        for step in &steps {
+            lines.push(format!(
+                "    step {:>6} req/s: achieved {:>7.0}, p99 {:>7.2} ms, errors {:.3}% {}",
+                step.target,
+                step.achieved,
+                step.p99_ms,
+                100.0 * step.failed_rate,
+                if step.held { "held" } else { "broke" }
+            ));
+        }
+        let knee = report::knee(&steps);
+        lines.push(format!(
+            "  knee            {} req/s (highest step with p99 < 20 ms, errors < 0.1%, rate held)",
+            knee.map_or("none".into(), |k| k.to_string())
+        ));
+    } else {
+        pass &= k6.p99_ms < 20.0 && lag_p99.is_some_and(|lag| lag < 500.0);
+    }
+    if let Some(ceilings) = &ceilings {
+        let single = ceilings["postgres_orders_per_sec_single"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let batched = ceilings["postgres_orders_per_sec_batched"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let broker = ceilings["broker_messages_per_sec"].as_f64().unwrap_or(0.0);
+        let noop = ceilings["http_noop_requests_per_sec"]
+            .as_f64()
+            .unwrap_or(0.0);
+        lines.push(format!(
+            "  ceilings        PostgreSQL {single:.0} orders/s (1 per tx), {batched:.0} (100 per tx); RabbitMQ {broker:.0} msg/s; HTTP no-op {noop:.0} req/s"
+        ));
+        let share = |ceiling: f64| {
+            if ceiling > 0.0 {
+                format!("{:.1}%", 100.0 * k6.rate / ceiling)
+            } else {
+                "?".into()
+            }
+        };
+        lines.push(format!(
+            "  as a share      {} of batched PostgreSQL, {} of one-per-tx PostgreSQL, {} of the broker, {} of the HTTP no-op",
+            share(batched), share(single), share(broker), share(noop)
+        ));
+    }
+    lines.push(format!(
+        "  thresholds      errors < 0.1%, p99 < 20 ms, confirm lag p99 < 500 ms, invariants hold"
+    ));
+    lines.push(format!(
+        "  result          {}",
+        if pass { "PASS" } else { "FAIL" }
+    ));
+    let page = lines.join("\n");
+    println!("{page}");
+    std::fs::write(dir.join("report.txt"), format!("{page}\n"))?;
+    anyhow::ensure!(pass, "the run failed its thresholds");
+    Ok(())
+}
