@@ -73,12 +73,13 @@ EOF
 fi
 
 
-python3 - "$dir" "$SCENARIO" "$RATE" "$DURATION" "$STEP_SECONDS" "$started" "$ended" <<'EOF'
+python3 - "$dir" "$SCENARIO" "$RATE" "$DURATION" "$STEP_SECONDS" "$started" "$ended" "$STEP_RATE" "$MAX_RATE" <<'EOF'
 import json, sys
-d, scenario, rate, duration, step, started, ended = sys.argv[1:]
+d, scenario, rate, duration, step, started, ended, step_rate, max_rate = sys.argv[1:]
 user, system = (float(x) for x in open(f"{d}/k6-cpu.txt").read().split()[-2:])
 json.dump({"scenario": scenario, "rate": float(rate), "duration": duration, "step_seconds": float(step),
-           "wall_seconds": float(ended) - float(started), "k6_cpu_seconds": user + system},
+           "wall_seconds": float(ended) - float(started), "k6_cpu_seconds": user + system,
+           "step_rate": int(step_rate), "max_rate": int(max_rate)},
           open(f"{d}/run.json", "w"), indent=1)
 EOF
 "$PERF" report --dir "$dir"

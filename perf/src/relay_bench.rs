@@ -63,11 +63,8 @@ pub async fn measure(
     let already = metrics.published.get() as usize;
     let started = Instant::now();
     let mut messages = 0;
-    loop {
-        match relay.try_publish_batch().await? {
-            Outcome::Published(report) => messages += report.messages,
-            Outcome::Empty => break,
-        }
+    while let Outcome::Published(report) = relay.try_publish_batch().await? {
+        messages += report.messages;
     }
     let seconds = started.elapsed().as_secs_f64();
     let events = metrics.published.get() as usize - already;

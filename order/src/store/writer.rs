@@ -248,7 +248,7 @@ impl Writer {
 }
 
 /// What the replica says of a product: price, or deleted.
-type Prices = HashMap<i64, (i64, bool)>;
+pub type Prices = HashMap<i64, (i64, bool)>;
 
 const PRICES_SQL: &str = "SELECT id, price, deleted FROM product_replica WHERE id = ANY($1)";
 
@@ -264,11 +264,74 @@ const INSERT_ITEMS_SQL: &str = "\
     SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::int8[])";
 
 /// An order priced and ready to insert.
-struct Priced {
-    job: usize,
-    id: Uuid,
-    lines: Vec<OrderLine>,
-    total: i64,
+#[derive(Debug, Clone)]
+pub struct Priced {
+    /// Its job's position in the batch.
+    pub job: usize,
+    pub id: Uuid,
+    pub lines: Vec<OrderLine>,
+    pub total: i64,
+    pub key: Option<String>,
+    pub fingerprint: String,
+}
+
+/// What a batch will do, decided from the prices alone.
+#[derive(Debug, Default)]
+pub struct BatchPlan {
+    /// Orders to insert.
+    pub priced: Vec<Priced>,
+    /// Jobs already answered (unknown or missing products).
+    pub answered: Vec<(usize, PlaceError)>,
+    /// Jobs whose key an earlier job of this batch holds: answered from
+    /// that order after the commit.
+    pub by_key: Vec<usize>,
+}
+
+/// Prices each request and sets aside those that cannot be placed now.
+pub fn plan_batch<'a>(
+    requests: impl IntoIterator<Item = (&'a NewOrder, Option<&'a str>)>,
+    prices: &Prices,
+) -> BatchPlan {
+    let mut plan = BatchPlan::default();
+    let mut keys_seen = HashSet::new();
+    for (job, (order, key)) in requests.into_iter().enumerate() {
+        match price(order, prices) {
+            Err(error) => plan.answered.push((job, error)),
+            Ok(_) if key.is_some_and(|key| !keys_seen.insert(key)) => plan.by_key.push(job),
+            Ok((lines, total)) => plan.priced.push(Priced {
+                job,
+                id: Uuid::now_v7(),
+                lines,
+                total,
+                key: key.map(str::to_owned),
+                fingerprint: order.fingerprint(),
+            }),
+        }
+    }
+    plan
+}
+
+/// The columns of the orders insert: one array per column, one statement
+/// for the whole batch.
+pub struct OrderColumns<'a> {
+    pub ids: Vec<Uuid>,
+    pub totals: Vec<i64>,
+    pub keys: Vec<Option<&'a str>>,
+    pub fingerprints: Vec<&'a str>,
+}
+
+impl<'a> OrderColumns<'a> {
+    pub fn of(priced: &'a [Priced]) -> Self {
+        OrderColumns {
+            ids: priced.iter().map(|order| order.id).collect(),
+            totals: priced.iter().map(|order| order.total).collect(),
+            keys: priced.iter().map(|order| order.key.as_deref()).collect(),
+            fingerprints: priced
+                .iter()
+                .map(|order| order.fingerprint.as_str())
+                .collect(),
+        }
+    }
 }
 
 /// Places `jobs` in one transaction; one outcome per job, in order.
@@ -276,32 +339,19 @@ async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceRes
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let prices = load_prices(&tx, jobs).await?;
+    let plan = plan_batch(
+        jobs.iter()
+            .map(|job| (&job.order, job.idempotency_key.as_deref())),
+        &prices,
+    );
     let mut outcomes: Vec<Option<PlaceResult>> = jobs.iter().map(|_| None).collect();
-    let mut priced = Vec::with_capacity(jobs.len());
-    let mut keys_seen = HashSet::new();
-    // Jobs answered from an earlier order once this batch has committed.
-    let mut by_key = Vec::new();
-    for (index, job) in jobs.iter().enumerate() {
-        match price(&job.order, &prices) {
-            Err(error) => outcomes[index] = Some(Err(error)),
-            Ok(_)
-                if job
-                    .idempotency_key
-                    .as_ref()
-                    .is_some_and(|key| !keys_seen.insert(key.clone())) =>
-            {
-                by_key.push(index)
-            }
-            Ok((lines, total)) => priced.push(Priced {
-                job: index,
-                id: Uuid::now_v7(),
-                lines,
-                total,
-            }),
-        }
+    for (job, error) in plan.answered {
+        outcomes[job] = Some(Err(error));
     }
-    let inserted = insert_orders(&tx, jobs, &priced).await?;
-    let (new, conflicting): (Vec<Priced>, Vec<Priced>) = priced
+    let mut by_key = plan.by_key;
+    let inserted = insert_orders(&tx, &plan.priced).await?;
+    let (new, conflicting): (Vec<Priced>, Vec<Priced>) = plan
+        .priced
         .into_iter()
         .partition(|order| inserted.contains_key(&order.id));
     by_key.extend(conflicting.iter().map(|order| order.job));
@@ -376,25 +426,23 @@ fn price(order: &NewOrder, prices: &Prices) -> Result<(Vec<OrderLine>, i64), Pla
 /// key another committed order holds is not) with their creation time.
 async fn insert_orders(
     tx: &Transaction<'_>,
-    jobs: &[PlaceJob],
     priced: &[Priced],
 ) -> StoreResult<HashMap<Uuid, OffsetDateTime>> {
     if priced.is_empty() {
         return Ok(HashMap::new());
     }
-    let ids: Vec<Uuid> = priced.iter().map(|order| order.id).collect();
-    let totals: Vec<i64> = priced.iter().map(|order| order.total).collect();
-    let keys: Vec<Option<&str>> = priced
-        .iter()
-        .map(|order| jobs[order.job].idempotency_key.as_deref())
-        .collect();
-    let fingerprints: Vec<String> = priced
-        .iter()
-        .map(|order| jobs[order.job].order.fingerprint())
-        .collect();
+    let columns = OrderColumns::of(priced);
     let statement = tx.prepare_cached(INSERT_ORDERS_SQL).await?;
     let rows = tx
-        .query(&statement, &[&ids, &totals, &keys, &fingerprints])
+        .query(
+            &statement,
+            &[
+                &columns.ids,
+                &columns.totals,
+                &columns.keys,
+                &columns.fingerprints,
+            ],
+        )
         .await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))

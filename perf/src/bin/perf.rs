@@ -334,9 +334,19 @@ fn print_report(dir: &Path) -> anyhow::Result<()> {
         used / wall
     };
     let k6_cores = run["k6_cpu_seconds"].as_f64().unwrap_or(0.0) / wall;
+    let shape = if scenario == "ramp" {
+        format!(
+            "from {} req/s up by {} every {} s to {}",
+            run["step_rate"], run["step_rate"], run["step_seconds"], run["max_rate"]
+        )
+    } else {
+        format!(
+            "target {rate:.0} req/s for {}",
+            run["duration"].as_str().unwrap_or("?")
+        )
+    };
     let mut lines = vec![format!(
-        "load run: scenario {scenario}, target {rate:.0} req/s for {}, {}",
-        run["duration"].as_str().unwrap_or("?"),
+        "load run: scenario {scenario}, {shape}, {}",
         dir.display()
     )];
     lines.push(format!(
@@ -442,9 +452,10 @@ fn print_report(dir: &Path) -> anyhow::Result<()> {
             share(batched), share(single), share(broker), share(noop)
         ));
     }
-    lines.push(format!(
+    lines.push(
         "  thresholds      errors < 0.1%, p99 < 20 ms, confirm lag p99 < 500 ms, invariants hold"
-    ));
+            .to_owned(),
+    );
     lines.push(format!(
         "  result          {}",
         if pass { "PASS" } else { "FAIL" }
