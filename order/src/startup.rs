@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use outbox::consumer::Consumer;
 use outbox::metrics::{ConsumerMetrics, RelayMetrics};
-use outbox::relay::Relay;
 use service::bridge::Bridge;
 use service::db::{DbError, MigrationSource};
 use service::http::{Server, ServerOptions};
@@ -79,20 +78,14 @@ impl Application {
             signal.clone(),
         );
         let mut workers = Vec::new();
-        if config.pipeline.relay_enabled {
-            let relay_config = config
-                .pipeline
-                .relay_config(&topology.orders_exchange(), "order relay");
-            let relay = Relay::new(
-                pool.clone(),
-                topology.clone(),
-                relay_config,
-                RelayMetrics::register(registry)?,
-            );
-            workers.push(tokio::spawn(
-                relay.run(config.database.clone(), signal.clone()),
-            ));
-        }
+        workers.extend(config.pipeline.start_relays(
+            &pool,
+            &config.database,
+            &topology.orders_exchange(),
+            "order relay",
+            &RelayMetrics::register(registry)?,
+            &signal,
+        ));
         let replies_queue = topology.stock_replies_queue();
         let replies = Consumer::new(
             Arc::new(StockReplyHandler::new(ConfirmMetrics::register(registry)?)),

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use service::config::{ConfigError, Settings};
 
+use service::shutdown::Signal;
+use tokio::task::JoinHandle;
+
 use crate::consumer::ConsumerConfig;
-use crate::relay::RelayConfig;
+use crate::metrics::RelayMetrics;
+use crate::relay::{Relay, RelayConfig};
 use crate::retention::Retention;
 use crate::topology::{QueueType, Topology};
 
@@ -17,8 +21,11 @@ pub struct PipelineSettings {
     /// Prefix of every exchange and queue name (`AMQP_NAMESPACE`).
     pub namespace: String,
     pub queue_type: QueueType,
-    /// Whether the service runs its relay in-process (`RELAY_ENABLED`).
+    /// Whether the service runs its relays in-process (`RELAY_ENABLED`).
     pub relay_enabled: bool,
+    /// Relays the service runs in-process (`RELAY_WORKERS`): each has its
+    /// own broker connection; while one waits for confirms another claims.
+    pub relay_workers: usize,
     pub relay_batch_size: usize,
     pub relay_claim_partitions: i64,
     pub relay_events_per_message: usize,
@@ -63,11 +70,14 @@ impl PipelineSettings {
                 QueueType::Quorum,
             )?,
             relay_enabled: settings.optional("RELAY_ENABLED", "true or false", true)?,
+            relay_workers: settings
+                .optional("RELAY_WORKERS", "a relay count", 2usize)?
+                .clamp(1, 16),
             relay_batch_size: settings
                 .optional("RELAY_BATCH_SIZE", "a row count", 1000usize)?
                 .max(1),
             relay_claim_partitions: settings
-                .optional("RELAY_CLAIM_PARTITIONS", "1 to 16", 16i64)?
+                .optional("RELAY_CLAIM_PARTITIONS", "1 to 16", 8i64)?
                 .clamp(1, 16),
             relay_events_per_message: settings
                 .optional("RELAY_EVENTS_PER_MESSAGE", "a count", 1usize)?
@@ -98,6 +108,29 @@ impl PipelineSettings {
             Some(idle) => topology.expiring_after(idle),
             None => topology,
         }
+    }
+
+    /// Starts the service's in-process relays (none when `RELAY_ENABLED`
+    /// is false), sharing one set of metrics.
+    pub fn start_relays(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        database: &tokio_postgres::Config,
+        exchange: &str,
+        name: &str,
+        metrics: &RelayMetrics,
+        shutdown: &Signal,
+    ) -> Vec<JoinHandle<()>> {
+        if !self.relay_enabled {
+            return Vec::new();
+        }
+        (1..=self.relay_workers)
+            .map(|n| {
+                let config = self.relay_config(exchange, &format!("{name} {n}"));
+                let relay = Relay::new(pool.clone(), self.topology(), config, metrics.clone());
+                tokio::spawn(relay.run(database.clone(), shutdown.clone()))
+            })
+            .collect()
     }
 
     /// The relay of a service whose events go to `exchange`.

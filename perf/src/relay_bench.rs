@@ -16,6 +16,9 @@ use uuid::Uuid;
 pub struct RelayFigures {
     pub rows: usize,
     pub events_per_message: usize,
+    /// Relays draining the outbox at once, each its own connection and
+    /// channel, each locking 16 / relays partitions per batch.
+    pub relays: usize,
     pub seconds: f64,
     pub events_per_sec: f64,
     pub messages_per_sec: f64,
@@ -24,12 +27,13 @@ pub struct RelayFigures {
 }
 
 /// Fills a scratch outbox with `rows` order events over 100 aggregates
-/// (not timed), then times one relay draining it.
+/// (not timed), then times `relays` relays draining it together.
 pub async fn measure(
     base: &Config,
     amqp_url: &str,
     rows: usize,
     events_per_message: usize,
+    relays: usize,
 ) -> anyhow::Result<RelayFigures> {
     let mut database = base.clone();
     let id = Uuid::new_v4().simple().to_string();
@@ -51,20 +55,48 @@ pub async fn measure(
         writer::append(&tx, &events).await?;
         tx.commit().await?;
     }
+    let relays = relays.max(1);
     let config = RelayConfig {
         batch_size: 2000,
         events_per_message,
+        claim_partitions: (16 / relays).max(1) as i64,
         ..RelayConfig::new(amqp_url, &topology.orders_exchange())
     };
     let metrics = RelayMetrics::unregistered();
-    let mut relay = Relay::new(pool.clone(), topology.clone(), config, metrics.clone());
-    // Connect and declare before the clock starts.
-    relay.try_publish_batch().await?;
+    let mut workers: Vec<Relay> = (0..relays)
+        .map(|_| {
+            Relay::new(
+                pool.clone(),
+                topology.clone(),
+                config.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect();
+    // Connect and declare before the clock starts (each publishes a batch).
+    for relay in &mut workers {
+        relay.try_publish_batch().await?;
+    }
     let already = metrics.published.get() as usize;
     let started = Instant::now();
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|mut relay| {
+            tokio::spawn(async move {
+                let mut messages = 0;
+                while let Outcome::Published(report) = relay.try_publish_batch().await? {
+                    messages += report.messages;
+                }
+                anyhow::Ok((relay, messages))
+            })
+        })
+        .collect();
     let mut messages = 0;
-    while let Outcome::Published(report) = relay.try_publish_batch().await? {
-        messages += report.messages;
+    let mut finished = Vec::new();
+    for task in tasks {
+        let (relay, sent) = task.await??;
+        messages += sent;
+        finished.push(relay);
     }
     let seconds = started.elapsed().as_secs_f64();
     let events = metrics.published.get() as usize - already;
@@ -78,7 +110,7 @@ pub async fn measure(
     let message_bytes = outbox::envelope::encode(std::slice::from_ref(&sample))?
         .body
         .len();
-    if let Some(publisher) = relay.publisher() {
+    if let Some(publisher) = finished.first().and_then(Relay::publisher) {
         let channel = publisher.connection().create_channel().await?;
         topology.delete(&channel).await?;
     }
@@ -87,6 +119,7 @@ pub async fn measure(
     Ok(RelayFigures {
         rows: events,
         events_per_message,
+        relays,
         seconds,
         events_per_sec: events as f64 / seconds,
         messages_per_sec: messages as f64 / seconds,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use outbox::consumer::Consumer;
 use outbox::metrics::{ConsumerMetrics, RelayMetrics};
-use outbox::relay::Relay;
 use service::bridge::Bridge;
 use service::db::{DbError, MigrationSource};
 use service::http::{Server, ServerOptions};
@@ -75,20 +74,14 @@ impl Application {
         let consumer_metrics = ConsumerMetrics::register(registry)?;
         let (stop_workers, signal) = shutdown::channel();
         let mut workers = Vec::new();
-        if config.pipeline.relay_enabled {
-            let relay_config = config
-                .pipeline
-                .relay_config(&topology.products_exchange(), "product relay");
-            let relay = Relay::new(
-                pool.clone(),
-                topology.clone(),
-                relay_config,
-                RelayMetrics::register(registry)?,
-            );
-            workers.push(tokio::spawn(
-                relay.run(config.database.clone(), signal.clone()),
-            ));
-        }
+        workers.extend(config.pipeline.start_relays(
+            &pool,
+            &config.database,
+            &topology.products_exchange(),
+            "product relay",
+            &RelayMetrics::register(registry)?,
+            &signal,
+        ));
         let handler = Arc::new(ReservationHandler::new(
             cache.clone(),
             ReservationMetrics::register(registry)?,

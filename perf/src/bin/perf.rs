@@ -40,6 +40,9 @@ enum Command {
         /// Runs per figure; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Relays draining at once (each its own connection).
+        #[arg(long, default_value_t = 1)]
+        relays: usize,
     },
     /// Create the products of a load run and write their initial stock.
     Seed {
@@ -123,7 +126,8 @@ fn main() -> anyhow::Result<()> {
                 rows,
                 events_per_message,
                 runs,
-            } => relay(rows, &events_per_message, runs).await,
+                relays,
+            } => relay(rows, &events_per_message, runs, relays).await,
             Command::Seed {
                 products,
                 stock,
@@ -214,7 +218,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-async fn relay(rows: usize, packing: &str, runs: usize) -> anyhow::Result<()> {
+async fn relay(rows: usize, packing: &str, runs: usize, relays: usize) -> anyhow::Result<()> {
     let base = database("ORDER_DATABASE_URL")?;
     let amqp = env("AMQP_URL")?;
     for events_per_message in packing.split(',').map(|n| n.trim().parse::<usize>()) {
@@ -226,7 +230,7 @@ async fn relay(rows: usize, packing: &str, runs: usize) -> anyhow::Result<()> {
         let mut bytes = 0;
         for _ in 0..runs.max(1) {
             let figures =
-                perf::relay_bench::measure(&base, &amqp, rows, events_per_message).await?;
+                perf::relay_bench::measure(&base, &amqp, rows, events_per_message, relays).await?;
             bytes = figures.message_bytes;
             relay_events.push(figures.events_per_sec);
             relay_messages.push(figures.messages_per_sec);
@@ -238,7 +242,7 @@ async fn relay(rows: usize, packing: &str, runs: usize) -> anyhow::Result<()> {
             median(ceilings),
         );
         println!(
-            "relay, {rows} rows, {events_per_message} events/message: {events:>8.0} events/s, {messages:>8.0} msg/s; \
+            "{relays} relay(s), {rows} rows, {events_per_message} events/message: {events:>8.0} events/s, {messages:>8.0} msg/s; \
              broker ceiling ({bytes}-byte messages) {ceiling:>8.0} msg/s; events/s = {:.0}% of the ceiling (median of {runs})",
             100.0 * events / ceiling
         );
