@@ -33,6 +33,12 @@ load: ## Load-test the running stack (make up first): SCENARIO=orders|mixed|hot|
 	$(CARGO) build --release -p perf
 	@set -a; . ./$(ENV_FILE); set +a; scripts/load.sh
 
+chaos: build ## Faults under load (stops its own stack; restarts local RabbitMQ and Redis): RATE=1000 PHASE_SECONDS=30.
+	@set -a; . ./$(ENV_FILE); set +a; scripts/chaos.sh
+
+scale: build ## 1 vs 2 instances of every process under the same load (stop make up first): RATE=2000 DURATION=30s.
+	@set -a; . ./$(ENV_FILE); set +a; scripts/scale.sh
+
 clean: ## Remove build output and load reports.
 	$(CARGO) clean
 	rm -rf reports

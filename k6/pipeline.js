@@ -8,24 +8,32 @@
 //           MAX_RATE); each request is tagged with its step so the report
 //           can find the highest step that held (the knee)
 //   noop    GET / on the no-op server as fast as 64 VUs go (the HTTP ceiling)
+//   chaos   like orders, without latency thresholds (faults are injected)
 //
-// SEED_FILE names the JSON `perf seed` wrote (products and initial stock).
+// SEED_FILE names the JSON `perf seed` wrote (products and initial stock);
+// without it (docker compose's k6) setup() creates 20 products itself.
 // SUMMARY_FILE receives k6's full summary for `perf report`.
 
 import http from 'k6/http';
 import { check } from 'k6';
+import { Counter } from 'k6/metrics';
 
 const SCENARIO = __ENV.SCENARIO || 'orders';
 const RATE = parseInt(__ENV.RATE || '1000', 10);
 const DURATION = __ENV.DURATION || '60s';
-const ORDER_URL = __ENV.ORDER_URL || 'http://127.0.0.1:8080';
-const PRODUCT_URL = __ENV.PRODUCT_URL || 'http://127.0.0.1:3000';
+// Several instances: comma-separated URLs, each request picks one.
+const ORDER_URLS = (__ENV.ORDER_URL || 'http://127.0.0.1:8080').split(',');
+const PRODUCT_URLS = (__ENV.PRODUCT_URL || 'http://127.0.0.1:3000').split(',');
 const NOOP_URL = __ENV.NOOP_URL || 'http://127.0.0.1:9099';
 const STEP_RATE = parseInt(__ENV.STEP_RATE || '1000', 10);
 const STEP_SECONDS = parseInt(__ENV.STEP_SECONDS || '20', 10);
 const MAX_RATE = parseInt(__ENV.MAX_RATE || '8000', 10);
-const seed = SCENARIO === 'noop' ? { products: [1], hot: 1 } : JSON.parse(open(__ENV.SEED_FILE));
+const seedFile = __ENV.SEED_FILE ? JSON.parse(open(__ENV.SEED_FILE)) : null;
 const json = { headers: { 'Content-Type': 'application/json' } };
+// With LOG_ACCEPTED=1 every accepted order's id is logged (k6
+// --log-output=file=…), so `perf verify-accepted` can check each exists.
+const LOG_ACCEPTED = __ENV.LOG_ACCEPTED === '1';
+const accepted = new Counter('orders_accepted');
 
 // Enough pre-allocated VUs that k6 never stalls allocating them mid-run.
 const vus = (rate) => Math.max(100, Math.ceil(rate / 10));
@@ -50,6 +58,7 @@ const scenarios = {
   orders: { orders: constant('placeOrder', RATE) },
   mixed: { mixed: constant('mixed', RATE) },
   hot: { hot: constant('hotOrder', RATE) },
+  chaos: { chaos: constant('placeOrder', RATE) },
   // Closed loop, no pause: as many requests as k6 and the server manage.
   noop: { noop: { executor: 'constant-vus', exec: 'noop', vus: 64, duration: DURATION } },
   ramp: {
@@ -75,32 +84,43 @@ function rampThresholds() {
 export const options = {
   scenarios: scenarios[SCENARIO],
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
-  thresholds: SCENARIO === 'ramp'
-    ? rampThresholds()
+  thresholds: SCENARIO === 'ramp' ? rampThresholds()
+    : SCENARIO === 'chaos' ? {}
     : { http_req_failed: ['rate<0.001'], http_req_duration: ['p(99)<20'] },
+  // A killed service must not hold requests for k6's default 60 s.
   discardResponseBodies: true,
 };
 
 const pick = (list) => list[Math.floor(Math.random() * list.length)];
+const orderUrl = () => pick(ORDER_URLS);
+const productUrl = () => pick(PRODUCT_URLS);
+
+const orderParams = (tags) => Object.assign({ tags, timeout: '5s' }, json);
 
 function order(productId, tags) {
   const body = JSON.stringify({ product_id: productId, quantity: 1 + Math.floor(Math.random() * 3) });
-  const response = http.post(`${ORDER_URL}/orders`, body, Object.assign({ tags }, json));
-  check(response, { 'order accepted': (r) => r.status === 201 });
+  const response = http.post(`${orderUrl()}/orders`, body, orderParams(tags));
+  if (check(response, { 'order accepted': (r) => r.status === 201 })) {
+    accepted.add(1);
+    if (LOG_ACCEPTED) {
+      console.log(response.headers.Location);
+    }
+  }
 }
 
-export function placeOrder() {
-  order(pick(seed.products), { name: 'POST /orders' });
+export function placeOrder(data) {
+  order(pick(data.seed.products), { name: 'POST /orders' });
 }
 
-export function hotOrder() {
-  order(seed.hot, { name: 'POST /orders' });
+export function hotOrder(data) {
+  order(data.seed.hot, { name: 'POST /orders' });
 }
 
-export function mixed() {
+export function mixed(data) {
+  const seed = data.seed;
   const roll = Math.random();
   if (roll < 0.80) {
-    const response = http.get(`${PRODUCT_URL}/products/${pick(seed.products)}`, { tags: { name: 'GET /products/:id' } });
+    const response = http.get(`${productUrl()}/products/${pick(seed.products)}`, { tags: { name: 'GET /products/:id' } });
     check(response, { 'product read': (r) => r.status === 200 });
   } else if (roll < 0.95) {
     order(pick(seed.products), { name: 'POST /orders' });
@@ -108,18 +128,33 @@ export function mixed() {
     // Price changes only: stock stays under the stock loop's control, so
     // the invariant check still adds up.
     const body = JSON.stringify({ price: 100 + Math.floor(Math.random() * 900) });
-    const response = http.patch(`${PRODUCT_URL}/products/${pick(seed.products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, json));
+    const response = http.patch(`${productUrl()}/products/${pick(seed.products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, json));
     check(response, { 'product written': (r) => r.status === 200 });
   }
 }
 
+// Products to order from when no SEED_FILE was given.
+function createProducts(count) {
+  const products = [];
+  for (let n = 0; n < count; n++) {
+    const body = JSON.stringify({ name: `k6 product ${n}`, price: 100 + n, stock: 1000000000 });
+    const response = http.post(`${productUrl()}/products`, body, Object.assign({ responseType: 'text' }, json));
+    if (response.status !== 201) {
+      throw new Error(`creating a product answered ${response.status}`);
+    }
+    products.push(JSON.parse(response.body).id);
+  }
+  return { products, hot: products[0] };
+}
+
 export function setup() {
-  return { started: Date.now() };
+  const seed = seedFile || (SCENARIO === 'noop' ? { products: [1], hot: 1 } : createProducts(20));
+  return { started: Date.now(), seed };
 }
 
 export function rampOrder(data) {
   const step = Math.min(MAX_RATE, STEP_RATE * (1 + Math.floor((Date.now() - data.started) / 1000 / STEP_SECONDS)));
-  order(pick(seed.products), { name: 'POST /orders', stage: String(step) });
+  order(pick(data.seed.products), { name: 'POST /orders', stage: String(step) });
 }
 
 export function noop() {

@@ -42,7 +42,10 @@ impl Config {
             });
         }
         Ok(Config {
-            database: service::db::parse_url("ORDER_DATABASE_URL", &database_url)?,
+            database: service::db::named(
+                service::db::parse_url("ORDER_DATABASE_URL", &database_url)?,
+                "order",
+            ),
             database_pool_size: settings
                 .optional("ORDER_DATABASE_POOL_SIZE", "a connection count", 16usize)?
                 .max(2),

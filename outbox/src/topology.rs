@@ -229,6 +229,33 @@ impl Topology {
         Ok(())
     }
 
+    /// Messages waiting in each dead-letter queue; a queue not declared yet
+    /// counts 0. A passive declare of a missing queue closes its channel,
+    /// so each queue gets its own.
+    pub async fn dead_letter_counts(
+        &self,
+        connection: &lapin::Connection,
+    ) -> Result<Vec<(String, u32)>> {
+        let mut counts = Vec::new();
+        for queue in self.queues() {
+            let name = Self::dead_letter_queue(&queue.name);
+            let channel = connection.create_channel().await?;
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let count = match channel
+                .queue_declare(name.as_str().into(), options, FieldTable::default())
+                .await
+            {
+                Ok(declared) => declared.message_count(),
+                Err(_) => 0,
+            };
+            counts.push((name, count));
+        }
+        Ok(counts)
+    }
+
     /// Deletes the queues and exchanges (tests clean up with it).
     pub async fn delete(&self, channel: &Channel) -> Result<()> {
         for queue in self.queues() {

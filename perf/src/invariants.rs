@@ -22,15 +22,22 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Connects as `perf-invariants` (visible in pg_stat_activity, and
+    /// spared by tests that terminate the services' connections).
     pub async fn connect(
         orders: &tokio_postgres::Config,
         products: &tokio_postgres::Config,
         redis_url: &str,
         redis_prefix: &str,
     ) -> anyhow::Result<Self> {
+        let named = |config: &tokio_postgres::Config| {
+            let mut config = config.clone();
+            config.application_name("perf-invariants");
+            config
+        };
         Ok(Stores {
-            orders: service::db::connect(orders).await?,
-            products: service::db::connect(products).await?,
+            orders: service::db::connect(&named(orders)).await?,
+            products: service::db::connect(&named(products)).await?,
             redis: redis::Client::open(redis_url)?
                 .get_multiplexed_async_connection()
                 .await?,
@@ -200,4 +207,13 @@ async fn compare_verdicts(stores: &Stores) -> anyhow::Result<Vec<String>> {
         violations.push(format!("… and {more} more disagreements"));
     }
     Ok(violations)
+}
+
+/// Messages waiting in each dead-letter queue of the pipeline.
+pub async fn dead_letters(amqp_url: &str, namespace: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    let connection = outbox::broker::connect(amqp_url, "perf dead-letter count").await?;
+    let topology = outbox::topology::Topology::new(namespace, outbox::topology::QueueType::Quorum);
+    let counts = topology.dead_letter_counts(&connection).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(counts)
 }

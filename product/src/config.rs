@@ -39,7 +39,10 @@ impl Config {
             reason: error.to_string(),
         })?;
         Ok(Config {
-            database: service::db::parse_url("PRODUCT_DATABASE_URL", &database_url)?,
+            database: service::db::named(
+                service::db::parse_url("PRODUCT_DATABASE_URL", &database_url)?,
+                "product",
+            ),
             database_pool_size: settings
                 .optional("PRODUCT_DATABASE_POOL_SIZE", "a connection count", 16usize)?
                 .max(2),

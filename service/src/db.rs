@@ -48,6 +48,15 @@ pub fn parse_url(name: &str, url: &str) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// Names a service's connections in `pg_stat_activity` (unless the URL
+/// already names them), so an operator sees who holds what.
+pub fn named(mut config: Config, application: &str) -> Config {
+    if config.get_application_name().is_none() {
+        config.application_name(application);
+    }
+    config
+}
+
 /// `host:port/database` for logs: never the user or password.
 pub fn describe(config: &Config) -> String {
     let host = match config.get_hosts().first() {

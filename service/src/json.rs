@@ -91,8 +91,9 @@ impl JsonObject {
         format!("{}{field}", self.path)
     }
 
+    /// Whether the field is present (even as `null`).
     pub fn has(&self, field: &str) -> bool {
-        self.fields.get(field).is_some_and(|value| !value.is_null())
+        self.fields.contains_key(field)
     }
 
     /// Whether the object has no fields at all.
@@ -106,9 +107,11 @@ impl JsonObject {
         })
     }
 
+    /// A string, or `None` when absent. `null` is the wrong type: no field
+    /// of ours is nullable.
     pub fn optional_str(&self, field: &str) -> Result<Option<String>, BodyError> {
         match self.fields.get(field) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.clone())),
             Some(_) => Err(BodyError::WrongType {
                 field: self.name(field),
@@ -131,7 +134,7 @@ impl JsonObject {
             expected: "an integer",
         };
         match self.fields.get(field) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(Value::Number(number)) => {
                 if let Some(value) = number.as_i64() {
                     return Ok(Some(value));
@@ -161,7 +164,7 @@ impl JsonObject {
         allowed: &[&str],
     ) -> Result<Vec<JsonObject>, BodyError> {
         match self.fields.get(field) {
-            None | Some(Value::Null) => Err(BodyError::Missing {
+            None => Err(BodyError::Missing {
                 field: self.name(field),
             }),
             Some(Value::Array(items)) => items
@@ -209,6 +212,9 @@ mod tests {
         );
         assert!(!error.is_malformed());
         assert!(!object.required_str("name").unwrap_err().is_malformed());
+        let nulls = parse(r#"{"name": null, "price": null}"#).unwrap();
+        assert!(nulls.optional_str("name").unwrap_err().is_malformed());
+        assert!(nulls.optional_i64("price").unwrap_err().is_malformed());
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub(crate) struct TestPipeline {
     pub(crate) initial: BTreeMap<i64, i64>,
     product_database: tokio_postgres::Config,
     order_database: tokio_postgres::Config,
+    /// The product service's settings, to restart it on the same port.
+    product_config: product::config::Config,
+    /// Stops of the order service (first) and the product service (second).
     stops: Vec<(Trigger, tokio::task::JoinHandle<()>)>,
 }
 
@@ -64,12 +67,14 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
         ("PRODUCT_PORT", "0"),
     ];
     product_settings.extend(shared);
-    let product_config =
+    let mut product_config =
         product::config::Config::read(&Settings::new(&Listed(&product_settings))).unwrap();
     let product_database = product_config.database.clone();
-    let product_app = product::startup::Application::build(product_config)
+    let product_app = product::startup::Application::build(product_config.clone())
         .await
         .unwrap();
+    // A restart binds the same port, so the order service still finds it.
+    product_config.port = product_app.port();
     let product_address = format!("http://127.0.0.1:{}", product_app.port());
 
     let order_db = database_url(&format!("order_test_{id}"));
@@ -112,6 +117,7 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
         initial: BTreeMap::new(),
         product_database,
         order_database,
+        product_config,
         stops,
     }
 }
@@ -188,6 +194,43 @@ impl TestPipeline {
             report.violations
         );
         report
+    }
+
+    /// Stops the product service (it drains) and starts it again on the
+    /// same port and database, as a process manager would after a crash.
+    pub(crate) async fn restart_product(&mut self) {
+        let (stop, stopped) = self.stops.remove(1);
+        stop.fire();
+        stopped.await.unwrap();
+        let app = product::startup::Application::build(self.product_config.clone())
+            .await
+            .unwrap();
+        let (stop, signal) = service::shutdown::channel();
+        self.stops.push((
+            stop,
+            tokio::spawn(app.run_until_stopped(async move { signal.wait().await })),
+        ));
+    }
+
+    /// Terminates every server connection to both test databases, as a
+    /// failover or an operator's `pg_terminate_backend` would.
+    pub(crate) async fn terminate_database_connections(&self) -> i64 {
+        let mut maintenance = self.order_database.clone();
+        maintenance.dbname("postgres");
+        let client = service::db::connect(&maintenance).await.unwrap();
+        let names = [
+            self.order_database.get_dbname().unwrap(),
+            self.product_database.get_dbname().unwrap(),
+        ];
+        let row = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND application_name <> 'perf-invariants'",
+                &[&names.as_slice()],
+            )
+            .await
+            .unwrap();
+        row.get(0)
     }
 
     pub(crate) async fn stop(self) {

@@ -3,6 +3,7 @@
 //! each with its own database, sharing one broker namespace.
 
 mod bad_input;
+mod faults;
 mod helpers;
 mod idempotency;
 mod stock_loop;

@@ -323,26 +323,12 @@ async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Message counts of the dead-letter queues, by passive declaration.
+/// Message counts of the dead-letter queues.
 async fn dead_lettered(url: &str, namespace: &str) -> anyhow::Result<Vec<(String, u32)>> {
     let connection = broker::connect(url, "outbox stats").await?;
-    let topology = Topology::new(namespace, QueueType::Quorum);
-    let mut counts = Vec::new();
-    for queue in topology.queues() {
-        let name = Topology::dead_letter_queue(&queue.name);
-        let channel = connection.create_channel().await?;
-        let options = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        match channel
-            .queue_declare(name.as_str().into(), options, Default::default())
-            .await
-        {
-            Ok(declared) => counts.push((name, declared.message_count())),
-            Err(_) => counts.push((name, 0)),
-        }
-    }
+    let counts = Topology::new(namespace, QueueType::Quorum)
+        .dead_letter_counts(&connection)
+        .await?;
     let _ = connection.close(200, "done".into()).await;
     Ok(counts)
 }

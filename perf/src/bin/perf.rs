@@ -74,6 +74,19 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Check that every order k6 saw accepted (its log of Location headers)
+    /// exists and is decided: nothing acknowledged was lost.
+    VerifyAccepted {
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Count the messages in the pipeline's dead-letter queues.
+    DeadLetters {
+        #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
+        namespace: String,
+    },
     /// Serve HTTP no-ops on the services' server core (the HTTP ceiling).
     NoopServer {
         #[arg(long, default_value_t = 9099)]
@@ -177,6 +190,16 @@ fn main() -> anyhow::Result<()> {
                 out,
             } => check(&seed, timeout_secs, out).await,
             Command::Report { dir } => print_report(&dir),
+            Command::VerifyAccepted { log, out } => verify_accepted(&log, out).await,
+            Command::DeadLetters { namespace } => {
+                let counts = perf::invariants::dead_letters(&env("AMQP_URL")?, &namespace).await?;
+                let total: u32 = counts.iter().map(|(_, count)| count).sum();
+                for (queue, count) in &counts {
+                    println!("{queue}: {count}");
+                }
+                println!("dead letters: {total}");
+                Ok(())
+            }
             Command::NoopServer { .. } => Ok(()),
         }
     })
@@ -285,6 +308,40 @@ async fn check(seed: &Path, timeout_secs: u64, out: Option<PathBuf>) -> anyhow::
         write_json(&out, &result)?;
     }
     anyhow::ensure!(report.holds() && drained, "invariants broken");
+    Ok(())
+}
+
+async fn verify_accepted(log: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let ids: Vec<uuid::Uuid> = text
+        .lines()
+        .filter_map(|line| line.split("/orders/").nth(1))
+        .filter_map(|rest| rest.get(..36))
+        .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+        .collect();
+    let orders = service::db::connect(&database("ORDER_DATABASE_URL")?).await?;
+    let rows = orders
+        .query("SELECT id, status FROM orders WHERE id = ANY($1)", &[&ids])
+        .await?;
+    let found: std::collections::HashMap<uuid::Uuid, String> =
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let missing = ids.iter().filter(|id| !found.contains_key(id)).count();
+    let undecided = found.values().filter(|status| *status == "PENDING").count();
+    println!(
+        "accepted orders: {}; missing from the database: {missing}; still PENDING: {undecided}",
+        ids.len()
+    );
+    if let Some(out) = out {
+        write_json(
+            &out,
+            &json!({"accepted": ids.len(), "missing": missing, "pending": undecided}),
+        )?;
+    }
+    anyhow::ensure!(
+        missing == 0 && undecided == 0,
+        "acknowledged orders were lost or left undecided"
+    );
     Ok(())
 }
 

@@ -13,7 +13,8 @@ use deadpool_postgres::Transaction;
 use outbox::consumer::{ApplyError, Batch, Handler, Inbound};
 use outbox::envelope::Envelope;
 use outbox::events::{
-    OrderCreated, RejectReason, STOCK_REJECTED, STOCK_RESERVED, StockRejected, StockReserved,
+    ORDER_CREATED, OrderCreated, RejectReason, STOCK_REJECTED, STOCK_RESERVED, StockRejected,
+    StockReserved,
 };
 use outbox::writer::{self, NewEvent};
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -115,6 +116,12 @@ impl Handler for ReservationHandler {
     type Outcome = Vec<StockUpdate>;
 
     fn decode(&self, envelope: &Envelope) -> Result<OrderCreated, String> {
+        if envelope.event_type != ORDER_CREATED {
+            return Err(format!(
+                "unexpected event type {:?} on the order.created queue",
+                envelope.event_type
+            ));
+        }
         let order: OrderCreated = envelope
             .payload_as()
             .map_err(|error| format!("not an order.created payload: {error}"))?;

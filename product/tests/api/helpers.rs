@@ -173,13 +173,13 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Waits (up to 10 s) until `check` holds, polling the stores.
+    /// Waits (up to 30 s) until `check` holds, polling the stores.
     pub(crate) async fn eventually<F, Fut>(&self, what: &str, mut check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if check().await {
                 return;
             }
@@ -223,26 +223,42 @@ impl TestApp {
     /// Publishes an `order.created` envelope to this app's orders exchange,
     /// as the order service's relay would.
     pub(crate) async fn publish_order_created(&self, envelope: &outbox::envelope::Envelope) {
+        let message = outbox::envelope::encode(std::slice::from_ref(envelope)).unwrap();
+        self.publish_raw(&message.body).await;
+    }
+
+    /// Publishes any body to this app's orders exchange as `order.created`.
+    pub(crate) async fn publish_raw(&self, body: &[u8]) {
         let url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
         let connection = outbox::broker::connect(&url, "test publisher")
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
         channel.confirm_select(Default::default()).await.unwrap();
-        let message = outbox::envelope::encode(std::slice::from_ref(envelope)).unwrap();
         channel
             .basic_publish(
                 format!("{}orders", self.namespace).as_str().into(),
-                message.routing_key.as_str().into(),
+                "order.created".into(),
                 Default::default(),
-                &message.body,
-                message.properties,
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
             )
             .await
             .unwrap()
             .await
             .unwrap();
         connection.close(200, "done".into()).await.unwrap();
+    }
+
+    /// Messages waiting in the pipeline's dead-letter queues.
+    pub(crate) async fn dead_letters(&self) -> u32 {
+        let url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let connection = outbox::broker::connect(&url, "test reader").await.unwrap();
+        let topology =
+            outbox::topology::Topology::new(&self.namespace, outbox::topology::QueueType::Quorum);
+        let counts = topology.dead_letter_counts(&connection).await.unwrap();
+        let _ = connection.close(200, "done".into()).await;
+        counts.iter().map(|(_, count)| count).sum()
     }
 
     pub(crate) async fn count(&self, sql: &str) -> i64 {

@@ -121,6 +121,17 @@ async fn pages_come_in_id_order_with_the_cursor_of_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
+    let openapi: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openapi["openapi"], "3.0.3");
+    assert!(openapi["paths"]["/products/{id}"]["patch"].is_object());
     assert_eq!(
         app.client
             .get(app.url("/healthz"))

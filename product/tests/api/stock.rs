@@ -157,3 +157,53 @@ async fn a_multi_item_order_short_of_one_item_changes_no_stock() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_dead_lettered_and_never_stall_the_consumer() {
+    let app = spawn_app().await;
+    let id = app.create_product("Sturdy", 100, 10).await["id"]
+        .as_i64()
+        .unwrap();
+    let gone = app.create_product("Gone", 100, 10).await["id"]
+        .as_i64()
+        .unwrap();
+    app.client
+        .delete(app.url(&format!("/products/{gone}")))
+        .send()
+        .await
+        .unwrap();
+
+    app.publish_raw(b"{ not json").await;
+    let mut wrong_type = order_created(&[(id, 1)]);
+    wrong_type.event_type = "order.cancelled".into();
+    app.publish_order_created(&wrong_type).await;
+    let mut missing_items = order_created(&[(id, 1)]);
+    missing_items.payload = serde_json::value::RawValue::from_string(format!(
+        r#"{{"order_id":"{}"}}"#,
+        uuid::Uuid::now_v7()
+    ))
+    .unwrap();
+    app.publish_order_created(&missing_items).await;
+    let huge: Vec<(i64, i64)> = (1..=20_000).map(|product| (product, 1)).collect();
+    app.publish_order_created(&order_created(&huge)).await;
+    // A valid order for a deleted product is not poison: it is decided.
+    app.publish_order_created(&order_created(&[(gone, 1)]))
+        .await;
+    app.publish_order_created(&order_created(&[(id, 2)])).await;
+
+    app.eventually("the good orders are decided", || async {
+        app.count("SELECT count(*) FROM reservations").await == 2
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM reservations WHERE reason = 'unknown_product'")
+            .await,
+        1
+    );
+    assert_eq!(app.row(id).await.unwrap().2, 8);
+    app.eventually("the four poison messages are dead-lettered", || async {
+        app.dead_letters().await == 4
+    })
+    .await;
+    app.stop().await;
+}

