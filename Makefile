@@ -5,7 +5,7 @@ ENV_FILE ?= $(if $(wildcard .env),.env,.env.example)
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help up build services test lint fmt load chaos scale clean
+.PHONY: help up build services test lint fmt load fuzz chaos scale clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ fmt: ## Format the code.
 load: ## Load-test the running stack (make up first): SCENARIO=orders|mixed|hot|ramp RATE=1000 DURATION=60s.
 	$(CARGO) build --release -p perf
 	@set -a; . ./$(ENV_FILE); set +a; scripts/load.sh
+
+fuzz: build ## schemathesis against both services' OpenAPI descriptions (own databases and ports): EXAMPLES=100.
+	@set -a; . ./$(ENV_FILE); set +a; scripts/fuzz.sh
 
 chaos: build ## Faults under load (stops its own stack; restarts local RabbitMQ and Redis): RATE=1000 PHASE_SECONDS=30.
 	@set -a; . ./$(ENV_FILE); set +a; scripts/chaos.sh

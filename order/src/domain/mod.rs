@@ -8,9 +8,6 @@ use service::json::{BodyError, JsonObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Longest Idempotency-Key accepted.
-pub const MAX_IDEMPOTENCY_KEY: usize = 200;
-
 /// Why a request was refused: a body of the wrong shape (400) or a value
 /// that breaks a rule (422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,24 +122,6 @@ fn item(object: &JsonObject) -> Result<ItemRequest, InputError> {
         product_id,
         quantity,
     })
-}
-
-/// An Idempotency-Key header value: 1 to 200 visible characters.
-pub fn parse_idempotency_key(value: Option<&str>) -> Result<Option<String>, InputError> {
-    match value.map(str::trim) {
-        None => Ok(None),
-        Some(key)
-            if !key.is_empty()
-                && key.len() <= MAX_IDEMPOTENCY_KEY
-                && key.chars().all(|c| c.is_ascii_graphic()) =>
-        {
-            Ok(Some(key.to_owned()))
-        }
-        Some(_) => Err(invalid(
-            "invalid_idempotency_key",
-            format!("Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-        )),
-    }
 }
 
 /// Where an order stands.
@@ -286,17 +265,5 @@ mod tests {
             parse(&format!(r#"{{"items": [{}]}}"#, many.join(","))).unwrap_err(),
             "invalid_items"
         );
-    }
-
-    #[test]
-    fn idempotency_keys_are_short_and_visible() {
-        assert_eq!(
-            parse_idempotency_key(Some(" abc-1 ")).unwrap(),
-            Some("abc-1".into())
-        );
-        assert_eq!(parse_idempotency_key(None).unwrap(), None);
-        assert!(parse_idempotency_key(Some("")).is_err());
-        assert!(parse_idempotency_key(Some(&"k".repeat(201))).is_err());
-        assert!(parse_idempotency_key(Some("has space")).is_err());
     }
 }

@@ -22,6 +22,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     BadQuery(String),
+    #[error("Idempotency-Key is 1 to 200 visible ASCII characters")]
+    InvalidIdempotencyKey,
     #[error("product {0} does not exist")]
     UnknownProduct(i64),
     #[error("this Idempotency-Key was used with a different request")]
@@ -42,7 +44,7 @@ impl ApiError {
             ApiError::OrderNotFound(_) | ApiError::RouteNotFound(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType => 415,
-            ApiError::BadQuery(_) => 400,
+            ApiError::BadQuery(_) | ApiError::InvalidIdempotencyKey => 400,
             ApiError::UnknownProduct(_) | ApiError::IdempotencyKeyReused => 422,
             ApiError::Overloaded | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadQuery(_) => "invalid_query",
+            ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
             ApiError::UnknownProduct(_) => "unknown_product",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Overloaded => "overloaded",

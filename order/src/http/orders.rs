@@ -8,7 +8,7 @@ use service::http::{Request, Response, query};
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
-use crate::domain::{NewOrder, Order, OrderStatus, parse_idempotency_key};
+use crate::domain::{NewOrder, Order, OrderStatus};
 use crate::store::writer::{PlaceError, PlaceJob, PlaceResult, Placed, SubmitError};
 
 const DEFAULT_PAGE: i64 = 50;
@@ -25,7 +25,10 @@ fn require_json(request: &Request) -> Result<(), ApiError> {
 pub(super) fn place(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     require_json(request)?;
     let order = NewOrder::parse(request.body())?;
-    let key = parse_idempotency_key(request.header_str("idempotency-key"))?;
+    let key = request
+        .idempotency_key()
+        .map_err(|_| ApiError::InvalidIdempotencyKey)?
+        .map(str::to_owned);
     let placed = match submit(state, order.clone(), key.clone())? {
         Err(PlaceError::ReplicaMiss(missing)) => {
             learn_products(state, missing)?;

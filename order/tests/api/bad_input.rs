@@ -105,7 +105,7 @@ async fn bad_orders_are_refused_and_write_nothing() {
     let bad_key = pipeline
         .order_request(&json!({"product_id": id, "quantity": 1}))
         .header("Idempotency-Key", "");
-    refused(&pipeline, bad_key, 422, "invalid_idempotency_key").await;
+    refused(&pipeline, bad_key, 400, "invalid_idempotency_key").await;
     refused(
         &pipeline,
         pipeline.client.get(format!("{url}/not-a-uuid")),

@@ -21,7 +21,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     BadQuery(String),
-    #[error("an Idempotency-Key header (1 to 200 visible characters) is required")]
+    #[error("Idempotency-Key is 1 to 200 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("an Idempotency-Key header is required")]
     MissingIdempotencyKey,
     #[error("this Idempotency-Key was used with another product or delta")]
     IdempotencyKeyReused,
@@ -43,7 +45,9 @@ impl ApiError {
             ApiError::ProductNotFound(_) | ApiError::RouteNotFound(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType => 415,
-            ApiError::BadQuery(_) | ApiError::MissingIdempotencyKey => 400,
+            ApiError::BadQuery(_)
+            | ApiError::MissingIdempotencyKey
+            | ApiError::InvalidIdempotencyKey => 400,
             ApiError::IdempotencyKeyReused | ApiError::StockOutOfRange { .. } => 422,
             ApiError::Overloaded | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -60,6 +64,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BadQuery(_) => "invalid_query",
+            ApiError::InvalidIdempotencyKey => "invalid_idempotency_key",
             ApiError::MissingIdempotencyKey => "missing_idempotency_key",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::StockOutOfRange { .. } => "insufficient_stock",

@@ -12,7 +12,6 @@ use crate::store::AdjustOutcome;
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 1000;
-const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 fn require_json(request: &Request) -> Result<(), ApiError> {
     if request.declares_json() {
@@ -191,9 +190,8 @@ pub(super) fn adjust_stock(
 ) -> Result<Response, ApiError> {
     let id = product_id(segment)?;
     let key = request
-        .header_str("idempotency-key")
-        .map(str::trim)
-        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
+        .idempotency_key()
+        .map_err(|_| ApiError::InvalidIdempotencyKey)?
         .ok_or(ApiError::MissingIdempotencyKey)?
         .to_owned();
     require_json(request)?;

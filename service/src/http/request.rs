@@ -8,6 +8,14 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// An `Idempotency-Key` header that is not 1 to 200 visible ASCII characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key is 1 to 200 visible ASCII characters")]
+pub struct InvalidIdempotencyKey;
+
 /// One request as the connection loop hands it to a [`super::Service`].
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -50,6 +58,21 @@ impl Request {
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name)
             .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// The `Idempotency-Key` header: `None` when absent, the key when it is
+    /// 1 to 200 visible ASCII characters, an error otherwise.
+    pub fn idempotency_key(&self) -> Result<Option<&str>, InvalidIdempotencyKey> {
+        let Some(value) = self.header("idempotency-key") else {
+            return Ok(None);
+        };
+        let valid = !value.is_empty()
+            && value.len() <= MAX_IDEMPOTENCY_KEY
+            && value.iter().all(u8::is_ascii_graphic);
+        match std::str::from_utf8(value) {
+            Ok(key) if valid => Ok(Some(key)),
+            _ => Err(InvalidIdempotencyKey),
+        }
     }
 
     /// Whether the body may be read as JSON: `Content-Type` is
@@ -161,6 +184,20 @@ mod tests {
         let text = Request::from_parts("POST", "/", &[("content-type", "text/plain")], b"");
         assert!(!text.declares_json());
         assert!(Request::from_parts("POST", "/", &[], b"").declares_json());
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_and_visible() {
+        let with = |key: &str| Request::from_parts("POST", "/", &[("Idempotency-Key", key)], b"");
+        assert_eq!(with("abc-1").idempotency_key(), Ok(Some("abc-1")));
+        assert_eq!(
+            Request::from_parts("POST", "/", &[], b"").idempotency_key(),
+            Ok(None)
+        );
+        assert!(with("").idempotency_key().is_err());
+        assert!(with(&"k".repeat(201)).idempotency_key().is_err());
+        assert!(with("has space").idempotency_key().is_err());
+        assert!(with("ключ").idempotency_key().is_err());
     }
 
     #[test]

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Checks docker-compose.yml without a Docker engine: Debian's docker-compose
+accepts it (`docker-compose config`), and it agrees with the non-Docker path:
+the same ports as `make up`, the same commands, only settings that
+.env.example documents, and a health check on every service. CI runs it."""
+
+import re
+import subprocess
+import sys
+
+import yaml
+
+problems = []
+rendered = subprocess.run(
+    ["docker-compose", "-f", "docker-compose.yml", "config"], capture_output=True, text=True
+)
+if rendered.returncode != 0:
+    sys.exit(f"docker-compose config refused docker-compose.yml:\n{rendered.stderr}")
+compose = yaml.safe_load(rendered.stdout)
+services = compose["services"]
+
+documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", open(".env.example").read(), re.M))
+env = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in open(".env.example").read().splitlines()
+       if re.match(r"^[A-Z][A-Z0-9_]*=", line)}
+
+expected = {
+    "product": (["product"], env["PRODUCT_PORT"]),
+    "order": (["order"], env["ORDER_PORT"]),
+    "relay": (["outbox", "relay", "--service", "order"], None),
+}
+for name, (command, port) in expected.items():
+    service = services.get(name)
+    if service is None:
+        problems.append(f"service {name} is missing")
+        continue
+    if service.get("command") != command:
+        problems.append(f"{name} runs {service.get('command')}, not {command}")
+    if port:
+        published = {str(p.get("published")) + ":" + str(p.get("target")) for p in service.get("ports", [])}
+        if f"{port}:{port}" not in published:
+            problems.append(f"{name} does not publish {port}:{port} as `make up` serves it (has {published})")
+    for variable in service.get("environment", {}):
+        if variable not in documented:
+            problems.append(f"{name} sets {variable}, which .env.example does not document")
+
+for name in ["postgres", "redis", "rabbitmq", "product", "order", "relay"]:
+    if "healthcheck" not in services.get(name, {}):
+        problems.append(f"{name} has no health check")
+for name, service in services.items():
+    for dependency, condition in (service.get("depends_on") or {}).items():
+        if condition.get("condition") != "service_healthy":
+            problems.append(f"{name} depends on {dependency} without waiting for it to be healthy")
+if "load" not in services.get("k6", {}).get("profiles", []):
+    problems.append("k6 is not under the load profile")
+
+readme = open("README.md").read()
+for needle in ["make up", "docker compose up --build"]:
+    if needle not in readme:
+        problems.append(f"README.md does not show `{needle}`")
+
+if problems:
+    sys.exit("docker-compose.yml disagrees with the project:\n  " + "\n  ".join(problems))
+print(f"docker-compose.yml: accepted by docker-compose, {len(services)} services, consistent with make up and .env.example")
