@@ -101,14 +101,15 @@ for fault in $FAULTS; do
   sleep "$FAULT_AT"
   drained=""
   started=$(now_us)
-  "fault_$fault"
+  fault_ok=yes
+  "fault_$fault" || fault_ok=no
   if wait_ready; then
     recovered=$(seconds_since "$started")
   else
     recovered="never"
   fi
   wait "$k6_pid" || true
-  held=yes
+  held=$fault_ok
   "$bin/perf" verify-accepted --log "$dir/$fault-accepted.log" --out "$dir/$fault-accepted.json" >"$dir/$fault-verify.txt" 2>&1 || held=no
   "$bin/perf" check --seed "$dir/seed.json" --out "$dir/$fault-check.json" >"$dir/$fault-check.txt" 2>&1 || held=no
   dead=$("$bin/perf" dead-letters | awk '/^dead letters:/ {print $3}')

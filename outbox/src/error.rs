@@ -32,17 +32,18 @@ impl Error {
     }
 }
 
-/// Connection loss, shutdown, serialization failures and deadlocks are
-/// transient; constraint violations and bad data (SQLSTATE classes 22 and
-/// 23) are not.
+/// Whether a PostgreSQL error may go away by itself: the connection was
+/// lost or refused (SQLSTATE class 08, or no SQLSTATE and an I/O cause),
+/// the transaction lost a race (40: serialization failure, deadlock), the
+/// server is short of resources or shutting down (53, 57, 58), or a lock
+/// was not available (55). Everything else (bad data, constraint
+/// violations, a parameter that cannot be encoded) will fail again.
 pub fn is_transient_postgres(error: &tokio_postgres::Error) -> bool {
-    match error.code() {
-        None => true,
-        Some(code) => {
-            let class = &code.code()[..2];
-            !matches!(class, "22" | "23" | "42")
-        }
+    if let Some(code) = error.code() {
+        return matches!(&code.code()[..2], "08" | "40" | "53" | "55" | "57" | "58");
     }
+    error.is_closed()
+        || std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
 }
 
 /// The outbox library's result type.

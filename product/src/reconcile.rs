@@ -79,7 +79,7 @@ pub async fn reconcile(
     cache: &ProductCache,
 ) -> Result<ReconcileReport, ReconcileError> {
     let mut report = ReconcileReport::default();
-    let mut after = 0;
+    let mut after: i64 = 0;
     loop {
         let client = store.pool().get().await.map_err(StoreError::from)?;
         let rows = client

