@@ -47,7 +47,9 @@ ensure_rabbitmq() {
     say "RabbitMQ is not installed (apt-get install rabbitmq-server), or set AMQP_URL to a running broker"; return 1
   fi
   say "starting RabbitMQ"
-  rabbitmq-server -detached
+  # Each quorum queue holds file descriptors; the default 1,024 ran out
+  # after a few test runs here and new connections then hung.
+  (ulimit -n 65536 2>/dev/null || true; rabbitmq-server -detached)
   wait_for RabbitMQ rabbit_up 90
 }
 

@@ -5,16 +5,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use outbox::consumer::Consumer;
 use outbox::metrics::{ConsumerMetrics, RelayMetrics};
 use service::bridge::Bridge;
-use service::db::{DbError, MigrationSource};
-use service::http::{Server, ServerOptions};
-use service::metrics::{HttpMetrics, Metrics};
-use service::shutdown::{self, Trigger};
-use tokio::task::JoinHandle;
+use service::db::MigrationSource;
+use service::lifecycle::{Running, StartupError};
+use service::metrics::Metrics;
+use service::shutdown;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -37,26 +35,10 @@ pub fn migrations() -> Vec<MigrationSource> {
     all
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Database(#[from] DbError),
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-}
-
 /// A running order service.
 pub struct Application {
-    server: Server,
+    running: Running,
     state: Arc<AppState>,
-    stop_workers: Trigger,
-    workers: Vec<JoinHandle<()>>,
-    writers: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -128,36 +110,33 @@ impl Application {
             stock_replies_queue: replies_queue,
             request_timeout: config.request_timeout,
         });
-        let addr = format!("{}:{}", config.host, config.port);
+        // The writers stop with the other workers, after the HTTP drain.
+        workers.extend(writers);
         let api = Arc::new(OrderApi::new(state.clone()));
-        let server = Server::bind(
-            addr.as_str(),
+        let running = Running::start(
+            "order",
+            &config.host,
+            config.port,
             api,
-            HttpMetrics::register(registry)?,
-            ServerOptions::default(),
-        )
-        .map_err(|source| StartupError::Bind { addr, source })?;
+            &metrics,
+            stop_workers,
+            workers,
+        )?;
         tracing::info!(
-            addr = %server.local_addr(),
+            addr = %running.local_addr(),
             database = %service::db::describe(&config.database),
             broker = %outbox::broker::describe(&config.pipeline.amqp_url),
             "order service listening"
         );
-        Ok(Application {
-            server,
-            state,
-            stop_workers,
-            workers,
-            writers,
-        })
+        Ok(Application { running, state })
     }
 
     pub fn port(&self) -> u16 {
-        self.server.local_addr().port()
+        self.running.local_addr().port()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.running.local_addr()
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -165,19 +144,9 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains: HTTP connections
-    /// finish their requests (their orders commit: the writers keep
-    /// running), then the writers, relay and consumers finish their batch.
+    /// finish their requests (their orders commit: the writers still run),
+    /// then the writers, relays and consumers finish their batch.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
-        shutdown.await;
-        tracing::info!("stopping: draining connections");
-        if !self.server.shutdown(Duration::from_secs(5)).await {
-            tracing::warn!("some connections were still open after 5 s");
-        }
-        self.stop_workers.fire();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-        for worker in self.workers.into_iter().chain(self.writers) {
-            let _ = tokio::time::timeout_at(deadline, worker).await;
-        }
-        tracing::info!("order service stopped");
+        self.running.run_until_stopped(shutdown).await;
     }
 }

@@ -1,14 +1,27 @@
 //! Connecting to RabbitMQ: named connections (visible in the management
 //! UI), and URLs described for logs without their credentials.
 
+use std::time::Duration;
+
 use lapin::{Connection, ConnectionProperties};
 
 use crate::Result;
 
+/// Longest a connection may take to open. A broker that accepts the TCP
+/// connection but never finishes the AMQP handshake (seen here: RabbitMQ
+/// out of file descriptors) must be an error to retry, not a wait forever.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens a connection named after what uses it (`order relay`, …).
 pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Ok(Connection::connect(url, properties).await?)
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
+        Ok(connection) => Ok(connection?),
+        Err(_) => Err(crate::Error::Unavailable(format!(
+            "no AMQP handshake from {} within {CONNECT_TIMEOUT:?}",
+            describe(url)
+        ))),
+    }
 }
 
 /// `host:port/vhost` of an AMQP URL, without user or password.

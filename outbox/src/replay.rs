@@ -14,7 +14,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::Result;
 use crate::envelope::{self, OutgoingMessage};
-use crate::relay::{OutboxRow, Publisher, Verdict, pack};
+use crate::relay::{OutboxRow, Publisher, ROW_COLUMNS, Verdict, pack};
 
 /// Which rows to replay; every field narrows the selection.
 #[derive(Debug, Clone, Default)]
@@ -80,24 +80,10 @@ pub async fn page(
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<OutboxRow>> {
-    let sql = format!(
-        "SELECT id, message_id, aggregate_id, event_type, payload::text, created_at, attempts \
-         FROM outbox WHERE {MATCHES} ORDER BY id LIMIT {limit}"
-    );
+    let sql =
+        format!("SELECT {ROW_COLUMNS} FROM outbox o WHERE {MATCHES} ORDER BY id LIMIT {limit}");
     let rows = client.query(&sql, &filter.params(&after_id)).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(OutboxRow {
-                id: row.try_get(0)?,
-                message_id: row.try_get(1)?,
-                aggregate_id: row.try_get(2)?,
-                event_type: row.try_get(3)?,
-                payload: row.try_get(4)?,
-                created_at: row.try_get(5)?,
-                attempts: row.try_get(6)?,
-            })
-        })
-        .collect()
+    rows.iter().map(OutboxRow::from_row).collect()
 }
 
 /// What a replay did.

@@ -4,16 +4,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use outbox::consumer::Consumer;
 use outbox::metrics::{ConsumerMetrics, RelayMetrics};
 use service::bridge::Bridge;
-use service::db::{DbError, MigrationSource};
-use service::http::{Server, ServerOptions};
-use service::metrics::{HttpMetrics, Metrics};
-use service::shutdown::{self, Trigger};
-use tokio::task::JoinHandle;
+use service::db::MigrationSource;
+use service::lifecycle::{Running, StartupError};
+use service::metrics::Metrics;
+use service::shutdown;
 
 use crate::cache::{CacheMetrics, ProductCache};
 use crate::config::Config;
@@ -34,27 +32,10 @@ pub fn migrations() -> Vec<MigrationSource> {
     all
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Database(#[from] DbError),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-}
-
 /// A running product service.
 pub struct Application {
-    server: Server,
+    running: Running,
     state: Arc<AppState>,
-    stop_workers: Trigger,
-    workers: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -69,7 +50,8 @@ impl Application {
             &config.redis_key_prefix,
             config.cache_ttl,
             CacheMetrics::register(registry)?,
-        )?;
+        )
+        .map_err(|error| StartupError::Dependency(format!("redis: {error}")))?;
         let topology = config.pipeline.topology();
         let consumer_metrics = ConsumerMetrics::register(registry)?;
         let (stop_workers, signal) = shutdown::channel();
@@ -116,35 +98,31 @@ impl Application {
             consumer_metrics,
             order_created_queue: queue,
         });
-        let addr = format!("{}:{}", config.host, config.port);
         let api = Arc::new(ProductApi::new(state.clone()));
-        let server = Server::bind(
-            addr.as_str(),
+        let running = Running::start(
+            "product",
+            &config.host,
+            config.port,
             api,
-            HttpMetrics::register(registry)?,
-            ServerOptions::default(),
-        )
-        .map_err(|source| StartupError::Bind { addr, source })?;
+            &metrics,
+            stop_workers,
+            workers,
+        )?;
         tracing::info!(
-            addr = %server.local_addr(),
+            addr = %running.local_addr(),
             database = %service::db::describe(&config.database),
             broker = %outbox::broker::describe(&config.pipeline.amqp_url),
             "product service listening"
         );
-        Ok(Application {
-            server,
-            state,
-            stop_workers,
-            workers,
-        })
+        Ok(Application { running, state })
     }
 
     pub fn port(&self) -> u16 {
-        self.server.local_addr().port()
+        self.running.local_addr().port()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.running.local_addr()
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -152,19 +130,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains: HTTP connections
-    /// finish their requests (up to 5 s), the relay and consumer finish
-    /// their batch (up to 4 s more).
+    /// finish their requests, then the relays and consumer their batch.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
-        shutdown.await;
-        tracing::info!("stopping: draining connections");
-        if !self.server.shutdown(Duration::from_secs(5)).await {
-            tracing::warn!("some connections were still open after 5 s");
-        }
-        self.stop_workers.fire();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-        for worker in self.workers {
-            let _ = tokio::time::timeout_at(deadline, worker).await;
-        }
-        tracing::info!("product service stopped");
+        self.running.run_until_stopped(shutdown).await;
     }
 }

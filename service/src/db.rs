@@ -87,9 +87,9 @@ pub async fn connect(config: &Config) -> Result<Client, DbError> {
     Ok(client)
 }
 
-/// Creates the database `config` names if it does not exist yet. Returns
-/// whether it was created.
-pub async fn ensure_exists(config: &Config) -> Result<bool, DbError> {
+/// The database `config` names, and a connection to the server's
+/// `postgres` database to create or drop it from.
+async fn maintenance(config: &Config) -> Result<(String, Config, Client), DbError> {
     let name = config
         .get_dbname()
         .ok_or(DbError::NoDatabaseName)?
@@ -97,6 +97,13 @@ pub async fn ensure_exists(config: &Config) -> Result<bool, DbError> {
     let mut maintenance = config.clone();
     maintenance.dbname("postgres");
     let client = connect(&maintenance).await?;
+    Ok((name, maintenance, client))
+}
+
+/// Creates the database `config` names if it does not exist yet. Returns
+/// whether it was created.
+pub async fn ensure_exists(config: &Config) -> Result<bool, DbError> {
+    let (name, maintenance, client) = maintenance(config).await?;
     let error_at = |source| DbError::Postgres {
         target: describe(&maintenance),
         source,
@@ -125,13 +132,7 @@ pub async fn ensure_exists(config: &Config) -> Result<bool, DbError> {
 
 /// Drops a database; tests use it to clean up after themselves.
 pub async fn drop_database(config: &Config) -> Result<(), DbError> {
-    let name = config
-        .get_dbname()
-        .ok_or(DbError::NoDatabaseName)?
-        .to_owned();
-    let mut maintenance = config.clone();
-    maintenance.dbname("postgres");
-    let client = connect(&maintenance).await?;
+    let (name, maintenance, client) = maintenance(config).await?;
     let statement = format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_identifier(&name)

@@ -16,6 +16,8 @@
 //! - [`metrics`]: the Prometheus registry each application owns.
 //! - [`db`]: creating a service's database, its connection pool and running
 //!   its migrations.
+//! - [`lifecycle`]: binding a service's server, keeping its workers, and
+//!   draining both in order on shutdown.
 //! - [`runtime`]: starting the may workers and the tokio runtime.
 //! - [`shutdown`]: the SIGTERM/SIGINT future and the stop signal background
 //!   tasks watch.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod json;
+pub mod lifecycle;
 pub mod metrics;
 pub mod runtime;
 pub mod shutdown;

@@ -2,7 +2,7 @@
 //! A 500 logs its cause and shows the client none of it.
 
 use service::bridge::BridgeError;
-use service::http::Response;
+use service::http::HttpError;
 
 use crate::domain::InputError;
 use crate::store::StoreError;
@@ -36,8 +36,8 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl ApiError {
-    pub fn status_code(&self) -> u16 {
+impl HttpError for ApiError {
+    fn status_code(&self) -> u16 {
         match self {
             ApiError::Input(InputError::Body(body)) if body.is_malformed() => 400,
             ApiError::Input(_) => 422,
@@ -70,19 +70,10 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response {
-        let status = self.status_code();
-        if status == 500 {
-            tracing::error!(cause = %self, "request failed");
-            return Response::error(500, self.code(), "internal error");
-        }
-        let response = Response::error(status, self.code(), &self.to_string());
+    fn allow(&self) -> Option<&'static str> {
         match self {
-            ApiError::MethodNotAllowed(allow) => response.with_header("Allow", allow),
-            ApiError::Overloaded | ApiError::Unavailable(_) => {
-                response.with_header("Retry-After", "1")
-            }
-            _ => response,
+            ApiError::MethodNotAllowed(allow) => Some(allow),
+            _ => None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct TestPipeline {
     pub(crate) stores: Stores,
     /// Stock of each product when the test created it.
     pub(crate) initial: BTreeMap<i64, i64>,
+    /// Prefix of this pipeline's exchanges and queues.
+    namespace: String,
     product_database: tokio_postgres::Config,
     order_database: tokio_postgres::Config,
     /// The product service's settings, to restart it on the same port.
@@ -53,7 +55,7 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
     let shared = [
         ("AMQP_URL", amqp_url.as_str()),
         ("AMQP_NAMESPACE", namespace.as_str()),
-        ("AMQP_QUEUE_EXPIRES_MS", "600000"),
+        ("AMQP_QUEUE_EXPIRES_MS", "60000"),
         ("RELAY_POLL_INTERVAL_MS", "100"),
     ];
 
@@ -106,6 +108,26 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
         stop,
         tokio::spawn(product_app.run_until_stopped(async move { signal.wait().await })),
     ));
+    // Both services subscribed: their topology is declared before a test
+    // publishes anything.
+    for address in [&order_address, &product_address] {
+        let mut subscribed = false;
+        for _ in 0..300 {
+            if let Ok(response) = reqwest::get(format!("{address}/readyz")).await {
+                if response
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .contains(r#""rabbitmq":"up""#)
+                {
+                    subscribed = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(subscribed, "{address} never subscribed to its queues");
+    }
     let stores = Stores::connect(&order_database, &product_database, &redis_url, &prefix)
         .await
         .unwrap();
@@ -115,6 +137,7 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
         order_address,
         stores,
         initial: BTreeMap::new(),
+        namespace,
         product_database,
         order_database,
         product_config,
@@ -239,6 +262,19 @@ impl TestPipeline {
             stopped.await.unwrap();
         }
         drop(self.stores);
+        // Each quorum queue holds broker file descriptors: delete them now
+        // rather than at their expiry.
+        let url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        if let Ok(connection) = outbox::broker::connect(&url, "test cleanup").await {
+            if let Ok(channel) = connection.create_channel().await {
+                let topology = outbox::topology::Topology::new(
+                    &self.namespace,
+                    outbox::topology::QueueType::Quorum,
+                );
+                let _ = topology.delete(&channel).await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+        }
         service::db::drop_database(&self.order_database)
             .await
             .unwrap();

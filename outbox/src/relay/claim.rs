@@ -26,6 +26,25 @@ pub struct OutboxRow {
     pub attempts: i32,
 }
 
+/// The columns every reader of outbox rows selects, in [`OutboxRow::from_row`]'s order.
+pub(crate) const ROW_COLUMNS: &str =
+    "o.id, o.message_id, o.aggregate_id, o.event_type, o.payload::text, o.created_at, o.attempts";
+
+impl OutboxRow {
+    /// A row selected with [`ROW_COLUMNS`].
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Result<Self> {
+        Ok(OutboxRow {
+            id: row.try_get(0)?,
+            message_id: row.try_get(1)?,
+            aggregate_id: row.try_get(2)?,
+            event_type: row.try_get(3)?,
+            payload: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+            attempts: row.try_get(6)?,
+        })
+    }
+}
+
 /// `$1`: partitions to lock at most; `$2`: rows to take at most.
 /// Only partitions with something to send are locked (the `EXISTS` probe
 /// uses the partial pending index); their order is random so that no
@@ -67,19 +86,7 @@ pub async fn claim(
 ) -> Result<Vec<OutboxRow>> {
     let statement = tx.prepare_cached(CLAIM_SQL).await?;
     let rows = tx.query(&statement, &[&max_partitions, &max_rows]).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(OutboxRow {
-                id: row.try_get(0)?,
-                message_id: row.try_get(1)?,
-                aggregate_id: row.try_get(2)?,
-                event_type: row.try_get(3)?,
-                payload: row.try_get(4)?,
-                created_at: row.try_get(5)?,
-                attempts: row.try_get(6)?,
-            })
-        })
-        .collect()
+    rows.iter().map(OutboxRow::from_row).collect()
 }
 
 /// Marks rows confirmed by the broker as published.

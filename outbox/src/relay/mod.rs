@@ -30,6 +30,7 @@ use serde_json::value::RawValue;
 use service::shutdown::Signal;
 use tokio::sync::Notify;
 
+pub(crate) use claim::ROW_COLUMNS;
 pub use claim::{OutboxRow, claim};
 pub use publisher::{Publisher, Verdict};
 

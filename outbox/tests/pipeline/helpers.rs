@@ -53,7 +53,7 @@ impl TestOutbox {
         service::db::migrate(&database, &migrations).await.unwrap();
         let pool = service::db::pool(&database, 8).unwrap();
         let topology = Topology::new(&format!("test.{}.", &id[..12]), QueueType::Quorum)
-            .expiring_after(Duration::from_secs(600));
+            .expiring_after(Duration::from_secs(60));
         let connection = outbox::broker::connect(&amqp_url(), "test setup")
             .await
             .unwrap();

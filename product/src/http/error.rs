@@ -2,7 +2,7 @@
 //! answers. A 500 logs its cause and shows the client none of it.
 
 use service::bridge::BridgeError;
-use service::http::Response;
+use service::http::HttpError;
 
 use crate::domain::InputError;
 use crate::store::StoreError;
@@ -37,8 +37,8 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl ApiError {
-    pub fn status_code(&self) -> u16 {
+impl HttpError for ApiError {
+    fn status_code(&self) -> u16 {
         match self {
             ApiError::Input(InputError::Body(body)) if body.is_malformed() => 400,
             ApiError::Input(_) => 422,
@@ -74,19 +74,10 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response {
-        let status = self.status_code();
-        if status == 500 {
-            tracing::error!(cause = %self, "request failed");
-            return Response::error(500, self.code(), "internal error");
-        }
-        let response = Response::error(status, self.code(), &self.to_string());
+    fn allow(&self) -> Option<&'static str> {
         match self {
-            ApiError::MethodNotAllowed(allow) => response.with_header("Allow", allow),
-            ApiError::Overloaded | ApiError::Unavailable(_) => {
-                response.with_header("Retry-After", "1")
-            }
-            _ => response,
+            ApiError::MethodNotAllowed(allow) => Some(allow),
+            _ => None,
         }
     }
 }
@@ -115,35 +106,5 @@ impl From<BridgeError> for ApiError {
                 ApiError::Internal("a request task ended without an answer".into())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn internal_errors_hide_their_cause() {
-        let response = ApiError::Internal("password=hunter2".into()).into_response();
-        assert_eq!(response.status(), 500);
-        assert!(!String::from_utf8_lossy(response.body()).contains("hunter2"));
-    }
-
-    #[test]
-    fn method_not_allowed_says_what_is() {
-        let response = ApiError::MethodNotAllowed("GET, POST").into_response();
-        assert_eq!(
-            (response.status(), response.header("Allow")),
-            (405, Some("GET, POST"))
-        );
-    }
-
-    #[test]
-    fn overload_asks_to_retry() {
-        let response = ApiError::Overloaded.into_response();
-        assert_eq!(
-            (response.status(), response.header("Retry-After")),
-            (503, Some("1"))
-        );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use outbox::metrics::ConsumerMetrics;
 use service::bridge::Bridge;
-use service::http::{Request, Response, Service, ops};
+use service::http::{HttpError, Request, Response, Service, ops};
 use service::metrics::Metrics;
 
 pub use error::ApiError;
@@ -100,7 +100,7 @@ impl Service for ProductApi {
     fn call(&self, request: Request) -> Response {
         let (route, result) = self.route(&request);
         result
-            .unwrap_or_else(ApiError::into_response)
+            .unwrap_or_else(|error| error.to_response())
             .with_route(route)
     }
 }

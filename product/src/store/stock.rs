@@ -89,6 +89,17 @@ pub struct LockedStock {
     pub version: i64,
 }
 
+impl LockedStock {
+    /// A row of `id, stock, version`.
+    fn from_row(row: &tokio_postgres::Row) -> StoreResult<Self> {
+        Ok(LockedStock {
+            id: row.try_get(0)?,
+            stock: row.try_get(1)?,
+            version: row.try_get(2)?,
+        })
+    }
+}
+
 /// Locks the products in id order: two consumers locking overlapping sets
 /// wait for each other instead of deadlocking.
 const LOCK_SQL: &str =
@@ -97,15 +108,7 @@ const LOCK_SQL: &str =
 pub async fn lock_products(tx: &Transaction<'_>, ids: &[i64]) -> StoreResult<Vec<LockedStock>> {
     let statement = tx.prepare_cached(LOCK_SQL).await?;
     let rows = tx.query(&statement, &[&ids]).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(LockedStock {
-                id: row.try_get(0)?,
-                stock: row.try_get(1)?,
-                version: row.try_get(2)?,
-            })
-        })
-        .collect()
+    rows.iter().map(LockedStock::from_row).collect()
 }
 
 /// The conditional decrement: a row only changes if it has the stock, so
@@ -133,15 +136,7 @@ pub async fn decrement(
     if rows.len() != deltas.len() {
         return Err(super::StoreError::Constraint("products_stock_range".into()));
     }
-    rows.iter()
-        .map(|row| {
-            Ok(LockedStock {
-                id: row.try_get(0)?,
-                stock: row.try_get(1)?,
-                version: row.try_get(2)?,
-            })
-        })
-        .collect()
+    rows.iter().map(LockedStock::from_row).collect()
 }
 
 /// One verdict per order.

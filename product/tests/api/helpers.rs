@@ -54,7 +54,7 @@ pub(crate) async fn spawn_app() -> TestApp {
             &env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
         ),
         ("AMQP_NAMESPACE", namespace.as_str()),
-        ("AMQP_QUEUE_EXPIRES_MS", "600000"),
+        ("AMQP_QUEUE_EXPIRES_MS", "60000"),
         ("PRODUCT_HOST", "127.0.0.1"),
         ("PRODUCT_PORT", "0"),
         ("RELAY_POLL_INTERVAL_MS", "100"),
@@ -73,6 +73,7 @@ pub(crate) async fn spawn_app() -> TestApp {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    wait_until_subscribed(&address).await;
     TestApp {
         address,
         client: reqwest::Client::new(),
@@ -84,6 +85,43 @@ pub(crate) async fn spawn_app() -> TestApp {
         stop,
         stopped,
     }
+}
+
+/// Deletes a test's queues and exchanges at once: each quorum queue holds
+/// file descriptors of the broker (1,024 by default here), and waiting for
+/// their expiry let a few test runs exhaust them.
+pub(crate) async fn delete_topology(namespace: &str) {
+    let url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let Ok(connection) = outbox::broker::connect(&url, "test cleanup").await else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        let topology =
+            outbox::topology::Topology::new(namespace, outbox::topology::QueueType::Quorum);
+        let _ = topology.delete(&channel).await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Waits until the service's consumer is subscribed, so the topology is
+/// declared: a test that publishes before that would see its message
+/// dropped as unroutable.
+pub(crate) async fn wait_until_subscribed(address: &str) {
+    for _ in 0..300 {
+        let ready = reqwest::get(format!("{address}/readyz")).await;
+        if let Ok(response) = ready {
+            if response
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains(r#""rabbitmq":"up""#)
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the service never subscribed to its queue");
 }
 
 impl TestApp {
@@ -191,6 +229,7 @@ impl TestApp {
     pub(crate) async fn stop(self) {
         self.stop.fire();
         self.stopped.await.unwrap();
+        delete_topology(&self.namespace).await;
         self.pool.close();
         let mut redis = self.redis.clone();
         let keys: Vec<String> = redis
@@ -235,11 +274,14 @@ impl TestApp {
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
         channel.confirm_select(Default::default()).await.unwrap();
-        channel
+        let confirmation = channel
             .basic_publish(
                 format!("{}orders", self.namespace).as_str().into(),
                 "order.created".into(),
-                Default::default(),
+                lapin::options::BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 body,
                 lapin::BasicProperties::default().with_delivery_mode(2),
             )
@@ -247,6 +289,11 @@ impl TestApp {
             .unwrap()
             .await
             .unwrap();
+        assert_eq!(
+            confirmation,
+            lapin::Confirmation::Ack(None),
+            "the test message was not routed"
+        );
         connection.close(200, "done".into()).await.unwrap();
     }
 
