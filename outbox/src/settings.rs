@@ -23,8 +23,11 @@ pub struct PipelineSettings {
     pub queue_type: QueueType,
     /// Whether the service runs its relays in-process (`RELAY_ENABLED`).
     pub relay_enabled: bool,
-    /// Relays the service runs in-process (`RELAY_WORKERS`): each has its
-    /// own broker connection; while one waits for confirms another claims.
+    /// Relays the service runs in-process (`RELAY_WORKERS`, default 1):
+    /// each has its own broker connection; while one waits for confirms
+    /// another claims. Two send 97% of a channel's ceiling where one sends
+    /// 63%, but on a machine short of CPU the second relay costs the
+    /// requests more than it gains (docs/PERFORMANCE.md).
     pub relay_workers: usize,
     pub relay_batch_size: usize,
     pub relay_claim_partitions: i64,
@@ -42,6 +45,9 @@ pub struct PipelineSettings {
 
 impl PipelineSettings {
     pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
+        let relay_workers = settings
+            .optional("RELAY_WORKERS", "a relay count", 1usize)?
+            .clamp(1, 16);
         let amqp_url = settings.required::<String>("AMQP_URL", "an amqp:// URL")?;
         crate::broker::parse_url("AMQP_URL", &amqp_url)?;
         let hours = |name: &str, default: u64| {
@@ -70,14 +76,17 @@ impl PipelineSettings {
                 QueueType::Quorum,
             )?,
             relay_enabled: settings.optional("RELAY_ENABLED", "true or false", true)?,
-            relay_workers: settings
-                .optional("RELAY_WORKERS", "a relay count", 2usize)?
-                .clamp(1, 16),
+            relay_workers,
             relay_batch_size: settings
                 .optional("RELAY_BATCH_SIZE", "a row count", 1000usize)?
                 .max(1),
+            // Unset, the partitions are shared evenly between this process's relays.
             relay_claim_partitions: settings
-                .optional("RELAY_CLAIM_PARTITIONS", "1 to 16", 8i64)?
+                .optional(
+                    "RELAY_CLAIM_PARTITIONS",
+                    "1 to 16",
+                    16 / relay_workers as i64,
+                )?
                 .clamp(1, 16),
             relay_events_per_message: settings
                 .optional("RELAY_EVENTS_PER_MESSAGE", "a count", 1usize)?
