@@ -13,6 +13,7 @@
 # Idempotency-Key already used with another body). Those answers (404,
 # 422) are documented and checked by the other checks.
 set -euo pipefail
+. "$(dirname "$0")/fresh-state.sh"
 
 EXAMPLES=${EXAMPLES:-100}
 bin=${BIN_DIR:-target/release}
@@ -27,9 +28,7 @@ base=${ORDER_DATABASE_URL%/*}
 export ORDER_DATABASE_URL="$base/orders_fuzz" PRODUCT_DATABASE_URL="$base/products_fuzz"
 export AMQP_NAMESPACE="fuzz." REDIS_KEY_PREFIX="fuzz:" PRODUCT_PORT ORDER_PORT
 export PRODUCT_URL="http://127.0.0.1:$PRODUCT_PORT" RUST_LOG=${RUST_LOG:-warn}
-for db in "$ORDER_DATABASE_URL" "$PRODUCT_DATABASE_URL"; do
-  psql "${db%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"${db##*/}\" WITH (FORCE)" >/dev/null
-done
+fresh_state
 
 "$bin/product" >"$dir/product.log" 2>&1 &
 product_pid=$!

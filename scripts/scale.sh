@@ -8,6 +8,7 @@
 #
 # Settings: RATE (2000), DURATION (30s), INSTANCES ("1 2").
 set -euo pipefail
+. "$(dirname "$0")/fresh-state.sh"
 
 RATE=${RATE:-2000}
 DURATION=${DURATION:-30s}
@@ -33,9 +34,7 @@ rows=()
 for n in $INSTANCES; do
   export ORDER_DATABASE_URL="$base_db/orders_scale_$n" PRODUCT_DATABASE_URL="$base_db/products_scale_$n"
   export AMQP_NAMESPACE="scale$n." REDIS_KEY_PREFIX="scale$n:" RELAY_ENABLED=false
-  for db in "$ORDER_DATABASE_URL" "$PRODUCT_DATABASE_URL"; do
-    psql "${db%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"${db##*/}\" WITH (FORCE)" >/dev/null
-  done
+  fresh_state
   order_urls=() product_urls=()
   for i in $(seq 0 $((n - 1))); do
     PRODUCT_PORT=$((3000 + i)) "$bin/product" >>"$dir/product-$n-$i.log" 2>&1 & pids+=($!)

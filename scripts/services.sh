@@ -22,7 +22,7 @@ wait_for() { # name, check, seconds
 ensure_postgres() {
   postgres_up && { say "PostgreSQL is up"; return 0; }
   if ! command -v pg_ctlcluster >/dev/null; then
-    say "PostgreSQL is not installed (apt-get install postgresql), or set PRODUCT_DATABASE_URL/ORDER_DATABASE_URL to a running server"; return 1
+    say "PostgreSQL does not answer on 127.0.0.1:5432 and is not installed here (apt-get install postgresql); for servers elsewhere, skip this check: run the binaries or cargo test directly with the URLs set (README)"; return 1
   fi
   say "starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
@@ -32,7 +32,7 @@ ensure_postgres() {
 ensure_redis() {
   redis_up && { say "Redis is up"; return 0; }
   if ! command -v redis-server >/dev/null; then
-    say "Redis is not installed (apt-get install redis-server), or set REDIS_URL to a running server"; return 1
+    say "Redis does not answer on 127.0.0.1:6379 and is not installed here (apt-get install redis-server); for a server elsewhere, run the binaries or cargo test directly with REDIS_URL set"; return 1
   fi
   say "starting Redis"
   mkdir -p /var/lib/redis /var/log/redis
@@ -44,7 +44,7 @@ ensure_redis() {
 ensure_rabbitmq() {
   rabbit_up && { say "RabbitMQ is up"; return 0; }
   if ! command -v rabbitmq-server >/dev/null; then
-    say "RabbitMQ is not installed (apt-get install rabbitmq-server), or set AMQP_URL to a running broker"; return 1
+    say "RabbitMQ does not answer here and is not installed (apt-get install rabbitmq-server); for a broker elsewhere, run the binaries or cargo test directly with AMQP_URL set"; return 1
   fi
   say "starting RabbitMQ"
   # Each quorum queue holds file descriptors; the default 1,024 ran out

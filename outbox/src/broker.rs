@@ -31,6 +31,31 @@ pub fn describe(url: &str) -> String {
     rest.split('?').next().unwrap_or(rest).to_owned()
 }
 
+/// A broker URL that keeps its credentials out of `{:?}`: configurations
+/// holding it can be logged whole. It reads as the full URL (`&str`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrl(String);
+
+impl BrokerUrl {
+    pub fn new(url: &str) -> Self {
+        BrokerUrl(url.to_owned())
+    }
+}
+
+impl std::ops::Deref for BrokerUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", describe(&self.0))
+    }
+}
+
 /// Checks that a setting holds an AMQP URL; the error names the setting.
 pub fn parse_url(name: &str, url: &str) -> Result<String, service::config::ConfigError> {
     url.parse::<lapin::uri::AMQPUri>()
@@ -53,6 +78,16 @@ mod tests {
             "rabbit:5672/%2f"
         );
         assert_eq!(describe("amqp://localhost"), "localhost");
+    }
+
+    #[test]
+    fn configurations_print_their_broker_without_its_password() {
+        let config =
+            crate::relay::RelayConfig::new("amqp://guest:secret@rabbit:5672/%2f", "orders");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains("rabbit:5672"), "{printed}");
+        assert_eq!(&*config.amqp_url, "amqp://guest:secret@rabbit:5672/%2f");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    commit. If the handler names one event as poison, it becomes a dead
 //!    letter and the transaction is retried without it; if the store
 //!    rejects the batch for its data, events are applied one by one so
-//!    only the bad one is set aside;
+//!    only the bad one is set aside; any other failure (an outage, a bug
+//!    of a deploy) retries the whole batch with backoff, deliveries held;
 //! 3. publish the dead letters (with their reason) to the dead-letter
 //!    exchange, confirmed;
 //! 4. run the handler's after-commit work (cache and counter updates);
@@ -102,7 +103,7 @@ pub trait Handler: Send + Sync + 'static {
 /// Where and how a consumer reads.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    pub amqp_url: String,
+    pub amqp_url: crate::broker::BrokerUrl,
     pub queue: String,
     pub connection_name: String,
     /// Deliveries the broker sends ahead; also the largest batch.
@@ -115,7 +116,7 @@ pub struct ConsumerConfig {
 impl ConsumerConfig {
     pub fn new(amqp_url: &str, queue: &str) -> Self {
         ConsumerConfig {
-            amqp_url: amqp_url.to_owned(),
+            amqp_url: crate::broker::BrokerUrl::new(amqp_url),
             queue: queue.to_owned(),
             connection_name: format!("consumer {queue}"),
             prefetch: 256,
@@ -282,7 +283,25 @@ impl<H: Handler> Consumer<H> {
         let Some(last) = deliveries.last() else {
             return Ok(StepReport::default());
         };
-        let mut report = self.process(&deliveries, &session.dead_letters).await?;
+        // A batch the store cannot take now (an outage, a failed deploy) is
+        // retried here, its deliveries held: handing them back to the broker
+        // would count against the queue's delivery limit, and a long outage
+        // would dead-letter good events.
+        let mut backoff = Backoff::default();
+        let mut report = loop {
+            match self.process(&deliveries, &session.dead_letters).await {
+                Ok(report) => break report,
+                Err(error) if !error.is_broker() && !shutdown.is_fired() => {
+                    self.metrics
+                        .failures
+                        .with_label_values(&[&self.config.queue])
+                        .inc();
+                    tracing::warn!(%error, queue = %self.config.queue, deliveries = deliveries.len(), "consumer batch not applied; retrying it");
+                    pause(backoff.next_delay(), shutdown).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         last.acker.ack(BasicAckOptions { multiple: true }).await?;
         report.deliveries = deliveries.len();
         Ok(report)
@@ -426,16 +445,14 @@ impl<H: Handler> Consumer<H> {
                     tracing::warn!(%message_id, %reason, "event can never apply; dead-lettering it");
                     dead.push(DeadLetter::of(events.remove(at), reason));
                 }
-                Err(ApplyError::Failed(error)) if error.is_transient() || events.len() == 1 => {
-                    if !error.is_transient() {
-                        let inbound = events.remove(0);
-                        dead.push(DeadLetter::of(
-                            inbound,
-                            format!("rejected by the store: {error}"),
-                        ));
-                        return Ok(Vec::new());
-                    }
-                    return Err(error);
+                Err(ApplyError::Failed(error)) if !error.is_in_the_data() => return Err(error),
+                Err(ApplyError::Failed(error)) if events.len() == 1 => {
+                    let inbound = events.remove(0);
+                    dead.push(DeadLetter::of(
+                        inbound,
+                        format!("rejected by the store: {error}"),
+                    ));
+                    return Ok(Vec::new());
                 }
                 Err(ApplyError::Failed(error)) => {
                     tracing::warn!(%error, "batch rejected by the store; applying its events one by one");
@@ -457,7 +474,7 @@ impl<H: Handler> Consumer<H> {
         for inbound in events {
             match self.apply_once(vec![&inbound], report).await {
                 Ok(outcome) => outcomes.push(outcome),
-                Err(ApplyError::Failed(error)) if error.is_transient() => return Err(error),
+                Err(ApplyError::Failed(error)) if !error.is_in_the_data() => return Err(error),
                 Err(error) => dead.push(DeadLetter::of(inbound, error.to_string())),
             }
         }

@@ -30,6 +30,27 @@ impl Error {
             Error::Refused(_) | Error::Json(_) | Error::Invalid(_) => false,
         }
     }
+
+    /// Whether the input itself is at fault (a value out of range or of the
+    /// wrong kind, a broken constraint, JSON that does not fit): the same
+    /// input fails again wherever it runs, so it can be set aside. An
+    /// outage or a bug of the code (a missing column, a permission) is not:
+    /// what failed on it is retried, never thrown away.
+    pub fn is_in_the_data(&self) -> bool {
+        match self {
+            Error::Postgres(error) => error
+                .code()
+                .is_some_and(|code| matches!(&code.code()[..2], "22" | "23")),
+            Error::Json(_) | Error::Invalid(_) => true,
+            Error::Pool(_) | Error::Broker(_) | Error::Unavailable(_) | Error::Refused(_) => false,
+        }
+    }
+
+    /// Whether the error came from the broker (the session is lost) rather
+    /// than from the store or the handler.
+    pub fn is_broker(&self) -> bool {
+        matches!(self, Error::Broker(_) | Error::Refused(_))
+    }
 }
 
 /// Whether a PostgreSQL error may go away by itself: the connection was

@@ -80,9 +80,10 @@ pub async fn page(
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<OutboxRow>> {
-    let sql =
-        format!("SELECT {ROW_COLUMNS} FROM outbox o WHERE {MATCHES} ORDER BY id LIMIT {limit}");
-    let rows = client.query(&sql, &filter.params(&after_id)).await?;
+    let sql = format!("SELECT {ROW_COLUMNS} FROM outbox o WHERE {MATCHES} ORDER BY id LIMIT $8");
+    let mut params = filter.params(&after_id).to_vec();
+    params.push(&limit);
+    let rows = client.query(&sql, &params).await?;
     rows.iter().map(OutboxRow::from_row).collect()
 }
 

@@ -17,7 +17,7 @@ use crate::topology::{QueueType, Topology};
 /// Broker, relay, consumer and retention settings.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
-    pub amqp_url: String,
+    pub amqp_url: crate::broker::BrokerUrl,
     /// Prefix of every exchange and queue name (`AMQP_NAMESPACE`).
     pub namespace: String,
     pub queue_type: QueueType,
@@ -68,7 +68,7 @@ impl PipelineSettings {
             });
         }
         Ok(PipelineSettings {
-            amqp_url,
+            amqp_url: crate::broker::BrokerUrl::new(&amqp_url),
             namespace: settings.optional("AMQP_NAMESPACE", "a name prefix", String::new())?,
             queue_type: settings.optional(
                 "AMQP_QUEUE_TYPE",

@@ -37,7 +37,8 @@ impl Source for Environment {
     }
 }
 
-impl<const N: usize> Source for [(&str, &str); N] {
+/// Settings listed in code, as tests build them; the first of a name wins.
+impl Source for Vec<(&str, &str)> {
     fn get(&self, name: &str) -> Option<String> {
         self.iter()
             .find(|(key, _)| *key == name)
@@ -111,7 +112,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting_and_never_echo_its_value() {
-        let source = [("PORT", "secret-not-a-port")];
+        let source = vec![("PORT", "secret-not-a-port")];
         let settings = Settings::new(&source);
         let error = settings
             .required::<u16>("PORT", "a port number")
@@ -130,7 +131,7 @@ mod tests {
 
     #[test]
     fn optional_settings_fall_back_to_their_default() {
-        let source = [("BATCH", "50")];
+        let source = vec![("BATCH", "50")];
         let settings = Settings::new(&source);
         assert_eq!(settings.optional("BATCH", "a count", 10usize).unwrap(), 50);
         assert_eq!(settings.optional("ABSENT", "a count", 10usize).unwrap(), 10);

@@ -57,6 +57,7 @@ fn submit(
         order,
         idempotency_key,
         reply,
+        deadline: std::time::Instant::now() + state.request_timeout,
     };
     state.writer.try_submit(job).map_err(|error| match error {
         SubmitError::Full => ApiError::Overloaded,

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, Transaction};
 use outbox::events::{ORDER_CREATED, OrderCreated, OrderItem};
@@ -34,6 +34,9 @@ pub struct PlaceJob {
     pub order: NewOrder,
     pub idempotency_key: Option<String>,
     pub reply: Reply<PlaceResult>,
+    /// When its waiter gives up: a job still queued then is not written, so
+    /// a request answered 503 for its timeout placed nothing.
+    pub deadline: Instant,
 }
 
 /// What placing an order came to.
@@ -204,6 +207,18 @@ impl Writer {
     /// for its data (not for being unreachable) is retried one job at a
     /// time, so one bad job fails alone.
     async fn commit(&self, jobs: Vec<PlaceJob>) {
+        let now = Instant::now();
+        let (jobs, expired): (Vec<PlaceJob>, Vec<PlaceJob>) =
+            jobs.into_iter().partition(|job| job.deadline > now);
+        for job in expired {
+            self.metrics.outcomes.with_label_values(&["expired"]).inc();
+            job.reply.send(Err(PlaceError::Unavailable(
+                "the request timed out before its turn to commit".into(),
+            )));
+        }
+        if jobs.is_empty() {
+            return;
+        }
         self.metrics.batch_orders.observe(jobs.len() as f64);
         let outcomes = match place_batch(&self.pool, &jobs).await {
             Ok(outcomes) => outcomes,
@@ -222,7 +237,7 @@ impl Writer {
                 for job in &jobs {
                     let outcome = place_batch(&self.pool, std::slice::from_ref(job))
                         .await
-                        .map_err(|error| PlaceError::Internal(error.to_string()))
+                        .map_err(PlaceError::from)
                         .and_then(|mut one| {
                             one.pop()
                                 .unwrap_or(Err(PlaceError::Internal("no outcome".into())))
@@ -372,9 +387,14 @@ async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceRes
             decided_at: None,
         })));
     }
+    // Committed: from here on nothing may fail the batch as a whole, or its
+    // orders would be answered as not placed (and placed again one by one).
     let store = OrderStore::new(pool.clone());
     for index in by_key {
-        outcomes[index] = Some(answer_from_key(&store, &jobs[index]).await?);
+        let answer = answer_from_key(&store, &jobs[index])
+            .await
+            .unwrap_or_else(|error| Err(error.into()));
+        outcomes[index] = Some(answer);
     }
     Ok(outcomes
         .into_iter()

@@ -43,9 +43,9 @@ fn database_url(name: &str) -> String {
     )
 }
 
-/// Starts both services; `product_url` overrides where the order service
-/// looks products up (to test the product service being down).
-pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeline {
+/// Starts both services; `order_overrides` replace order service settings
+/// (`PRODUCT_URL` pointing nowhere, to test the product service being down).
+pub(crate) async fn spawn_pipeline_with(order_overrides: &[(&str, &str)]) -> TestPipeline {
     service::telemetry::init_for_tests();
     let id = Uuid::new_v4().simple().to_string();
     let namespace = format!("test.{}.", &id[..12]);
@@ -70,7 +70,7 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
     ];
     product_settings.extend(shared);
     let mut product_config =
-        product::config::Config::read(&Settings::new(&Listed(&product_settings))).unwrap();
+        product::config::Config::read(&Settings::new(&product_settings)).unwrap();
     let product_database = product_config.database.clone();
     let product_app = product::startup::Application::build(product_config.clone())
         .await
@@ -80,17 +80,17 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
     let product_address = format!("http://127.0.0.1:{}", product_app.port());
 
     let order_db = database_url(&format!("order_test_{id}"));
-    let lookup = product_url.map_or(product_address.clone(), str::to_owned);
-    let mut order_settings: Vec<(&str, &str)> = vec![
-        ("ORDER_DATABASE_URL", &order_db),
+    // The first setting of a name wins: overrides come first.
+    let mut order_settings: Vec<(&str, &str)> = order_overrides.to_vec();
+    order_settings.extend([
+        ("ORDER_DATABASE_URL", order_db.as_str()),
         ("ORDER_DATABASE_POOL_SIZE", "6"),
         ("ORDER_HOST", "127.0.0.1"),
         ("ORDER_PORT", "0"),
-        ("PRODUCT_URL", &lookup),
-    ];
+        ("PRODUCT_URL", &product_address),
+    ]);
     order_settings.extend(shared);
-    let order_config =
-        order::config::Config::read(&Settings::new(&Listed(&order_settings))).unwrap();
+    let order_config = order::config::Config::read(&Settings::new(&order_settings)).unwrap();
     let order_database = order_config.database.clone();
     let order_app = order::startup::Application::build(order_config)
         .await
@@ -146,19 +146,7 @@ pub(crate) async fn spawn_pipeline_with(product_url: Option<&str>) -> TestPipeli
 }
 
 pub(crate) async fn spawn_pipeline() -> TestPipeline {
-    spawn_pipeline_with(None).await
-}
-
-/// Settings from a list built at run time.
-struct Listed<'a>(&'a [(&'a str, &'a str)]);
-
-impl service::config::Source for Listed<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.to_string())
-    }
+    spawn_pipeline_with(&[]).await
 }
 
 impl TestPipeline {
@@ -189,6 +177,23 @@ impl TestPipeline {
         let response = self.order_request(&body).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// One sample of the order service's `/metrics`, by its full name
+    /// with labels as Prometheus prints them; 0 when absent.
+    pub(crate) async fn metric(&self, sample: &str) -> u64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.order_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
     }
 
     pub(crate) async fn order(&self, id: &str) -> Value {

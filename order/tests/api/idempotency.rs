@@ -3,7 +3,7 @@
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{error_code, spawn_pipeline};
+use crate::helpers::{error_code, spawn_pipeline, spawn_pipeline_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_key_returns_the_first_order_and_another_body_is_422() {
@@ -57,6 +57,41 @@ async fn a_retried_key_returns_the_first_order_and_another_body_is_422() {
         .await
         .unwrap();
     assert_eq!(orders.get::<_, i64>(0), 2);
+    pipeline.assert_invariants().await;
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_timed_out_waiting_for_its_commit_placed_nothing() {
+    // With no time to wait, every request gives up before the writer takes
+    // its job; the writer must then drop the job, not commit it.
+    let mut pipeline = spawn_pipeline_with(&[("ORDER_REQUEST_TIMEOUT_MS", "0")]).await;
+    let id = pipeline.create_product("Impatient", 100, 10).await;
+    for _ in 0..5 {
+        let (status, body) = pipeline
+            .place(json!({"product_id": id, "quantity": 1}))
+            .await;
+        assert_eq!(error_code(status, &body, 503), "dependency_unavailable");
+    }
+    let mut expired = 0;
+    for _ in 0..100 {
+        expired = pipeline
+            .metric("order_writer_jobs_total{outcome=\"expired\"}")
+            .await;
+        if expired >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(expired, 5, "the writer did not drop the expired jobs");
+    let orders: i64 = pipeline
+        .stores
+        .orders
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 0, "an order answered 503 was written");
     pipeline.assert_invariants().await;
     pipeline.stop().await;
 }

@@ -99,6 +99,8 @@ async fn a_product_ordered_the_moment_it_is_created_is_accepted_and_a_deleted_on
         .place(json!({"product_id": 987_654, "quantity": 1}))
         .await;
     assert_eq!(error_code(status, &body, 422), "unknown_product");
+    // The stock of the product adds up while it exists...
+    pipeline.assert_invariants().await;
 
     pipeline
         .client
@@ -119,6 +121,7 @@ async fn a_product_ordered_the_moment_it_is_created_is_accepted_and_a_deleted_on
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(refused, "orders for a deleted product are still accepted");
+    // ...and once it is gone (its row with it), every order is decided.
     pipeline.initial.clear();
     let report = pipeline.assert_invariants().await;
     assert_eq!(report.pending, 0);
@@ -127,7 +130,7 @@ async fn a_product_ordered_the_moment_it_is_created_is_accepted_and_a_deleted_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_product_service_down_an_unknown_product_is_503_and_nothing_is_written() {
-    let pipeline = spawn_pipeline_with(Some("http://127.0.0.1:9")).await;
+    let pipeline = spawn_pipeline_with(&[("PRODUCT_URL", "http://127.0.0.1:9")]).await;
     let (status, body) = pipeline
         .place(json!({"product_id": 1, "quantity": 1}))
         .await;

@@ -78,16 +78,20 @@ struct RelayArgs {
     #[command(flatten)]
     broker: Broker,
     /// Rows claimed per batch.
-    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 1000)]
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     batch_size: usize,
     /// Partitions (of 16) one batch may lock; 16 / number of relays shares the work.
-    #[arg(long, env = "RELAY_CLAIM_PARTITIONS", default_value_t = 16)]
+    #[arg(long, env = "RELAY_CLAIM_PARTITIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(i64).range(1..=16))]
     claim_partitions: i64,
     /// Events packed into one AMQP message.
-    #[arg(long, env = "RELAY_EVENTS_PER_MESSAGE", default_value_t = 1)]
+    #[arg(long, env = "RELAY_EVENTS_PER_MESSAGE", default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     events_per_message: usize,
     /// Broker refusals after which a row is set aside.
-    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(i32).range(1..))]
     max_attempts: i32,
     /// Poll interval when no NOTIFY arrives, in milliseconds.
     #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 500)]

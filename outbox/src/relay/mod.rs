@@ -13,10 +13,10 @@
 //!   events of one aggregate leave in commit order;
 //! - a row the broker refuses `max_attempts` times (or one larger than
 //!   `max_message_bytes`) is set aside with its reason and never blocks the
-//!   rows behind it. Later events of the same aggregate still flow: a
-//!   set-aside event arrives out of order if an operator replays it, and
-//!   consumers guard against that (versioned upserts, one-way status
-//!   transitions).
+//!   rows behind it. Later events of the same aggregate still flow, even
+//!   while a refused row is being retried: its next attempt, or a replay
+//!   once it is set aside, arrives after its successors, and consumers
+//!   guard against that (versioned upserts, one-way status transitions).
 
 mod claim;
 mod listener;
@@ -43,7 +43,7 @@ use crate::{Result, stats};
 /// How a relay behaves; every field has a setting in the services and CLI.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    pub amqp_url: String,
+    pub amqp_url: crate::broker::BrokerUrl,
     /// Exchange the outbox's events go to.
     pub exchange: String,
     /// Name of the broker connection, shown in the management UI.
@@ -70,7 +70,7 @@ pub struct RelayConfig {
 impl RelayConfig {
     pub fn new(amqp_url: &str, exchange: &str) -> Self {
         RelayConfig {
-            amqp_url: amqp_url.to_owned(),
+            amqp_url: crate::broker::BrokerUrl::new(amqp_url),
             exchange: exchange.to_owned(),
             connection_name: format!("relay {exchange}"),
             batch_size: 1000,

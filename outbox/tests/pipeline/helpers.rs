@@ -262,8 +262,26 @@ async fn take(queue: &str, expected: usize) -> Vec<Taken> {
 }
 
 /// Adds each event's `amount` to its aggregate's total; refuses negative
-/// amounts as poison and payloads without an amount at decode.
+/// amounts as poison and payloads without an amount at decode. Amounts
+/// from [`OUTAGE`] and [`BROKEN_DEPLOY`] on fail their first `amount −
+/// base` attempts: as if the store were down, or the code ran SQL against
+/// a column that does not exist.
 pub(crate) struct CountingHandler;
+
+pub(crate) const OUTAGE: i64 = 1_000_000;
+pub(crate) const BROKEN_DEPLOY: i64 = 2_000_000;
+
+/// Failed attempts so far, by event id (ids are unique across tests).
+static ATTEMPTS: std::sync::LazyLock<std::sync::Mutex<HashMap<Uuid, i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Whether this attempt at `id` should still fail, counting it.
+fn fails_again(id: Uuid, failures: i64) -> bool {
+    let mut attempts = ATTEMPTS.lock().unwrap();
+    let attempt = attempts.entry(id).or_default();
+    *attempt += 1;
+    *attempt <= failures
+}
 
 impl Handler for CountingHandler {
     type Event = i64;
@@ -291,6 +309,18 @@ impl Handler for CountingHandler {
                     message_id: inbound.envelope.id,
                     reason: "negative amount".into(),
                 });
+            }
+            let id = inbound.envelope.id;
+            if (OUTAGE..BROKEN_DEPLOY).contains(&inbound.event)
+                && fails_again(id, inbound.event - OUTAGE)
+            {
+                return Err(ApplyError::Failed(outbox::Error::Unavailable(
+                    "the store is down (test)".into(),
+                )));
+            }
+            if inbound.event >= BROKEN_DEPLOY && fails_again(id, inbound.event - BROKEN_DEPLOY) {
+                tx.execute("SELECT no_such_column FROM effects", &[])
+                    .await?;
             }
             tx.execute(
                 "INSERT INTO effects VALUES ($1, $2, 1) ON CONFLICT (aggregate_id) \

@@ -118,7 +118,7 @@ async fn a_connection_cut_mid_batch_marks_nothing_unconfirmed_and_loses_nothing(
     outbox.append(&all).await;
     let mut relay = outbox.relay(RelayConfig {
         batch_size: 4000,
-        amqp_url: proxy.amqp_url(),
+        amqp_url: outbox::broker::BrokerUrl::new(&proxy.amqp_url()),
         ..outbox.relay_config()
     });
     // The first batch connects; the cut lands about halfway through it.

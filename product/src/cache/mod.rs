@@ -175,7 +175,8 @@ impl ProductCache {
         .await
     }
 
-    /// Drops the cached entry after a committed write of `version`.
+    /// Drops the cached entry for a write of `version`, fencing out fills
+    /// of anything older.
     pub async fn invalidate(&self, id: i64, version: i64) -> RedisResult<()> {
         let mut redis = self.redis.clone();
         let _: i64 = Script::new(scripts::INVALIDATE)
@@ -234,9 +235,9 @@ impl ProductCache {
         Ok(fixed.into_iter().map(|flag| flag == 1).collect())
     }
 
-    /// After a committed delete: invalidates and tombstones the counter.
-    pub async fn forget(&self, id: i64, version: i64) -> RedisResult<()> {
-        self.invalidate(id, version).await?;
+    /// After a committed delete (its entry invalidated before the commit):
+    /// tombstones the counter, so no late stock change brings it back.
+    pub async fn tombstone_stock(&self, id: i64) -> RedisResult<()> {
         let mut redis = self.redis.clone();
         let _: i64 = Script::new(scripts::TOMBSTONE_STOCK)
             .key(self.stock_key(id))

@@ -107,7 +107,7 @@ impl StockDelta {
         let delta = object
             .required_i64("delta")
             .map_err(out_of_range_as("invalid_delta"))?;
-        if delta == 0 || delta.abs() > MAX_STOCK {
+        if delta == 0 || delta.unsigned_abs() > MAX_STOCK.unsigned_abs() {
             return Err(InputError::invalid(
                 "invalid_delta",
                 format!("delta is a non-zero number of units from -{MAX_STOCK} to {MAX_STOCK}"),
@@ -334,6 +334,11 @@ mod tests {
         );
         assert_eq!(
             code(StockDelta::parse(br#"{"delta": 2000000000}"#).unwrap_err()),
+            "invalid_delta"
+        );
+        // The one i64 whose absolute value does not fit an i64.
+        assert_eq!(
+            code(StockDelta::parse(br#"{"delta": -9223372036854775808}"#).unwrap_err()),
             "invalid_delta"
         );
     }

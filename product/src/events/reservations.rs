@@ -100,7 +100,7 @@ impl From<StoreError> for ApplyError {
         match error {
             StoreError::Outbox(error) => ApplyError::Failed(error),
             StoreError::Database(error) => ApplyError::Failed(error.into()),
-            StoreError::Unavailable(message) => {
+            StoreError::Unavailable(message) | StoreError::Cache(message) => {
                 ApplyError::Failed(outbox::Error::Unavailable(message))
             }
             StoreError::Constraint(name) => ApplyError::Failed(outbox::Error::Invalid(format!(

@@ -92,6 +92,10 @@ impl From<StoreError> for ApiError {
             StoreError::Constraint(name) => {
                 ApiError::Internal(format!("constraint {name} refused a validated value"))
             }
+            StoreError::Cache(cause) => {
+                tracing::warn!(%cause, "cache unavailable; write rolled back");
+                ApiError::Unavailable("the cache (Redis)")
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -8,7 +8,7 @@ use service::http::{Request, Response, query};
 use super::{ApiError, AppState};
 use crate::cache::{ProductCache, StockUpdate};
 use crate::domain::{NewProduct, Product, ProductChanges, StockDelta, parse_id};
-use crate::store::AdjustOutcome;
+use crate::store::{AdjustOutcome, StoreError, StoreResult};
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 1000;
@@ -25,7 +25,22 @@ fn product_id(segment: &str) -> Result<i64, ApiError> {
     parse_id(segment).ok_or_else(|| ApiError::ProductNotFound(segment.to_owned()))
 }
 
-/// After a committed write: drop the cached entry, bring the counter up.
+/// Before a write commits: raises the product's fence to the version being
+/// written and drops its entry, so no reader can see or put back the old
+/// value. If Redis cannot take it, the write is rolled back (503): a write
+/// committed without it would be read stale until the entry's TTL.
+async fn invalidate_before_commit(cache: &ProductCache, id: i64, version: i64) -> StoreResult<()> {
+    cache.invalidate(id, version).await.map_err(|error| {
+        cache
+            .metrics()
+            .write_failures
+            .with_label_values(&["invalidate"])
+            .inc();
+        StoreError::Cache(error.to_string())
+    })
+}
+
+/// After a committed create or update: bring the live counter up.
 async fn after_write(cache: &ProductCache, product: &Product) {
     let update = StockUpdate {
         id: product.id,
@@ -33,21 +48,6 @@ async fn after_write(cache: &ProductCache, product: &Product) {
         stock: product.stock,
         version: product.version,
     };
-    // One retry: an invalidation that fails leaves a stale entry until its TTL.
-    for attempt in 0..2 {
-        match cache.invalidate(product.id, product.version).await {
-            Ok(()) => break,
-            Err(error) if attempt == 1 => {
-                cache
-                    .metrics()
-                    .write_failures
-                    .with_label_values(&["invalidate"])
-                    .inc();
-                tracing::error!(%error, product = product.id, "cache invalidation failed after a write");
-            }
-            Err(_) => {}
-        }
-    }
     cache
         .best_effort("stock_sync", cache.sync_stock(&[update]))
         .await;
@@ -135,7 +135,11 @@ fn update(state: &AppState, segment: &str, changes: ProductChanges) -> Result<Re
     let id = product_id(segment)?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let product = state.bridge.run(async move {
-        let product = store.update(id, &changes).await?;
+        let product = store
+            .update(id, &changes, |id, version| {
+                invalidate_before_commit(&cache, id, version)
+            })
+            .await?;
         if let Some(product) = &product {
             after_write(&cache, product).await;
         }
@@ -170,9 +174,15 @@ pub(super) fn delete(state: &AppState, segment: &str) -> Result<Response, ApiErr
     let id = product_id(segment)?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let deleted = state.bridge.run(async move {
-        let version = store.delete(id).await?;
-        if let Some(version) = version {
-            cache.best_effort("forget", cache.forget(id, version)).await;
+        let version = store
+            .delete(id, |id, version| {
+                invalidate_before_commit(&cache, id, version)
+            })
+            .await?;
+        if version.is_some() {
+            cache
+                .best_effort("tombstone", cache.tombstone_stock(id))
+                .await;
         }
         Ok::<_, ApiError>(version.is_some())
     })??;
@@ -198,7 +208,10 @@ pub(super) fn adjust_stock(
     let delta = StockDelta::parse(request.body())?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let outcome = state.bridge.run(async move {
-        let outcome = crate::store::adjust_stock(store.pool(), id, &key, delta).await?;
+        let outcome = crate::store::adjust_stock(store.pool(), id, &key, delta, |id, version| {
+            invalidate_before_commit(&cache, id, version)
+        })
+        .await?;
         if let AdjustOutcome::Applied(product) = &outcome {
             after_write(&cache, product).await;
         }

@@ -4,6 +4,8 @@
 
 mod stock;
 
+use std::future::Future;
+
 use deadpool_postgres::{Pool, Transaction};
 use outbox::events::{PRODUCT_DELETED, PRODUCT_UPSERTED, ProductDeleted, ProductUpserted};
 use outbox::writer::{self, NewEvent};
@@ -29,6 +31,10 @@ pub enum StoreError {
     Database(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Outbox(#[from] outbox::Error),
+    /// The cache could not take the invalidation a write needs before it
+    /// commits; the write was rolled back.
+    #[error("cache unavailable: {0}")]
+    Cache(String),
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -119,7 +125,17 @@ impl ProductStore {
     }
 
     /// Applies the given fields; `None` when there is no such product.
-    pub async fn update(&self, id: i64, changes: &ProductChanges) -> StoreResult<Option<Product>> {
+    /// `before_commit(id, version)` runs with the row written and locked,
+    /// before the commit; if it fails, nothing is written.
+    pub async fn update<Hook>(
+        &self,
+        id: i64,
+        changes: &ProductChanges,
+        before_commit: impl FnOnce(i64, i64) -> Hook,
+    ) -> StoreResult<Option<Product>>
+    where
+        Hook: Future<Output = StoreResult<()>>,
+    {
         let sql = format!(
             "UPDATE products SET name = COALESCE($2, name), price = COALESCE($3, price), \
              stock = COALESCE($4, stock), version = version + 1, updated_at = now() \
@@ -139,13 +155,22 @@ impl ProductStore {
         };
         let product = product_from(&row)?;
         append_upserted(&tx, &product).await?;
+        before_commit(product.id, product.version).await?;
         tx.commit().await?;
         Ok(Some(product))
     }
 
     /// Deletes a product; returns the version its deletion carries, or
-    /// `None` when there was no such product.
-    pub async fn delete(&self, id: i64) -> StoreResult<Option<i64>> {
+    /// `None` when there was no such product. `before_commit` as for
+    /// [`ProductStore::update`].
+    pub async fn delete<Hook>(
+        &self,
+        id: i64,
+        before_commit: impl FnOnce(i64, i64) -> Hook,
+    ) -> StoreResult<Option<i64>>
+    where
+        Hook: Future<Output = StoreResult<()>>,
+    {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let statement = tx
@@ -160,6 +185,7 @@ impl ProductStore {
             version,
         };
         writer::append(&tx, &[NewEvent::new(id, PRODUCT_DELETED, &event)?]).await?;
+        before_commit(id, version).await?;
         tx.commit().await?;
         Ok(Some(version))
     }

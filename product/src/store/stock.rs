@@ -2,6 +2,8 @@
 //! reservation statements the order.created consumer runs in its batch
 //! transaction.
 
+use std::future::Future;
+
 use deadpool_postgres::{Pool, Transaction};
 use serde_json::Value;
 use uuid::Uuid;
@@ -32,12 +34,18 @@ const EARLIER_USE_SQL: &str =
     "SELECT product_id, delta FROM stock_adjustments WHERE idempotency_key = $1";
 
 /// Adds `delta` to a product's stock, once per idempotency key.
-pub async fn adjust_stock(
+/// `before_commit(id, version)` runs with the row written and locked,
+/// before the commit; if it fails, nothing is written.
+pub async fn adjust_stock<Hook>(
     pool: &Pool,
     id: i64,
     key: &str,
     delta: StockDelta,
-) -> StoreResult<AdjustOutcome> {
+    before_commit: impl FnOnce(i64, i64) -> Hook,
+) -> StoreResult<AdjustOutcome>
+where
+    Hook: Future<Output = StoreResult<()>>,
+{
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let claim = tx.prepare_cached(CLAIM_KEY_SQL).await?;
@@ -66,6 +74,7 @@ pub async fn adjust_stock(
     let update = tx.prepare_cached(&sql).await?;
     if let Some(row) = tx.query_opt(&update, &[&id, &delta.units()]).await? {
         let product = product_from(&row)?;
+        before_commit(product.id, product.version).await?;
         tx.commit().await?;
         return Ok(AdjustOutcome::Applied(product));
     }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{error_code, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_fills_the_cache_with_a_ttl() {
@@ -109,5 +109,64 @@ async fn concurrent_puts_leave_cache_and_table_agreeing() {
         (Some(name.as_str()), Some(price), Some(stock))
     );
     assert_eq!(app.counter(id).await, Some(stock));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_from_a_read_older_than_a_write_cannot_put_the_old_value_back() {
+    // A reader that read the row before a write and fills after it: the
+    // write's fence must refuse its fill.
+    let app = spawn_app().await;
+    let id = app.create_product("Old", 100, 5).await["id"]
+        .as_i64()
+        .unwrap();
+    let read_before: product::domain::Product = app.get_product(id).await.json().await.unwrap();
+    let put = app
+        .client
+        .put(app.url(&format!("/products/{id}")))
+        .json(&json!({"name": "New", "price": 200, "stock": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    app.cache().fill(&read_before).await.unwrap();
+    assert_eq!(app.cached(id).await, None, "the stale fill landed");
+    let served: Value = app.get_product(id).await.json().await.unwrap();
+    assert_eq!(
+        (served["name"].as_str(), served["price"].as_i64()),
+        (Some("New"), Some(200))
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_invalidation_redis_cannot_take_is_refused_and_changes_nothing() {
+    // Nothing listens on port 9: every Redis call of the service fails.
+    let app = spawn_app_with(&[("REDIS_URL", "redis://127.0.0.1:9")]).await;
+    let created = app.create_product("Kept", 100, 5).await;
+    let id = created["id"].as_i64().unwrap();
+    let path = format!("/products/{id}");
+    let put = app
+        .client
+        .put(app.url(&path))
+        .json(&json!({"name": "Lost", "price": 1, "stock": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(put, 503).await, "dependency_unavailable");
+    let patch = app
+        .client
+        .patch(app.url(&path))
+        .json(&json!({"name": "Lost"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(patch, 503).await, "dependency_unavailable");
+    let delete = app.client.delete(app.url(&path)).send().await.unwrap();
+    assert_eq!(error_code(delete, 503).await, "dependency_unavailable");
+    assert_eq!(app.row(id).await, Some(("Kept".to_owned(), 100, 5)));
+    // Reads still work, from PostgreSQL.
+    let served: Value = app.get_product(id).await.json().await.unwrap();
+    assert_eq!(served["version"], created["version"]);
     app.stop().await;
 }

@@ -30,6 +30,12 @@ pub(crate) struct TestApp {
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// A product service whose settings `overrides` replace (the test itself
+/// still reaches the real servers).
+pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     service::telemetry::init_for_tests();
     let id = Uuid::new_v4().simple().to_string();
     let base = env_or(
@@ -44,21 +50,21 @@ pub(crate) async fn spawn_app() -> TestApp {
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
     let prefix = format!("test:{id}:");
     let namespace = format!("test.{}.", &id[..12]);
-    let source = [
+    let amqp_url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    // The first setting of a name wins: overrides come first.
+    let mut source: Vec<(&str, &str)> = overrides.to_vec();
+    source.extend([
         ("PRODUCT_DATABASE_URL", database_url.as_str()),
         ("PRODUCT_DATABASE_POOL_SIZE", "6"),
         ("REDIS_URL", redis_url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
-        (
-            "AMQP_URL",
-            &env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-        ),
+        ("AMQP_URL", amqp_url.as_str()),
         ("AMQP_NAMESPACE", namespace.as_str()),
         ("AMQP_QUEUE_EXPIRES_MS", "60000"),
         ("PRODUCT_HOST", "127.0.0.1"),
         ("PRODUCT_PORT", "0"),
         ("RELAY_POLL_INTERVAL_MS", "100"),
-    ];
+    ]);
     let config = Config::read(&Settings::new(&source)).expect("test settings are valid");
     let database = config.database.clone();
     let application = Application::build(config)
@@ -182,6 +188,18 @@ impl TestApp {
             .await
             .unwrap();
         row.get(0)
+    }
+
+    /// A cache client of this app's keys, as the service has one.
+    pub(crate) fn cache(&self) -> product::cache::ProductCache {
+        let metrics = product::cache::CacheMetrics::register(&prometheus::Registry::new()).unwrap();
+        product::cache::ProductCache::new(
+            &env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            &self.prefix,
+            Duration::from_secs(300),
+            metrics,
+        )
+        .unwrap()
     }
 
     /// The cached JSON in Redis, if any.

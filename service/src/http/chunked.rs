@@ -7,6 +7,11 @@
 /// Longest chunk-size line (size, extensions) or trailer line accepted.
 const MAX_LINE: usize = 1024;
 
+/// Bytes of framing (size lines, extensions, CRLFs, trailers) a body may
+/// carry beyond its limit: a body of many tiny chunks is refused before it
+/// costs the server more than this on top of the body itself.
+pub(crate) const MAX_FRAMING: usize = 16 * 1024;
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ChunkedError {
     Malformed,
@@ -16,27 +21,44 @@ pub(crate) enum ChunkedError {
 /// Decodes a chunked body at the start of `input`.
 ///
 /// Returns the body and the number of bytes it took on the wire, or `None`
-/// when `input` ends before the last chunk and trailers do.
+/// when `input` ends before the last chunk and trailers do. A body over
+/// `max_body`, or whose wire form is over it by more than [`MAX_FRAMING`],
+/// is `TooLarge`.
 pub(crate) fn decode(
     input: &[u8],
     max_body: usize,
 ) -> Result<Option<(Vec<u8>, usize)>, ChunkedError> {
+    let max_wire = max_body.saturating_add(MAX_FRAMING);
+    // Everything in `input` so far belongs to this body.
+    let incomplete = || {
+        if input.len() > max_wire {
+            Err(ChunkedError::TooLarge)
+        } else {
+            Ok(None)
+        }
+    };
     let mut body = Vec::new();
     let mut at = 0;
     loop {
+        if at > max_wire {
+            return Err(ChunkedError::TooLarge);
+        }
         let Some(line) = next_line(&input[at..])? else {
-            return Ok(None);
+            return incomplete();
         };
         let size = chunk_size(line)?;
         at += line.len() + 2;
         if size == 0 {
-            return Ok(skip_trailers(&input[at..])?.map(|len| (body, at + len)));
+            return match skip_trailers(&input[at..])? {
+                Some(len) => Ok(Some((body, at + len))),
+                None => incomplete(),
+            };
         }
         if body.len().saturating_add(size) > max_body {
             return Err(ChunkedError::TooLarge);
         }
         let Some(data) = input.get(at..at + size + 2) else {
-            return Ok(None);
+            return incomplete();
         };
         if &data[size..] != b"\r\n" {
             return Err(ChunkedError::Malformed);
@@ -115,6 +137,18 @@ mod tests {
     #[test]
     fn refuses_bodies_over_the_limit_before_buffering_them() {
         assert_eq!(decode(b"ffff\r\n", 100), Err(ChunkedError::TooLarge));
+    }
+
+    #[test]
+    fn refuses_a_body_of_tiny_chunks_once_its_framing_outgrows_the_allowance() {
+        // One-byte chunks with long extensions: 10 bytes of body in all,
+        // far more than MAX_FRAMING on the wire.
+        let chunk = format!("1;{}\r\nx\r\n", "e".repeat(1000));
+        let wire = chunk.repeat(MAX_FRAMING / chunk.len() + 2);
+        assert_eq!(decode(wire.as_bytes(), 100), Err(ChunkedError::TooLarge));
+        // The same framing under the allowance is still read to its end.
+        let small = format!("{}0\r\n\r\n", chunk.repeat(3));
+        assert_eq!(decode(small.as_bytes(), 100).unwrap().unwrap().0, b"xxx");
     }
 
     #[test]

@@ -84,6 +84,11 @@ const UNSUPPORTED_ENCODING: Rejection = Rejection::new(
     "unsupported_transfer_encoding",
     "only the chunked transfer encoding is supported",
 );
+const REPEATED_ENCODING: Rejection = Rejection::new(
+    400,
+    "malformed_request",
+    "Transfer-Encoding may appear once",
+);
 const MALFORMED_CHUNKED: Rejection =
     Rejection::new(400, "malformed_request", "the chunked body is malformed");
 
@@ -206,7 +211,15 @@ fn parse_head(buffer: &[u8], limits: &Limits) -> Result<Option<Head>, Rejection>
             }
             content_length = Some(declared);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = is_chunked(header.value).ok_or(UNSUPPORTED_ENCODING)?;
+            // Two of them could be read two ways by two servers in a row
+            // (request smuggling): refused, as is any coding but chunked.
+            if chunked {
+                return Err(REPEATED_ENCODING);
+            }
+            if !header.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(UNSUPPORTED_ENCODING);
+            }
+            chunked = true;
         } else if header.name.eq_ignore_ascii_case("expect") {
             expects_continue = header.value.eq_ignore_ascii_case(b"100-continue");
         }
@@ -242,21 +255,6 @@ fn parse_content_length(value: &[u8]) -> Option<usize> {
             .checked_mul(10)?
             .checked_add(usize::from(digit - b'0'))
     })
-}
-
-/// `Some(true)` when the final coding is chunked, `Some(false)` for
-/// `identity`, `None` for any coding this server cannot undo.
-fn is_chunked(value: &[u8]) -> Option<bool> {
-    let last = value.rsplit(|b| *b == b',').next()?.trim_ascii();
-    if last.eq_ignore_ascii_case(b"chunked") {
-        let others_are_identity = value
-            .split(|b| *b == b',')
-            .map(<[u8]>::trim_ascii)
-            .filter(|coding| !coding.eq_ignore_ascii_case(b"chunked"))
-            .all(|coding| coding.eq_ignore_ascii_case(b"identity"));
-        return others_are_identity.then_some(true);
-    }
-    last.eq_ignore_ascii_case(b"identity").then_some(false)
 }
 
 #[cfg(test)]
@@ -353,6 +351,22 @@ mod tests {
     fn unknown_transfer_coding_gets_501() {
         assert_eq!(
             rejection(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status,
+            501
+        );
+    }
+
+    #[test]
+    fn a_repeated_or_layered_transfer_encoding_is_refused() {
+        // The last one would win, and `identity` would leave a chunked body
+        // to be read as the next request.
+        assert_eq!(
+            rejection(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"
+            ),
+            REPEATED_ENCODING
+        );
+        assert_eq!(
+            rejection(b"POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\n\r\n").status,
             501
         );
     }

@@ -21,5 +21,5 @@ pub mod server;
 pub use codec::Limits;
 pub use error::HttpError;
 pub use request::Request;
-pub use response::Response;
+pub use response::{Connection, Response};
 pub use server::{Server, ServerOptions, Service};

@@ -101,7 +101,7 @@ impl Response {
     }
 
     /// Appends the response to `out` as HTTP/1.1 bytes.
-    pub fn encode(&self, out: &mut BytesMut, keep_alive: bool) {
+    pub fn encode(&self, out: &mut BytesMut, connection: Connection) {
         out.reserve(160 + self.body.len());
         out.put_slice(b"HTTP/1.1 ");
         out.put_slice(self.status.to_string().as_bytes());
@@ -113,10 +113,15 @@ impl Response {
             out.put_slice(b"\r\nContent-Type: ");
             out.put_slice(self.content_type.as_bytes());
         }
-        out.put_slice(b"\r\nContent-Length: ");
-        out.put_slice(self.body.len().to_string().as_bytes());
-        if !keep_alive {
-            out.put_slice(b"\r\nConnection: close");
+        // 1xx and 204 answers have no body and may not say they have one.
+        if self.status >= 200 && self.status != 204 {
+            out.put_slice(b"\r\nContent-Length: ");
+            out.put_slice(self.body.len().to_string().as_bytes());
+        }
+        match connection {
+            Connection::Persistent => {}
+            Connection::KeepAlive => out.put_slice(b"\r\nConnection: keep-alive"),
+            Connection::Close => out.put_slice(b"\r\nConnection: close"),
         }
         for (name, value) in &self.headers {
             out.put_slice(b"\r\n");
@@ -127,6 +132,17 @@ impl Response {
         out.put_slice(b"\r\n\r\n");
         out.put_slice(&self.body);
     }
+}
+
+/// What a response says of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// HTTP/1.1's default, open after the answer: nothing to say.
+    Persistent,
+    /// Open after the answer, for an HTTP/1.0 client that asked for it.
+    KeepAlive,
+    /// Closed after the answer.
+    Close,
 }
 
 /// Formats `Date` once per second per thread instead of once per response.
@@ -193,12 +209,23 @@ mod tests {
         let mut out = BytesMut::new();
         Response::json(201, &serde_json::json!({"id": 1}))
             .with_header("Location", "/products/1")
-            .encode(&mut out, false);
+            .encode(&mut out, Connection::Close);
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.starts_with("HTTP/1.1 201 Created\r\n"));
         assert!(text.contains("\r\nContent-Length: 8\r\n"));
         assert!(text.contains("\r\nConnection: close\r\n"));
         assert!(text.contains("\r\nLocation: /products/1\r\n"));
         assert!(text.ends_with("\r\n\r\n{\"id\":1}"));
+    }
+
+    #[test]
+    fn no_content_has_no_length_and_http_1_0_keep_alive_is_said() {
+        let mut out = BytesMut::new();
+        Response::empty(204).encode(&mut out, Connection::KeepAlive);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 204 No Content\r\n"), "{text}");
+        assert!(!text.contains("Content-Length"), "{text}");
+        assert!(text.contains("\r\nConnection: keep-alive\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 }

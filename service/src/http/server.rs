@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use may::net::{TcpListener, TcpStream};
 
 use super::codec::{self, Decoded, Limits, Rejection};
-use super::{Request, Response};
+use super::{Connection, Request, Response};
 use crate::metrics::HttpMetrics;
 
 /// What answers requests: the service's router.
@@ -208,6 +208,9 @@ fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
         loop {
             match codec::decode(&mut input, &options.limits) {
                 Decoded::Request(request) => {
+                    // Whatever follows it is a new request: its clock starts
+                    // when it is first seen incomplete, below.
+                    request_began = None;
                     continue_sent = false;
                     let keep_alive =
                         request.keep_alive() && !shared.stopping.load(Ordering::Relaxed);
@@ -283,6 +286,11 @@ fn is_timeout(error: &io::Error) -> bool {
 /// Calls the service, turning a panic into a 500, and encodes the answer.
 fn answer(shared: &Shared, request: Request, output: &mut BytesMut, keep_alive: bool) {
     let started = Instant::now();
+    let connection = match (keep_alive, request.minor_version) {
+        (false, _) => Connection::Close,
+        (true, 0) => Connection::KeepAlive,
+        (true, _) => Connection::Persistent,
+    };
     let method_is_known = matches!(
         request.method(),
         "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
@@ -307,7 +315,7 @@ fn answer(shared: &Shared, request: Request, output: &mut BytesMut, keep_alive: 
     shared
         .metrics
         .observe(route, response.status(), started.elapsed());
-    response.encode(output, keep_alive);
+    response.encode(output, connection);
 }
 
 fn reject(
@@ -319,7 +327,8 @@ fn reject(
     shared
         .metrics
         .observe("rejected", rejection.status, Duration::ZERO);
-    Response::error(rejection.status, rejection.code, rejection.message).encode(output, false);
+    Response::error(rejection.status, rejection.code, rejection.message)
+        .encode(output, Connection::Close);
     stream.write_all(output)?;
     linger(stream);
     Ok(())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use service::http::ServerOptions;
 
-use crate::helpers::{TestServer, read_to_close, status_of};
+use crate::helpers::{TestServer, read_response, read_to_close, status_of};
 
 #[test]
 fn non_numeric_content_length_gets_400_not_a_dropped_connection() {
@@ -102,4 +102,25 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     });
     let mut stream = server.connect();
     assert_eq!(read_to_close(&mut stream), "");
+}
+
+#[test]
+fn a_busy_pipelining_client_is_not_timed_out() {
+    // Every write finishes one request and starts the next, so the
+    // server's buffer is never empty; each request still takes only
+    // ~50 ms, far under the timeout, and none may get 408.
+    let server = TestServer::with_options(ServerOptions {
+        request_timeout: Duration::from_millis(500),
+        ..ServerOptions::default()
+    });
+    let mut stream = server.connect();
+    stream.write_all(b"GET /0 HTT").unwrap();
+    for round in 1..=20 {
+        std::thread::sleep(Duration::from_millis(50));
+        stream
+            .write_all(format!("P/1.1\r\n\r\nGET /{round} HTT").as_bytes())
+            .unwrap();
+        let response = read_response(&mut stream);
+        assert_eq!(status_of(&response), 200, "round {round}: {response}");
+    }
 }
