@@ -190,6 +190,12 @@ impl TestApp {
         row.get(0)
     }
 
+    /// The service's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// A cache client of this app's keys, as the service has one.
     pub(crate) fn cache(&self) -> product::cache::ProductCache {
         let metrics = product::cache::CacheMetrics::register(&prometheus::Registry::new()).unwrap();

@@ -154,15 +154,7 @@ async fn health_readiness_and_metrics_answer() {
         .unwrap();
     app.get_product(id).await;
     app.get_product(id).await;
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"http_requests_total{route="/products",status="201"} 1"#),
         "{metrics}"

@@ -98,15 +98,7 @@ async fn the_same_order_created_delivered_twice_moves_stock_once() {
     })
     .await;
     app.eventually("the copy is recognised as a duplicate", || async {
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics().await;
         // At least the copy; a batch retried after a failure makes more.
         metrics.lines().any(|line| {
             line.starts_with("inbox_events_total{")
