@@ -3,9 +3,14 @@
 //! The caller's state change and its events commit together or not at all:
 //! that is the whole point of the outbox. A batch of events is one
 //! multi-row statement (arrays through `unnest`), prepared once per
-//! connection, whatever the batch size.
+//! connection, whatever the batch size: run alone in the caller's
+//! transaction ([`append`]), or embedded in the caller's own statement
+//! ([`insert_sql`]), which is then the transaction.
+
+use std::sync::LazyLock;
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::Result;
@@ -34,12 +39,60 @@ impl NewEvent {
     }
 }
 
-/// Inserts any number of events in one statement.
-pub const APPEND_SQL: &str = "\
-    INSERT INTO outbox (message_id, aggregate_id, partition, event_type, payload) \
-    SELECT message_id, aggregate_id, partition, event_type, payload::jsonb \
-    FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::text[], $5::text[]) \
-        AS e(message_id, aggregate_id, partition, event_type, payload)";
+/// The outbox columns of a batch of events, one array each: one statement
+/// inserts them all, alone ([`append`]) or inside a caller's own statement
+/// ([`insert_sql`]).
+pub struct EventColumns<'a> {
+    /// The message ids, in the order of the events.
+    pub ids: Vec<Uuid>,
+    aggregates: Vec<&'a str>,
+    partitions: Vec<i16>,
+    types: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    pub fn of(events: &'a [NewEvent]) -> Self {
+        EventColumns {
+            ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            aggregates: events.iter().map(|e| e.aggregate_id.as_str()).collect(),
+            partitions: events
+                .iter()
+                .map(|e| partition_of(&e.aggregate_id))
+                .collect(),
+            types: events.iter().map(|e| e.event_type).collect(),
+            payloads: events.iter().map(|e| e.payload.as_str()).collect(),
+        }
+    }
+
+    /// The values of [`insert_sql`]'s five placeholders, in order.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.ids,
+            &self.aggregates,
+            &self.partitions,
+            &self.types,
+            &self.payloads,
+        ]
+    }
+}
+
+/// The insert of an [`EventColumns`], its five placeholders numbered from
+/// `$first`. Its rows come from `unnest(…) AS e(message_id, aggregate_id,
+/// partition, event_type, payload)`: a statement that embeds it (in a
+/// `WITH`) may append a `WHERE` on `e`.
+pub fn insert_sql(first: usize) -> String {
+    let [ids, aggregates, partitions, types, payloads] = [0, 1, 2, 3, 4].map(|n| first + n);
+    format!(
+        "INSERT INTO outbox (message_id, aggregate_id, partition, event_type, payload) \
+         SELECT message_id, aggregate_id, partition, event_type, payload::jsonb \
+         FROM unnest(${ids}::uuid[], ${aggregates}::text[], ${partitions}::int2[], \
+                     ${types}::text[], ${payloads}::text[]) \
+             AS e(message_id, aggregate_id, partition, event_type, payload)"
+    )
+}
+
+static APPEND_SQL: LazyLock<String> = LazyLock::new(|| insert_sql(1));
 
 /// Appends `events` in the caller's open transaction and returns their
 /// message ids, in order.
@@ -47,21 +100,10 @@ pub async fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<Uui
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-    let aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-    let partitions: Vec<i16> = events
-        .iter()
-        .map(|e| partition_of(&e.aggregate_id))
-        .collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-    let statement = tx.prepare_cached(APPEND_SQL).await?;
-    tx.execute(
-        &statement,
-        &[&ids, &aggregates, &partitions, &types, &payloads],
-    )
-    .await?;
-    Ok(ids)
+    let columns = EventColumns::of(events);
+    let statement = tx.prepare_cached(&APPEND_SQL).await?;
+    tx.execute(&statement, &columns.params()).await?;
+    Ok(columns.ids)
 }
 
 /// The partition of an aggregate: FNV-1a of its id, modulo [`PARTITIONS`].

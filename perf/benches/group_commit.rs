@@ -1,11 +1,13 @@
 //! Building the group-commit statement: pricing N queued orders from the
-//! replica, setting aside the unknown ones, and laying the rows out as one
-//! array per column (what the single multi-row INSERT receives). The
-//! writer pays this once per batch, inside its transaction.
+//! replica, setting aside the unknown ones, encoding their `order.created`
+//! events, and laying orders, items and events out as one array per column
+//! (what the single placing statement receives). The writer pays this once
+//! per batch, between its two round trips to PostgreSQL.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use order::domain::{ItemRequest, NewOrder};
-use order::store::writer::{OrderColumns, Prices, plan_batch};
+use order::store::writer::{OrderColumns, Prices, created_events, plan_batch};
+use outbox::writer::EventColumns;
 
 fn orders(n: usize) -> Vec<(NewOrder, Option<String>)> {
     (0..n)
@@ -37,7 +39,9 @@ fn group_commit(c: &mut Criterion) {
                         &prices,
                     );
                     let columns = OrderColumns::of(&plan.priced);
-                    columns.ids.len()
+                    let events = created_events(&plan.priced).unwrap();
+                    let event_columns = EventColumns::of(&events);
+                    columns.ids.len() + event_columns.ids.len()
                 })
             },
         );

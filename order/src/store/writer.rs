@@ -2,28 +2,31 @@
 //!
 //! Handlers put a [`PlaceJob`] on a bounded queue (full: 503 at once) and
 //! park on its reply. A writer task takes whatever is queued (up to
-//! `max_batch`, waiting at most `linger` for more), and in ONE transaction
-//! prices the orders from the product replica, inserts orders, items and
-//! their `order.created` outbox rows with one multi-row statement each,
-//! commits, and only then answers every waiter. Nothing is acknowledged
-//! before its commit, so nothing acknowledged is lost.
+//! `max_batch`, waiting at most `linger` for more), prices the orders from
+//! the product replica, then inserts orders, items and their
+//! `order.created` outbox rows in ONE statement (data-modifying `WITH`,
+//! one array per column), which is its own transaction: two round trips
+//! to PostgreSQL per batch, whatever its size. Only after it committed
+//! does the writer answer every waiter. Nothing is acknowledged before its
+//! commit, so nothing acknowledged is lost.
 //!
 //! While one batch commits, requests queue up for the next: batches grow
 //! with load instead of each request paying for its own commit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{Client, Pool};
 use outbox::events::{ORDER_CREATED, OrderCreated, OrderItem};
-use outbox::writer::{self, NewEvent};
+use outbox::writer::{self, EventColumns, NewEvent};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use service::bridge::Reply;
 use service::shutdown::Signal;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{OrderStore, StoreError, StoreResult};
@@ -267,16 +270,29 @@ pub type Prices = HashMap<i64, (i64, bool)>;
 
 const PRICES_SQL: &str = "SELECT id, price, deleted FROM product_replica WHERE id = ANY($1)";
 
-const INSERT_ORDERS_SQL: &str = "\
-    INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
-    SELECT id, 'PENDING', total, key, fingerprint \
-    FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[]) AS o(id, total, key, fingerprint) \
-    ON CONFLICT (idempotency_key) DO NOTHING \
-    RETURNING id, created_at";
-
-const INSERT_ITEMS_SQL: &str = "\
-    INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
-    SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::int8[])";
+/// Orders, their items and their `order.created` events in one statement:
+/// the items and events only of the orders it inserted (an order whose key
+/// a committed order holds is not). Placeholders: the four order columns,
+/// the four item columns, then the outbox's five.
+static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH placed AS ( \
+             INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
+             SELECT id, 'PENDING', total, key, fingerprint \
+             FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[]) AS o(id, total, key, fingerprint) \
+             ON CONFLICT (idempotency_key) DO NOTHING \
+             RETURNING id, created_at), \
+         items AS ( \
+             INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
+             SELECT i.order_id, i.product_id, i.quantity, i.unit_price \
+             FROM unnest($5::uuid[], $6::int8[], $7::int4[], $8::int8[]) \
+                 AS i(order_id, product_id, quantity, unit_price) \
+             WHERE i.order_id IN (SELECT id FROM placed)), \
+         events AS ({} WHERE e.aggregate_id IN (SELECT id::text FROM placed)) \
+         SELECT id, created_at FROM placed",
+        writer::insert_sql(9)
+    )
+});
 
 /// An order priced and ready to insert.
 #[derive(Debug, Clone)]
@@ -326,17 +342,33 @@ pub fn plan_batch<'a>(
     plan
 }
 
-/// The columns of the orders insert: one array per column, one statement
-/// for the whole batch.
+/// The orders and items of a batch, one array per column: what the
+/// placing statement receives besides the events.
 pub struct OrderColumns<'a> {
     pub ids: Vec<Uuid>,
     pub totals: Vec<i64>,
     pub keys: Vec<Option<&'a str>>,
     pub fingerprints: Vec<&'a str>,
+    item_orders: Vec<Uuid>,
+    item_products: Vec<i64>,
+    item_quantities: Vec<i32>,
+    item_prices: Vec<i64>,
 }
 
 impl<'a> OrderColumns<'a> {
     pub fn of(priced: &'a [Priced]) -> Self {
+        let lines = priced
+            .iter()
+            .flat_map(|order| order.lines.iter().map(move |line| (order.id, line)));
+        let (mut item_orders, mut item_products, mut item_quantities, mut item_prices) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, line) in lines {
+            item_orders.push(id);
+            item_products.push(line.product_id);
+            // At most 10,000 by validation.
+            item_quantities.push(line.quantity as i32);
+            item_prices.push(line.unit_price);
+        }
         OrderColumns {
             ids: priced.iter().map(|order| order.id).collect(),
             totals: priced.iter().map(|order| order.total).collect(),
@@ -345,15 +377,53 @@ impl<'a> OrderColumns<'a> {
                 .iter()
                 .map(|order| order.fingerprint.as_str())
                 .collect(),
+            item_orders,
+            item_products,
+            item_quantities,
+            item_prices,
         }
+    }
+
+    /// The values of the placing statement's first eight placeholders.
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.totals,
+            &self.keys,
+            &self.fingerprints,
+            &self.item_orders,
+            &self.item_products,
+            &self.item_quantities,
+            &self.item_prices,
+        ]
     }
 }
 
-/// Places `jobs` in one transaction; one outcome per job, in order.
+/// The `order.created` event of each priced order.
+pub fn created_events(priced: &[Priced]) -> Result<Vec<NewEvent>, outbox::Error> {
+    priced
+        .iter()
+        .map(|order| {
+            let event = OrderCreated {
+                order_id: order.id,
+                items: order
+                    .lines
+                    .iter()
+                    .map(|line| OrderItem {
+                        product_id: line.product_id,
+                        quantity: line.quantity,
+                    })
+                    .collect(),
+            };
+            NewEvent::new(order.id, ORDER_CREATED, &event)
+        })
+        .collect()
+}
+
+/// Places `jobs` in one statement; one outcome per job, in order.
 async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceResult>> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let prices = load_prices(&tx, jobs).await?;
+    let client = pool.get().await?;
+    let prices = load_prices(&client, jobs).await?;
     let plan = plan_batch(
         jobs.iter()
             .map(|job| (&job.order, job.idempotency_key.as_deref())),
@@ -364,17 +434,13 @@ async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceRes
         outcomes[job] = Some(Err(error));
     }
     let mut by_key = plan.by_key;
-    let inserted = insert_orders(&tx, &plan.priced).await?;
+    let inserted = insert_batch(&client, &plan.priced).await?;
+    drop(client);
     let (new, conflicting): (Vec<Priced>, Vec<Priced>) = plan
         .priced
         .into_iter()
         .partition(|order| inserted.contains_key(&order.id));
     by_key.extend(conflicting.iter().map(|order| order.job));
-    let (items, events) = tokio::join!(insert_items(&tx, &new), append_events(&tx, &new));
-    items?;
-    events?;
-    tx.commit().await?;
-    drop(client);
     for order in new {
         let created_at = inserted[&order.id];
         outcomes[order.job] = Some(Ok(Placed::Created(Order {
@@ -402,14 +468,18 @@ async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceRes
         .collect())
 }
 
-async fn load_prices(tx: &Transaction<'_>, jobs: &[PlaceJob]) -> StoreResult<Prices> {
+/// The replica's view of every product of the batch. Read just before the
+/// insert, outside it: a price or deletion that lands in between is the
+/// same as the order having come a moment earlier (the product service
+/// rejects an order for a product deleted by then).
+async fn load_prices(client: &Client, jobs: &[PlaceJob]) -> StoreResult<Prices> {
     let ids: HashSet<i64> = jobs
         .iter()
         .flat_map(|job| job.order.product_ids())
         .collect();
     let ids: Vec<i64> = ids.into_iter().collect();
-    let statement = tx.prepare_cached(PRICES_SQL).await?;
-    let rows = tx.query(&statement, &[&ids]).await?;
+    let statement = client.prepare_cached(PRICES_SQL).await?;
+    let rows = client.query(&statement, &[&ids]).await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
         .collect()
@@ -442,74 +512,26 @@ fn price(order: &NewOrder, prices: &Prices) -> Result<(Vec<OrderLine>, i64), Pla
     Ok((lines, total))
 }
 
-/// Inserts the orders; returns the ids actually inserted (an order whose
-/// key another committed order holds is not) with their creation time.
-async fn insert_orders(
-    tx: &Transaction<'_>,
+/// Inserts the orders with their items and events, in one statement;
+/// returns the ids actually inserted (an order whose key another committed
+/// order holds is not) with their creation time.
+async fn insert_batch(
+    client: &Client,
     priced: &[Priced],
 ) -> StoreResult<HashMap<Uuid, OffsetDateTime>> {
     if priced.is_empty() {
         return Ok(HashMap::new());
     }
     let columns = OrderColumns::of(priced);
-    let statement = tx.prepare_cached(INSERT_ORDERS_SQL).await?;
-    let rows = tx
-        .query(
-            &statement,
-            &[
-                &columns.ids,
-                &columns.totals,
-                &columns.keys,
-                &columns.fingerprints,
-            ],
-        )
-        .await?;
+    let events = created_events(priced)?;
+    let event_columns = EventColumns::of(&events);
+    let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
+    params.extend(event_columns.params());
+    let statement = client.prepare_cached(&PLACE_SQL).await?;
+    let rows = client.query(&statement, &params).await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect()
-}
-
-async fn insert_items(tx: &Transaction<'_>, orders: &[Priced]) -> StoreResult<()> {
-    if orders.is_empty() {
-        return Ok(());
-    }
-    let lines = orders
-        .iter()
-        .flat_map(|order| order.lines.iter().map(move |line| (order.id, line)));
-    let (mut ids, mut products, mut quantities, mut prices) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (id, line) in lines {
-        ids.push(id);
-        products.push(line.product_id);
-        quantities.push(line.quantity as i32);
-        prices.push(line.unit_price);
-    }
-    let statement = tx.prepare_cached(INSERT_ITEMS_SQL).await?;
-    tx.execute(&statement, &[&ids, &products, &quantities, &prices])
-        .await?;
-    Ok(())
-}
-
-async fn append_events(tx: &Transaction<'_>, orders: &[Priced]) -> StoreResult<()> {
-    let events = orders
-        .iter()
-        .map(|order| {
-            let event = OrderCreated {
-                order_id: order.id,
-                items: order
-                    .lines
-                    .iter()
-                    .map(|line| OrderItem {
-                        product_id: line.product_id,
-                        quantity: line.quantity,
-                    })
-                    .collect(),
-            };
-            NewEvent::new(order.id, ORDER_CREATED, &event)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    writer::append(tx, &events).await?;
-    Ok(())
 }
 
 /// A job whose key an earlier order holds: that order if the request is

@@ -50,13 +50,20 @@ async fn a_retried_key_returns_the_first_order_and_another_body_is_422() {
     }))
     .await;
     assert!(racing.iter().all(|order| *order == racing[0]), "{racing:?}");
-    let orders = pipeline
+    // Two orders, and the items and events of those two only: the
+    // retries' rows were never written.
+    let counts = pipeline
         .stores
         .orders
-        .query_one("SELECT count(*) FROM orders", &[])
+        .query_one(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_items), \
+                    (SELECT count(*) FROM outbox WHERE event_type = 'order.created')",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(orders.get::<_, i64>(0), 2);
+    let counts: (i64, i64, i64) = (counts.get(0), counts.get(1), counts.get(2));
+    assert_eq!(counts, (2, 2, 2), "orders, items, events");
     pipeline.assert_invariants().await;
     pipeline.stop().await;
 }
