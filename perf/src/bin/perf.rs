@@ -611,8 +611,12 @@ fn print_report(dir: &Path) -> anyhow::Result<()> {
         ));
     }
     lines.push(
-        "  thresholds      errors < 0.1%, p99 < 20 ms, confirm lag p99 < 500 ms, invariants hold"
-            .to_owned(),
+        if scenario == "ramp" {
+            "  thresholds      errors < 0.1%, invariants hold (latency: see the knee)"
+        } else {
+            "  thresholds      errors < 0.1%, p99 < 20 ms, confirm lag p99 < 500 ms, invariants hold"
+        }
+        .to_owned(),
     );
     lines.push(format!(
         "  result          {}",
