@@ -73,7 +73,7 @@ pub async fn run(
     let mut next_purge = tokio::time::Instant::now();
     while !shutdown.is_fired() {
         if vacuum {
-            vacuum_tables(&pool, busy_tables).await;
+            vacuum_tables(&pool, busy_tables, &shutdown).await;
         }
         if tokio::time::Instant::now() >= next_purge {
             purge(&pool, &retention).await;
@@ -107,7 +107,10 @@ async fn autovacuum_is_off(pool: &Pool) -> bool {
     }
 }
 
-async fn vacuum_tables(pool: &Pool, busy_tables: &[&str]) {
+/// Vacuums the tables one by one. Shutdown cancels the VACUUM in progress
+/// (on a large table it takes seconds: a service must still exit within
+/// its drain budget) and closes its connection.
+async fn vacuum_tables(pool: &Pool, busy_tables: &[&str], shutdown: &Signal) {
     let Ok(client) = pool.get().await else { return };
     // Throttled as autovacuum is (2 ms pause per 200 pages' cost): an
     // unthrottled VACUUM took a core for a second and showed in the p99.
@@ -120,11 +123,19 @@ async fn vacuum_tables(pool: &Pool, busy_tables: &[&str]) {
     }
     for table in ["outbox", "inbox"].iter().chain(busy_tables) {
         // Table names are this crate's and the service's constants.
-        if let Err(error) = client
-            .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
-            .await
-        {
-            tracing::debug!(%error, table, "vacuum failed");
+        let statement = format!("VACUUM (ANALYZE) {table}");
+        tokio::select! {
+            result = client.batch_execute(&statement) => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, table, "vacuum failed");
+                }
+            }
+            _ = shutdown.wait() => {
+                let _ = client.cancel_token().cancel_query(tokio_postgres::NoTls).await;
+                // Not back to the pool: its VACUUM's answer is still due.
+                drop(deadpool_postgres::Object::take(client));
+                return;
+            }
         }
     }
     // The connection goes back to the pool: leave its settings as found.
