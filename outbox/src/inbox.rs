@@ -33,13 +33,5 @@ pub async fn record(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashSet<Uuid>>
 /// or replay can reach back (the outbox keeps rows for its retention
 /// window, so the inbox's must be longer).
 pub async fn purge(client: &Client, window: Duration, batch: i64) -> Result<u64> {
-    let cutoff = time::OffsetDateTime::now_utc() - window;
-    let mut purged = 0;
-    loop {
-        let deleted = client.execute(PURGE_SQL, &[&cutoff, &batch]).await?;
-        purged += deleted;
-        if deleted < batch as u64 {
-            return Ok(purged);
-        }
-    }
+    crate::retention::purge_older_than(client, PURGE_SQL, window, batch).await
 }

@@ -42,10 +42,22 @@ impl Default for Retention {
 /// Purges published outbox rows older than `window`; returns how many.
 pub async fn purge_outbox(pool: &Pool, window: Duration, batch: i64) -> Result<u64> {
     let client = pool.get().await?;
+    purge_older_than(&client, PURGE_OUTBOX_SQL, window, batch).await
+}
+
+/// Runs a purge statement (`$1`: the cutoff time, `$2`: rows per statement)
+/// until one deletes less than a batch; returns how many rows went. Small
+/// statements keep each transaction, and the locks it holds, short.
+pub(crate) async fn purge_older_than(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    window: Duration,
+    batch: i64,
+) -> Result<u64> {
     let cutoff = time::OffsetDateTime::now_utc() - window;
     let mut purged = 0;
     loop {
-        let deleted = client.execute(PURGE_OUTBOX_SQL, &[&cutoff, &batch]).await?;
+        let deleted = client.execute(sql, &[&cutoff, &batch]).await?;
         purged += deleted;
         if deleted < batch as u64 {
             return Ok(purged);
