@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Client, Pool};
+use deadpool_postgres::{Client, Object, Pool};
 use outbox::events::{ORDER_CREATED, OrderCreated, OrderItem};
 use outbox::writer::{self, EventColumns, NewEvent};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
@@ -422,8 +422,7 @@ pub fn created_events(priced: &[Priced]) -> Result<Vec<NewEvent>, outbox::Error>
 
 /// Places `jobs` in one statement; one outcome per job, in order.
 async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceResult>> {
-    let client = pool.get().await?;
-    let prices = load_prices(&client, jobs).await?;
+    let (client, prices) = connect_and_price(pool, jobs).await?;
     let plan = plan_batch(
         jobs.iter()
             .map(|job| (&job.order, job.idempotency_key.as_deref())),
@@ -466,6 +465,30 @@ async fn place_batch(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<Vec<PlaceRes
         .into_iter()
         .map(|outcome| outcome.unwrap_or(Err(PlaceError::Internal("order left unanswered".into()))))
         .collect())
+}
+
+/// Pooled connections the server cut (a restart, `pg_terminate_backend`)
+/// that the pool has not noticed yet, tried before a batch gives up.
+const DEAD_CONNECTIONS_SKIPPED: usize = 3;
+
+/// A connection and the batch's prices. The read writes nothing, so a
+/// connection that turns out dead here is dropped and another taken,
+/// instead of failing the batch (and every batch queued behind it on the
+/// pool's other dead connections) with 503.
+async fn connect_and_price(pool: &Pool, jobs: &[PlaceJob]) -> StoreResult<(Object, Prices)> {
+    let mut skipped = 0;
+    loop {
+        let client = pool.get().await?;
+        match load_prices(&client, jobs).await {
+            Ok(prices) => return Ok((client, prices)),
+            Err(error) if error.is_transient() && skipped < DEAD_CONNECTIONS_SKIPPED => {
+                tracing::debug!(%error, "a pooled connection failed a read; taking another");
+                drop(Object::take(client));
+                skipped += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// The replica's view of every product of the batch. Read just before the
