@@ -43,27 +43,28 @@ const TOTAL_ESTIMATE_SQL: &str = "\
     SELECT GREATEST(reltuples, 0)::int8 FROM pg_class WHERE oid = 'outbox'::regclass";
 
 pub async fn pending(client: &Client) -> Result<Pending> {
+    Ok(pending_since(client).await?.0)
+}
+
+/// What is pending, and when the oldest pending row was written.
+async fn pending_since(client: &Client) -> Result<(Pending, Option<OffsetDateTime>)> {
     let row = client.query_one(PENDING_SQL, &[]).await?;
     let set_aside = client.query_one(SET_ASIDE_SQL, &[]).await?;
-    Ok(Pending {
+    let pending = Pending {
         rows: row.try_get(0)?,
         oldest_age_seconds: row.try_get(2)?,
         set_aside: set_aside.try_get(0)?,
-    })
+    };
+    Ok((pending, row.try_get(1)?))
 }
 
 pub async fn collect(client: &Client) -> Result<Stats> {
-    let row = client.query_one(PENDING_SQL, &[]).await?;
-    let set_aside = client.query_one(SET_ASIDE_SQL, &[]).await?;
+    let (pending, oldest_pending_at) = pending_since(client).await?;
     let published = client.query_one(PUBLISHED_LAST_MINUTE_SQL, &[]).await?;
     let total = client.query_one(TOTAL_ESTIMATE_SQL, &[]).await?;
     Ok(Stats {
-        pending: Pending {
-            rows: row.try_get(0)?,
-            oldest_age_seconds: row.try_get(2)?,
-            set_aside: set_aside.try_get(0)?,
-        },
-        oldest_pending_at: row.try_get(1)?,
+        pending,
+        oldest_pending_at,
         published_last_minute: published.try_get(0)?,
         total_rows: total.try_get(0)?,
     })

@@ -123,6 +123,17 @@ async fn stores() -> anyhow::Result<Stores> {
     .await
 }
 
+/// Where the product service answers: `PRODUCT_URL`, else its default port.
+fn product_url() -> String {
+    std::env::var("PRODUCT_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into())
+}
+
+/// A service's `/metrics` text; `base` is its URL.
+async fn metrics_text(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let response = http.get(format!("{base}/metrics")).send().await?;
+    Ok(response.text().await?)
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_vec_pretty(value)?)
         .with_context(|| format!("writing {}", path.display()))
@@ -158,8 +169,7 @@ fn main() -> anyhow::Result<()> {
                 out,
             } => {
                 let orders = service::db::connect(&database("ORDER_DATABASE_URL")?).await?;
-                let product_url =
-                    std::env::var("PRODUCT_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into());
+                let product_url = product_url();
                 let seed =
                     perf::seed::seed(&product_url, &orders, products, stock, hot_stock).await?;
                 write_json(&out, &seed)?;
@@ -178,20 +188,9 @@ fn main() -> anyhow::Result<()> {
                         std::env::var("ORDER_PORT").unwrap_or("8080".into())
                     )
                 });
-                let product =
-                    std::env::var("PRODUCT_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into());
-                let order = http
-                    .get(format!("{order}/metrics"))
-                    .send()
-                    .await?
-                    .text()
-                    .await?;
-                let product = http
-                    .get(format!("{product}/metrics"))
-                    .send()
-                    .await?
-                    .text()
-                    .await?;
+                let product = product_url();
+                let order = metrics_text(&http, &order).await?;
+                let product = metrics_text(&http, &product).await?;
                 write_json(&out, &json!({"order": order, "product": product}))
             }
             Command::Check {
@@ -332,12 +331,7 @@ async fn hold_connections(url: &str, count: usize, seconds: u64) -> anyhow::Resu
     let rss = |text: &str| {
         report::value(text, "process_resident_memory_bytes", "").unwrap_or(0.0) / 1_048_576.0
     };
-    let before = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let before = metrics_text(&http, url).await?;
     let addr = url.trim_start_matches("http://").to_owned();
     let mut held = Vec::with_capacity(count);
     for n in 0..count {
@@ -378,20 +372,10 @@ async fn hold_connections(url: &str, count: usize, seconds: u64) -> anyhow::Resu
         latencies.push(asked.elapsed().as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let during = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let during = metrics_text(&http, url).await?;
     drop(held);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let after = metrics_text(&http, url).await?;
     latencies.sort_by(f64::total_cmp);
     println!(
         "a request meanwhile: median {:.2} ms, worst {:.2} ms over {} requests",
