@@ -41,6 +41,7 @@ impl Config {
                 reason: "it does not start with http:// or https://".into(),
             });
         }
+        let request_timeout = settings.millis("ORDER_REQUEST_TIMEOUT_MS", 5000)?;
         Ok(Config {
             database: service::db::named(
                 service::db::parse_url("ORDER_DATABASE_URL", &database_url)?,
@@ -53,6 +54,7 @@ impl Config {
             port: settings.required("ORDER_PORT", "a port number")?,
             product_url: product_url.trim_end_matches('/').to_owned(),
             writer: WriterConfig {
+                statement_timeout: request_timeout,
                 writers: settings
                     .optional("ORDER_WRITERS", "a task count", 1usize)?
                     .max(1),
@@ -67,7 +69,7 @@ impl Config {
             max_in_flight: settings
                 .optional("ORDER_MAX_IN_FLIGHT", "a request count", 4096usize)?
                 .max(1),
-            request_timeout: settings.millis("ORDER_REQUEST_TIMEOUT_MS", 5000)?,
+            request_timeout,
             pipeline: PipelineSettings::read(settings)?,
         })
     }

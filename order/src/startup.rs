@@ -54,8 +54,9 @@ impl Application {
         // The writers stop with the other workers, after the HTTP drain, so
         // every request still in flight gets its commit.
         let (writer, writers) = writer::start(
+            &config.database,
             pool.clone(),
-            config.writer,
+            config.writer.clone(),
             WriterMetrics::register(registry)?,
             signal.clone(),
         );

@@ -19,6 +19,10 @@ use crate::schema::PARTITIONS;
 /// One event to append.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// Its message id: new for most events; an event that may be sent
+    /// again later under the same id takes one it can rebuild
+    /// ([`NewEvent::with_id`]).
+    pub id: Uuid,
     pub aggregate_id: String,
     pub event_type: &'static str,
     /// The payload as JSON text.
@@ -32,10 +36,16 @@ impl NewEvent {
         payload: &impl serde::Serialize,
     ) -> Result<Self> {
         Ok(NewEvent {
+            id: Uuid::now_v7(),
             aggregate_id: aggregate_id.to_string(),
             event_type,
             payload: serde_json::to_string(payload)?,
         })
+    }
+
+    /// The same event under message id `id`.
+    pub fn with_id(self, id: Uuid) -> Self {
+        NewEvent { id, ..self }
     }
 }
 
@@ -54,7 +64,7 @@ pub struct EventColumns<'a> {
 impl<'a> EventColumns<'a> {
     pub fn of(events: &'a [NewEvent]) -> Self {
         EventColumns {
-            ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            ids: events.iter().map(|e| e.id).collect(),
             aggregates: events.iter().map(|e| e.aggregate_id.as_str()).collect(),
             partitions: events
                 .iter()

@@ -8,8 +8,9 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use order::domain::{ItemRequest, NewOrder};
 use order::store::writer::{OrderColumns, Prices, created_events, plan_batch};
 use outbox::writer::EventColumns;
+use uuid::Uuid;
 
-fn orders(n: usize) -> Vec<(NewOrder, Option<String>)> {
+fn orders(n: usize) -> Vec<(Uuid, NewOrder, Option<String>)> {
     (0..n)
         .map(|i| {
             let items = vec![ItemRequest {
@@ -17,6 +18,7 @@ fn orders(n: usize) -> Vec<(NewOrder, Option<String>)> {
                 quantity: 1 + (i % 3) as i64,
             }];
             (
+                Uuid::now_v7(),
                 NewOrder::new(items).unwrap(),
                 (i % 4 == 0).then(|| format!("key-{i}")),
             )
@@ -35,7 +37,9 @@ fn group_commit(c: &mut Criterion) {
             |b, batch| {
                 b.iter(|| {
                     let plan = plan_batch(
-                        batch.iter().map(|(order, key)| (order, key.as_deref())),
+                        batch
+                            .iter()
+                            .map(|(id, order, key)| (*id, order, key.as_deref())),
                         &prices,
                     );
                     let columns = OrderColumns::of(&plan.priced);

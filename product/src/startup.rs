@@ -20,10 +20,16 @@ use crate::http::{AppState, ProductApi};
 use crate::store::ProductStore;
 
 /// The product service's own migrations, after the outbox library's.
-pub const MIGRATIONS: &[MigrationSource] = &[(
-    "V100__products",
-    include_str!("../migrations/V100__products.sql"),
-)];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    (
+        "V100__products",
+        include_str!("../migrations/V100__products.sql"),
+    ),
+    (
+        "V101__product_creations",
+        include_str!("../migrations/V101__product_creations.sql"),
+    ),
+];
 
 /// Every migration the product database needs, in order.
 pub fn migrations() -> Vec<MigrationSource> {

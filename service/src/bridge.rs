@@ -110,8 +110,9 @@ impl<T> Reply<T> {
 pub struct Answer<T>(may::sync::mpsc::Receiver<T>);
 
 impl<T> Answer<T> {
-    /// Parks until the answer arrives, the sender is dropped, or `timeout`.
-    pub fn wait(self, timeout: Duration) -> Result<T, BridgeError> {
+    /// Parks until the answer arrives, the sender is dropped, or `timeout`;
+    /// after a timeout the caller may wait again.
+    pub fn wait(&self, timeout: Duration) -> Result<T, BridgeError> {
         self.0.recv_timeout(timeout).map_err(|error| match error {
             std::sync::mpsc::RecvTimeoutError::Timeout => BridgeError::TimedOut,
             std::sync::mpsc::RecvTimeoutError::Disconnected => BridgeError::Lost,

@@ -32,6 +32,10 @@ pub enum ApiError {
     Overloaded,
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
+    /// The connection to the database died while the order's commit was
+    /// in flight, and the lookup that would settle it failed too.
+    #[error("order {0} may or may not have been placed: GET /orders/{0} tells")]
+    OutcomeUnknown(uuid::Uuid),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -46,7 +50,7 @@ impl HttpError for ApiError {
             ApiError::UnsupportedMediaType => 415,
             ApiError::BadQuery(_) | ApiError::InvalidIdempotencyKey => 400,
             ApiError::UnknownProduct(_) | ApiError::IdempotencyKeyReused => 422,
-            ApiError::Overloaded | ApiError::Unavailable(_) => 503,
+            ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) => 503,
             ApiError::Internal(_) => 500,
         }
     }
@@ -66,6 +70,7 @@ impl HttpError for ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) => "dependency_unavailable",
+            ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -73,6 +78,13 @@ impl HttpError for ApiError {
     fn allow(&self) -> Option<&'static str> {
         match self {
             ApiError::MethodNotAllowed(allow) => Some(allow),
+            _ => None,
+        }
+    }
+
+    fn location(&self) -> Option<String> {
+        match self {
+            ApiError::OutcomeUnknown(id) => Some(format!("/orders/{id}")),
             _ => None,
         }
     }
@@ -98,6 +110,7 @@ impl From<PlaceError> for ApiError {
                 tracing::warn!(%cause, "order not placed");
                 ApiError::Unavailable("the database")
             }
+            PlaceError::OutcomeUnknown(id) => ApiError::OutcomeUnknown(id),
             PlaceError::ReplicaMiss(ids) => {
                 ApiError::Internal(format!("products {ids:?} still unknown to the replica"))
             }

@@ -3,7 +3,6 @@
 //! parks until its commit.
 
 use serde::Serialize;
-use service::bridge::reply_channel;
 use service::http::{Request, Response, query};
 use uuid::Uuid;
 
@@ -46,24 +45,19 @@ pub(super) fn place(state: &AppState, request: &Request) -> Result<Response, Api
     }
 }
 
-/// Queues one job and parks until the writer answers.
+/// Queues one job and parks until the writer answers (see
+/// [`crate::store::writer`] for why that answer is always definite).
 fn submit(
     state: &AppState,
     order: NewOrder,
     idempotency_key: Option<String>,
 ) -> Result<PlaceResult, ApiError> {
-    let (reply, answer) = reply_channel();
-    let job = PlaceJob {
-        order,
-        idempotency_key,
-        reply,
-        deadline: std::time::Instant::now() + state.request_timeout,
-    };
+    let (job, waiting) = PlaceJob::new(order, idempotency_key, state.request_timeout);
     state.writer.try_submit(job).map_err(|error| match error {
         SubmitError::Full => ApiError::Overloaded,
         SubmitError::Closed => ApiError::Unavailable("the order writer (stopping)"),
     })?;
-    Ok(answer.wait(state.request_timeout)?)
+    Ok(waiting.outcome())
 }
 
 /// Asks the product service about products the replica has not seen and

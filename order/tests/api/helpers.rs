@@ -10,10 +10,6 @@ use service::config::Settings;
 use service::shutdown::Trigger;
 use uuid::Uuid;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 pub(crate) struct TestPipeline {
     pub(crate) client: reqwest::Client,
     pub(crate) product_address: String,
@@ -24,34 +20,40 @@ pub(crate) struct TestPipeline {
     /// Prefix of this pipeline's exchanges and queues.
     namespace: String,
     product_database: tokio_postgres::Config,
-    order_database: tokio_postgres::Config,
+    pub(crate) order_database: tokio_postgres::Config,
     /// The product service's settings, to restart it on the same port.
     product_config: product::config::Config,
     /// Stops of the order service (first) and the product service (second).
     stops: Vec<(Trigger, tokio::task::JoinHandle<()>)>,
 }
 
-fn database_url(name: &str) -> String {
-    let base = env_or(
-        "TEST_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
-    format!(
-        "{}/{name}",
-        base.rsplit_once('/')
-            .map_or(base.as_str(), |(head, _)| head)
-    )
+/// How a test wants its pipeline: settings that replace the defaults of
+/// either service, and a proxy the order service reaches its database
+/// through (to cut its connections mid-statement).
+#[derive(Default)]
+pub(crate) struct Options<'a> {
+    pub(crate) order: &'a [(&'a str, &'a str)],
+    pub(crate) product: &'a [(&'a str, &'a str)],
+    pub(crate) order_database_proxy: Option<&'a testkit::Proxy>,
 }
 
 /// Starts both services; `order_overrides` replace order service settings
 /// (`PRODUCT_URL` pointing nowhere, to test the product service being down).
 pub(crate) async fn spawn_pipeline_with(order_overrides: &[(&str, &str)]) -> TestPipeline {
+    spawn_pipeline_with_options(Options {
+        order: order_overrides,
+        ..Options::default()
+    })
+    .await
+}
+
+pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPipeline {
     service::telemetry::init_for_tests();
     let id = Uuid::new_v4().simple().to_string();
     let namespace = format!("test.{}.", &id[..12]);
     let prefix = format!("test:{id}:");
-    let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
-    let amqp_url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let redis_url = testkit::redis_url();
+    let amqp_url = testkit::amqp_url();
     let shared = [
         ("AMQP_URL", amqp_url.as_str()),
         ("AMQP_NAMESPACE", namespace.as_str()),
@@ -59,15 +61,16 @@ pub(crate) async fn spawn_pipeline_with(order_overrides: &[(&str, &str)]) -> Tes
         ("RELAY_POLL_INTERVAL_MS", "100"),
     ];
 
-    let product_db = database_url(&format!("product_test_{id}"));
-    let mut product_settings: Vec<(&str, &str)> = vec![
-        ("PRODUCT_DATABASE_URL", &product_db),
+    let product_db = testkit::database_url(&format!("product_test_{id}"));
+    let mut product_settings: Vec<(&str, &str)> = options.product.to_vec();
+    product_settings.extend([
+        ("PRODUCT_DATABASE_URL", product_db.as_str()),
         ("PRODUCT_DATABASE_POOL_SIZE", "6"),
-        ("REDIS_URL", &redis_url),
-        ("REDIS_KEY_PREFIX", &prefix),
+        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("PRODUCT_HOST", "127.0.0.1"),
         ("PRODUCT_PORT", "0"),
-    ];
+    ]);
     product_settings.extend(shared);
     let mut product_config =
         product::config::Config::read(&Settings::new(&product_settings)).unwrap();
@@ -79,9 +82,13 @@ pub(crate) async fn spawn_pipeline_with(order_overrides: &[(&str, &str)]) -> Tes
     product_config.port = product_app.port();
     let product_address = format!("http://127.0.0.1:{}", product_app.port());
 
-    let order_db = database_url(&format!("order_test_{id}"));
+    let order_db_direct = testkit::database_url(&format!("order_test_{id}"));
+    let order_db = match options.order_database_proxy {
+        Some(proxy) => proxy.through(&order_db_direct),
+        None => order_db_direct.clone(),
+    };
     // The first setting of a name wins: overrides come first.
-    let mut order_settings: Vec<(&str, &str)> = order_overrides.to_vec();
+    let mut order_settings: Vec<(&str, &str)> = options.order.to_vec();
     order_settings.extend([
         ("ORDER_DATABASE_URL", order_db.as_str()),
         ("ORDER_DATABASE_POOL_SIZE", "6"),
@@ -91,7 +98,9 @@ pub(crate) async fn spawn_pipeline_with(order_overrides: &[(&str, &str)]) -> Tes
     ]);
     order_settings.extend(shared);
     let order_config = order::config::Config::read(&Settings::new(&order_settings)).unwrap();
-    let order_database = order_config.database.clone();
+    // The test's own connections go straight to the server, never
+    // through the proxy it may cut.
+    let order_database = service::db::parse_url("order test database", &order_db_direct).unwrap();
     let order_app = order::startup::Application::build(order_config)
         .await
         .unwrap();
@@ -269,8 +278,8 @@ impl TestPipeline {
         drop(self.stores);
         // Each quorum queue holds broker file descriptors: delete them now
         // rather than at their expiry.
-        let url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
-        if let Ok(connection) = outbox::broker::connect(&url, "test cleanup").await {
+        if let Ok(connection) = outbox::broker::connect(&testkit::amqp_url(), "test cleanup").await
+        {
             if let Ok(channel) = connection.create_channel().await {
                 let topology = outbox::topology::Topology::new(
                     &self.namespace,

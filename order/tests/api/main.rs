@@ -2,6 +2,7 @@
 //! Redis and RabbitMQ: a product service and an order service per test,
 //! each with its own database, sharing one broker namespace.
 
+mod answers;
 mod bad_input;
 mod faults;
 mod helpers;

@@ -132,6 +132,12 @@ pub struct NewProduct {
 const PRODUCT_FIELDS: &[&str] = &["name", "price", "stock"];
 
 impl NewProduct {
+    /// The request in canonical form: two bodies with the same fields and
+    /// values are the same request, whatever their layout.
+    pub fn fingerprint(&self) -> String {
+        serde_json::json!([self.name.as_str(), self.price.cents(), self.stock.units()]).to_string()
+    }
+
     /// A `POST` or `PUT` body: all three fields.
     pub fn parse(body: &[u8]) -> Result<Self, InputError> {
         let object = JsonObject::parse(body, PRODUCT_FIELDS)?;

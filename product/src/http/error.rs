@@ -25,7 +25,7 @@ pub enum ApiError {
     InvalidIdempotencyKey,
     #[error("an Idempotency-Key header is required")]
     MissingIdempotencyKey,
-    #[error("this Idempotency-Key was used with another product or delta")]
+    #[error("this Idempotency-Key was used with another request")]
     IdempotencyKeyReused,
     #[error("stock would leave 0 to 1000000000 (it is {stock})")]
     StockOutOfRange { stock: i64 },

@@ -8,7 +8,7 @@ use service::http::{Request, Response, query};
 use super::{ApiError, AppState};
 use crate::cache::{ProductCache, StockUpdate};
 use crate::domain::{NewProduct, Product, ProductChanges, StockDelta, parse_id};
-use crate::store::{AdjustOutcome, StoreError, StoreResult};
+use crate::store::{AdjustOutcome, Created, StoreError, StoreResult};
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 1000;
@@ -53,16 +53,31 @@ async fn after_write(cache: &ProductCache, product: &Product) {
         .await;
 }
 
+/// With an Idempotency-Key, a retry (same key, same body) answers 200 with
+/// the product the first request created, and never creates a second.
 pub(super) fn create(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     require_json(request)?;
+    let key = request
+        .idempotency_key()
+        .map_err(|_| ApiError::InvalidIdempotencyKey)?
+        .map(str::to_owned);
     let new = NewProduct::parse(request.body())?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
-    let product = state.bridge.run(async move {
-        let product = store.create(&new).await?;
-        after_write(&cache, &product).await;
-        Ok::<_, ApiError>(product)
+    let created = state.bridge.run(async move {
+        let created = store.create(&new, key.as_deref()).await?;
+        if let Created::New(product) = &created {
+            after_write(&cache, product).await;
+        }
+        Ok::<_, ApiError>(created)
     })??;
-    Ok(Response::json(201, &product).with_header("Location", format!("/products/{}", product.id)))
+    let (status, product) = match created {
+        Created::New(product) => (201, product),
+        Created::Repeated(product) => (200, product),
+        Created::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+        Created::Deleted(id) => return Err(ApiError::ProductNotFound(id.to_string())),
+    };
+    Ok(Response::json(status, &product)
+        .with_header("Location", format!("/products/{}", product.id)))
 }
 
 pub(super) fn get(state: &AppState, segment: &str) -> Result<Response, ApiError> {

@@ -61,6 +61,45 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 const COLUMNS: &str = "id, name, price, stock, version, created_at, updated_at";
 
+/// What a create came to.
+#[derive(Debug)]
+pub enum Created {
+    New(Product),
+    /// The Idempotency-Key created this product before, with the same body.
+    Repeated(Product),
+    /// The key was used before with another body.
+    KeyReused,
+    /// The key created a product that has been deleted since.
+    Deleted(i64),
+}
+
+const CLAIM_CREATION_SQL: &str = "\
+    INSERT INTO product_creations (idempotency_key, product_id, fingerprint) VALUES ($1, $2, $3) \
+    ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// What a key's first use created.
+async fn earlier_creation(
+    client: &tokio_postgres::Client,
+    key: &str,
+    fingerprint: &str,
+) -> StoreResult<Created> {
+    let earlier = client
+        .query_one(
+            "SELECT product_id, fingerprint FROM product_creations WHERE idempotency_key = $1",
+            &[&key],
+        )
+        .await?;
+    let (id, earlier_fingerprint): (i64, String) = (earlier.try_get(0)?, earlier.try_get(1)?);
+    if earlier_fingerprint != fingerprint {
+        return Ok(Created::KeyReused);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE id = $1");
+    Ok(match client.query_opt(&sql, &[&id]).await? {
+        Some(row) => Created::Repeated(product_from(&row)?),
+        None => Created::Deleted(id),
+    })
+}
+
 pub(crate) fn product_from(row: &Row) -> Result<Product, tokio_postgres::Error> {
     Ok(Product {
         id: row.try_get(0)?,
@@ -88,7 +127,9 @@ impl ProductStore {
         &self.pool
     }
 
-    pub async fn create(&self, new: &NewProduct) -> StoreResult<Product> {
+    /// Creates a product, once per `key` when there is one: a key used
+    /// before answers with what its first use created.
+    pub async fn create(&self, new: &NewProduct, key: Option<&str>) -> StoreResult<Created> {
         let sql = format!(
             "INSERT INTO products (name, price, stock) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
         );
@@ -102,9 +143,23 @@ impl ProductStore {
             )
             .await?;
         let product = product_from(&row)?;
+        if let Some(key) = key {
+            let claim = tx.prepare_cached(CLAIM_CREATION_SQL).await?;
+            let fingerprint = new.fingerprint();
+            if tx
+                .execute(&claim, &[&key, &product.id, &fingerprint])
+                .await?
+                == 0
+            {
+                // The first use committed (ON CONFLICT waited for it): this
+                // transaction and its product roll back.
+                drop(tx);
+                return earlier_creation(&client, key, &fingerprint).await;
+            }
+        }
         append_upserted(&tx, &product).await?;
         tx.commit().await?;
-        Ok(product)
+        Ok(Created::New(product))
     }
 
     pub async fn get(&self, id: i64) -> StoreResult<Option<Product>> {

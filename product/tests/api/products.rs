@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{error_code, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_product_is_created_read_listed_changed_and_deleted() {
@@ -202,5 +202,80 @@ async fn product_writes_reach_the_broker_through_the_outbox() {
         }
     })
     .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_retried_with_its_key_returns_the_first_product() {
+    let app = spawn_app().await;
+    let create = |body: Value, key: &'static str| {
+        app.client
+            .post(app.url("/products"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let body = json!({"name": "Matcha", "price": 900, "stock": 5});
+    let first = create(body.clone(), "create-1").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    // The same key and body, laid out differently: the same product, 200.
+    let again = create(
+        json!({"stock": 5, "price": 900, "name": "Matcha"}),
+        "create-1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+
+    let other = create(
+        json!({"name": "Matcha", "price": 901, "stock": 5}),
+        "create-1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_code(other, 422).await, "idempotency_key_reused");
+
+    // Retries racing each other still create one product.
+    let racing = futures_util::future::join_all((0..10).map(|_| {
+        create(
+            json!({"name": "Hojicha", "price": 300, "stock": 1}),
+            "create-2",
+        )
+    }))
+    .await;
+    let ids: std::collections::HashSet<i64> =
+        futures_util::future::join_all(racing.into_iter().map(|response| async {
+            response.unwrap().json::<Value>().await.unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        }))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(app.count("SELECT count(*) FROM products").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM outbox WHERE event_type = 'product.upserted'")
+            .await,
+        2,
+        "a repeated create published an event"
+    );
+
+    // Once its product is deleted, a retry says so and creates nothing.
+    let id = first["id"].as_i64().unwrap();
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/products/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let after_delete = create(body, "create-1").await.unwrap();
+    assert_eq!(error_code(after_delete, 404).await, "product_not_found");
+    assert_eq!(app.count("SELECT count(*) FROM products").await, 1);
     app.stop().await;
 }

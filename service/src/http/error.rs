@@ -16,6 +16,12 @@ pub trait HttpError: std::fmt::Display {
         None
     }
 
+    /// The `Location` of what the error is about, if it names something
+    /// the client can look up.
+    fn location(&self) -> Option<String> {
+        None
+    }
+
     /// A 5xx other than 503 logs its cause and shows the client none of
     /// it; a 503 says when to retry; a 405 says what is allowed.
     fn to_response(&self) -> Response {
@@ -27,6 +33,10 @@ pub trait HttpError: std::fmt::Display {
         let response = Response::error(status, self.code(), &self.to_string());
         let response = match self.allow() {
             Some(allow) => response.with_header("Allow", allow),
+            None => response,
+        };
+        let response = match self.location() {
+            Some(location) => response.with_header("Location", location),
             None => response,
         };
         if status == 503 {

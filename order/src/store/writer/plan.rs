@@ -1,0 +1,239 @@
+//! What a batch will do, decided from the replica's prices alone, and the
+//! batch laid out as one array per column for the placing statement.
+
+use std::collections::{HashMap, HashSet};
+
+use outbox::events::{ORDER_CREATED, OrderCreated, OrderItem};
+use outbox::writer::NewEvent;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::PlaceError;
+use crate::domain::{NewOrder, OrderLine};
+
+/// What the replica says of a product: price, or deleted.
+pub type Prices = HashMap<i64, (i64, bool)>;
+
+/// An order priced and ready to insert.
+#[derive(Debug, Clone)]
+pub struct Priced {
+    /// Its job's position in the batch.
+    pub job: usize,
+    pub id: Uuid,
+    pub lines: Vec<OrderLine>,
+    pub total: i64,
+    pub key: Option<String>,
+    pub fingerprint: String,
+}
+
+/// What a batch will do.
+#[derive(Debug, Default)]
+pub struct BatchPlan {
+    /// Orders to insert.
+    pub priced: Vec<Priced>,
+    /// Jobs already answered (unknown or missing products).
+    pub answered: Vec<(usize, PlaceError)>,
+    /// Jobs whose key an earlier job of this batch holds: answered from
+    /// that order after the commit.
+    pub by_key: Vec<usize>,
+}
+
+/// Prices each request `(order id, order, key)` and sets aside those that
+/// cannot be placed now.
+pub fn plan_batch<'a>(
+    requests: impl IntoIterator<Item = (Uuid, &'a NewOrder, Option<&'a str>)>,
+    prices: &Prices,
+) -> BatchPlan {
+    let mut plan = BatchPlan::default();
+    let mut keys_seen = HashSet::new();
+    for (job, (id, order, key)) in requests.into_iter().enumerate() {
+        match price(order, prices) {
+            Err(error) => plan.answered.push((job, error)),
+            Ok(_) if key.is_some_and(|key| !keys_seen.insert(key)) => plan.by_key.push(job),
+            Ok((lines, total)) => plan.priced.push(Priced {
+                job,
+                id,
+                lines,
+                total,
+                key: key.map(str::to_owned),
+                fingerprint: order.fingerprint(),
+            }),
+        }
+    }
+    plan
+}
+
+/// Prices an order from the replica: every product known and not deleted.
+fn price(order: &NewOrder, prices: &Prices) -> Result<(Vec<OrderLine>, i64), PlaceError> {
+    let missing: Vec<i64> = order
+        .product_ids()
+        .filter(|id| !prices.contains_key(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PlaceError::ReplicaMiss(missing));
+    }
+    let mut lines = Vec::with_capacity(order.items().len());
+    let mut total: i64 = 0;
+    for item in order.items() {
+        let (unit_price, deleted) = prices[&item.product_id];
+        if deleted {
+            return Err(PlaceError::UnknownProduct(item.product_id));
+        }
+        // 100 items × 10,000 units × 10^12 cents stays below 2^63.
+        total = total.saturating_add(unit_price.saturating_mul(item.quantity));
+        lines.push(OrderLine {
+            product_id: item.product_id,
+            quantity: item.quantity,
+            unit_price,
+        });
+    }
+    Ok((lines, total))
+}
+
+/// The orders and items of a batch, one array per column: what the
+/// placing statement receives besides the events.
+pub struct OrderColumns<'a> {
+    pub ids: Vec<Uuid>,
+    pub totals: Vec<i64>,
+    pub keys: Vec<Option<&'a str>>,
+    pub fingerprints: Vec<&'a str>,
+    item_orders: Vec<Uuid>,
+    item_products: Vec<i64>,
+    item_quantities: Vec<i32>,
+    item_prices: Vec<i64>,
+}
+
+impl<'a> OrderColumns<'a> {
+    pub fn of(priced: &'a [Priced]) -> Self {
+        let lines = priced
+            .iter()
+            .flat_map(|order| order.lines.iter().map(move |line| (order.id, line)));
+        let (mut item_orders, mut item_products, mut item_quantities, mut item_prices) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, line) in lines {
+            item_orders.push(id);
+            item_products.push(line.product_id);
+            // At most 10,000 by validation.
+            item_quantities.push(line.quantity as i32);
+            item_prices.push(line.unit_price);
+        }
+        OrderColumns {
+            ids: priced.iter().map(|order| order.id).collect(),
+            totals: priced.iter().map(|order| order.total).collect(),
+            keys: priced.iter().map(|order| order.key.as_deref()).collect(),
+            fingerprints: priced
+                .iter()
+                .map(|order| order.fingerprint.as_str())
+                .collect(),
+            item_orders,
+            item_products,
+            item_quantities,
+            item_prices,
+        }
+    }
+
+    /// The values of the placing statement's first eight placeholders.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.totals,
+            &self.keys,
+            &self.fingerprints,
+            &self.item_orders,
+            &self.item_products,
+            &self.item_quantities,
+            &self.item_prices,
+        ]
+    }
+}
+
+/// The `order.created` event of an order, under the order's own id: a
+/// re-drive can rebuild it and send it again as the same message.
+pub fn created_event(order_id: Uuid, items: &[OrderItem]) -> Result<NewEvent, outbox::Error> {
+    let event = OrderCreated {
+        order_id,
+        items: items.to_vec(),
+    };
+    Ok(NewEvent::new(order_id, ORDER_CREATED, &event)?.with_id(order_id))
+}
+
+/// The `order.created` event of each priced order.
+pub fn created_events(priced: &[Priced]) -> Result<Vec<NewEvent>, outbox::Error> {
+    priced
+        .iter()
+        .map(|order| {
+            let items: Vec<OrderItem> = order
+                .lines
+                .iter()
+                .map(|line| OrderItem {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                })
+                .collect();
+            created_event(order.id, &items)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ItemRequest;
+
+    fn order(items: &[(i64, i64)]) -> NewOrder {
+        NewOrder::new(
+            items
+                .iter()
+                .map(|&(product_id, quantity)| ItemRequest {
+                    product_id,
+                    quantity,
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_batch_prices_what_it_can_and_answers_the_rest() {
+        let prices: Prices = [(1, (250, false)), (2, (100, true))].into();
+        let orders = [
+            order(&[(1, 2)]),
+            order(&[(2, 1)]),
+            order(&[(3, 1)]),
+            order(&[(1, 1)]),
+        ];
+        let keys = [Some("k"), None, None, Some("k")];
+        let ids: Vec<Uuid> = orders.iter().map(|_| Uuid::now_v7()).collect();
+        let plan = plan_batch((0..4).map(|i| (ids[i], &orders[i], keys[i])), &prices);
+        assert_eq!(plan.priced.len(), 1);
+        assert_eq!((plan.priced[0].id, plan.priced[0].total), (ids[0], 500));
+        assert_eq!(
+            plan.answered,
+            [
+                (1, PlaceError::UnknownProduct(2)),
+                (2, PlaceError::ReplicaMiss(vec![3]))
+            ]
+        );
+        assert_eq!(plan.by_key, [3], "a key held earlier in the batch");
+    }
+
+    #[test]
+    fn an_order_created_event_carries_the_order_id_as_its_message_id() {
+        let id = Uuid::now_v7();
+        let event = created_event(
+            id,
+            &[OrderItem {
+                product_id: 4,
+                quantity: 2,
+            }],
+        )
+        .unwrap();
+        assert_eq!(event.id, id);
+        assert_eq!(event.aggregate_id, id.to_string());
+        assert!(
+            event.payload.contains(r#""product_id":4"#),
+            "{}",
+            event.payload
+        );
+    }
+}

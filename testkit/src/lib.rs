@@ -1,0 +1,59 @@
+//! What the integration tests of every crate share. Never a dependency of
+//! a binary: only `[dev-dependencies]` name it.
+//!
+//! # Layout
+//! - [`proxy`]: a TCP proxy in front of PostgreSQL or RabbitMQ that cuts
+//!   or freezes its connections on demand: a server failing mid-request,
+//!   without touching the shared server.
+//! - [`env_or`] and the default URLs of the local test servers.
+
+pub mod proxy;
+
+pub use proxy::Proxy;
+
+/// A setting from the environment, or `default`.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The broker the tests use (`AMQP_URL`, default the local RabbitMQ).
+pub fn amqp_url() -> String {
+    env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+}
+
+/// The Redis the tests use (`REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    env_or("REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+/// The server address of a `postgres://` or `amqp://` URL.
+pub fn server_addr(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    let host_port = rest.split(['/', '?']).next().unwrap_or(rest);
+    let default_port = if url.starts_with("amqp") { 5672 } else { 5432 };
+    let with_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("{with_port} does not resolve"))
+}
+
+/// A URL of database `name` on the test PostgreSQL server
+/// (`TEST_DATABASE_URL` names the server; its database part is replaced).
+pub fn database_url(name: &str) -> String {
+    let base = env_or(
+        "TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let server = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(head, _)| head);
+    format!("{server}/{name}")
+}

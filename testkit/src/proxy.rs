@@ -1,0 +1,201 @@
+//! A TCP proxy for fault tests: every connection made to it is forwarded
+//! to one upstream server, and the test decides when those connections
+//! fail. It can cut the connection carrying the next N bytes towards the
+//! server, cut every open connection at once, or freeze the server's side
+//! (nothing it sends reaches the client until thawed, as with a server
+//! that stops answering without closing anything).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+const UNARMED: i64 = i64::MAX;
+
+struct Faults {
+    /// Bytes towards the server before the connection carrying them is cut.
+    budget: AtomicI64,
+    /// Bumped to cut every connection open at that moment.
+    cuts: watch::Sender<u64>,
+    /// While true, the server's bytes are held back.
+    frozen: watch::Sender<bool>,
+}
+
+/// A running proxy; it stops with the test's runtime.
+pub struct Proxy {
+    addr: SocketAddr,
+    faults: Arc<Faults>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let faults = Arc::new(Faults {
+            budget: AtomicI64::new(UNARMED),
+            cuts: watch::channel(0).0,
+            frozen: watch::channel(false).0,
+        });
+        let shared = faults.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                tokio::spawn(forward(client, server, shared.clone()));
+            }
+        });
+        Proxy { addr, faults }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// An AMQP URL (guest, vhost `/`) through this proxy.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// `url` (a `postgres://` or `amqp://` URL) with its host and port
+    /// replaced by this proxy's.
+    pub fn through(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((credentials, rest)) => (format!("{credentials}@"), rest),
+            None => (String::new(), rest),
+        };
+        let path = rest.find('/').map_or("", |at| &rest[at..]);
+        format!("{scheme}://{credentials}{}{path}", self.addr)
+    }
+
+    /// The connection carrying the next `bytes` bytes towards the server
+    /// is cut there; connections made afterwards work normally.
+    pub fn cut_after(&self, bytes: i64) {
+        self.faults.budget.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Cuts every connection open now; new ones work normally.
+    pub fn cut_all(&self) {
+        self.faults.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    /// Holds back everything the server sends, on every connection.
+    pub fn freeze(&self) {
+        self.faults.frozen.send_replace(true);
+    }
+
+    /// Lets the held bytes and everything after them through again.
+    pub fn thaw(&self) {
+        self.faults.frozen.send_replace(false);
+    }
+}
+
+async fn forward(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let mut cuts = faults.cuts.subscribe();
+    cuts.mark_unchanged();
+    let upstream = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let left = faults.budget.fetch_sub(n as i64, Ordering::SeqCst);
+            if left != UNARMED && left - (n as i64) < 0 {
+                faults.budget.store(UNARMED, Ordering::SeqCst);
+                return;
+            }
+            if server_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downstream = async {
+        let mut frozen = faults.frozen.subscribe();
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+                return;
+            }
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever direction ends first, or a cut, ends the connection, as a
+    // cut cable would: both sockets are dropped.
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+        _ = cuts.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_are_pointed_at_the_proxy() {
+        let proxy = Proxy::start("127.0.0.1:9".parse().unwrap()).await;
+        let port = proxy.addr().port();
+        assert_eq!(
+            proxy.through("postgres://postgres@127.0.0.1:5432/orders"),
+            format!("postgres://postgres@127.0.0.1:{port}/orders")
+        );
+        assert_eq!(
+            proxy.through("amqp://guest:guest@localhost:5672/%2f"),
+            format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frozen_server_is_silent_until_thawed_and_a_cut_ends_the_connection() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 64];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 || socket.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = Proxy::start(upstream).await;
+        let mut socket = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut buffer = [0u8; 4];
+        proxy.freeze();
+        socket.write_all(b"ping").await.unwrap();
+        let silent = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            socket.read_exact(&mut buffer),
+        )
+        .await;
+        assert!(silent.is_err(), "a frozen server answered");
+        proxy.thaw();
+        socket.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(&buffer, b"ping");
+        proxy.cut_all();
+        let after_cut = socket.read(&mut buffer).await;
+        assert!(matches!(after_cut, Ok(0) | Err(_)), "{after_cut:?}");
+    }
+}
