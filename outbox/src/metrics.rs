@@ -25,6 +25,7 @@ pub struct RelayMetrics {
     pub published: IntCounter,
     pub messages: IntCounter,
     pub refused: IntCounter,
+    pub refused_batches: IntCounter,
     pub set_aside: IntCounter,
     pub failures: IntCounter,
     pub pending: IntGauge,
@@ -49,7 +50,11 @@ impl RelayMetrics {
             )?,
             refused: IntCounter::new(
                 "outbox_relay_refused_total",
-                "Rows the broker refused (nack, unroutable, oversized)",
+                "Rows refused for themselves (nacked or unroutable while their neighbours passed, or oversized)",
+            )?,
+            refused_batches: IntCounter::new(
+                "outbox_relay_refused_batches_total",
+                "Batches the broker refused whole (a broker or topology problem; nothing counted against their rows)",
             )?,
             set_aside: IntCounter::new(
                 "outbox_relay_set_aside_total",
@@ -73,6 +78,7 @@ impl RelayMetrics {
         registry.register(Box::new(metrics.published.clone()))?;
         registry.register(Box::new(metrics.messages.clone()))?;
         registry.register(Box::new(metrics.refused.clone()))?;
+        registry.register(Box::new(metrics.refused_batches.clone()))?;
         registry.register(Box::new(metrics.set_aside.clone()))?;
         registry.register(Box::new(metrics.failures.clone()))?;
         registry.register(Box::new(metrics.pending.clone()))?;

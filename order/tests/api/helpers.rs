@@ -216,6 +216,30 @@ impl TestPipeline {
             .unwrap()
     }
 
+    /// The full name of one of this pipeline's queues (`order-created`…).
+    pub(crate) fn queue(&self, name: &str) -> String {
+        format!("{}{name}", self.namespace)
+    }
+
+    /// Waits up to `limit` until no order is PENDING; false if some still are.
+    pub(crate) async fn wait_until_decided(&self, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            let pending: i64 = self
+                .stores
+                .orders
+                .query_one("SELECT count(*) FROM orders WHERE status = 'PENDING'", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if pending == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// Waits for the loop to drain, then checks every invariant.
     pub(crate) async fn assert_invariants(&mut self) -> invariants::Report {
         let (drained, _) = invariants::wait_for_drain(&self.stores, Duration::from_secs(30))
@@ -236,9 +260,20 @@ impl TestPipeline {
     /// Stops the product service (it drains) and starts it again on the
     /// same port and database, as a process manager would after a crash.
     pub(crate) async fn restart_product(&mut self) {
+        self.stop_product().await;
+        self.start_product().await;
+    }
+
+    /// Stops the product service; it drains first.
+    pub(crate) async fn stop_product(&mut self) {
         let (stop, stopped) = self.stops.remove(1);
         stop.fire();
         stopped.await.unwrap();
+    }
+
+    /// Starts the product service stopped by [`Self::stop_product`], on
+    /// the same port and database.
+    pub(crate) async fn start_product(&mut self) {
         let app = product::startup::Application::build(self.product_config.clone())
             .await
             .unwrap();

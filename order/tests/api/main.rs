@@ -8,3 +8,4 @@ mod faults;
 mod helpers;
 mod idempotency;
 mod stock_loop;
+mod stuck_orders;

@@ -76,7 +76,7 @@ pub(crate) const RECORD_REFUSAL_SQL: &str = "\
         set_aside_at = CASE WHEN attempts + 1 >= $3 THEN now() END \
     FROM unnest($1::bigint[], $2::text[]) AS r(id, reason) \
     WHERE outbox.id = r.id \
-    RETURNING outbox.id, outbox.set_aside_at IS NOT NULL";
+    RETURNING outbox.id, outbox.set_aside_at IS NOT NULL, outbox.attempts, outbox.event_type, r.reason";
 
 /// Claims up to `max_rows` unsent rows of up to `max_partitions` partitions.
 pub async fn claim(
@@ -115,13 +115,18 @@ pub(crate) async fn record_refusals(
         .await?;
     let mut set_aside = 0;
     for row in rows {
-        if row.try_get::<_, bool>(1)? {
-            let id: i64 = row.try_get(0)?;
-            tracing::warn!(
-                outbox_id = id,
-                "outbox row set aside after repeated refusals"
-            );
+        let (id, aside, attempts, event_type, reason): (i64, bool, i32, String, String) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+        );
+        if aside {
             set_aside += 1;
+            tracing::warn!(outbox_id = id, %event_type, attempts, %reason, "outbox row refused by the broker and set aside; `outbox replay --from-id {id} --to-id {id}` once fixed");
+        } else {
+            tracing::warn!(outbox_id = id, %event_type, attempts, max_attempts, %reason, "outbox row refused by the broker while its neighbours passed");
         }
     }
     Ok(set_aside)

@@ -11,31 +11,43 @@
 //!   sent again (at-least-once; consumers dedupe in their inbox);
 //! - several relays may run on one outbox: each locks whole partitions, so
 //!   events of one aggregate leave in commit order;
-//! - a row the broker refuses `max_attempts` times (or one larger than
-//!   `max_message_bytes`) is set aside with its reason and never blocks the
-//!   rows behind it. Later events of the same aggregate still flow, even
-//!   while a refused row is being retried: its next attempt, or a replay
-//!   once it is set aside, arrives after its successors, and consumers
-//!   guard against that (versioned upserts, one-way status transitions).
+//! - a refusal that hits every message of a batch (a queue deleted, a
+//!   binding missing, a broker refusing everything) is the broker's or the
+//!   topology's, not the rows': the relay declares the topology again on a
+//!   new connection and retries with backoff, counting nothing against the
+//!   rows. A refused message that packs several events is sent again
+//!   unpacked, one event per message, so that a row's own refusal (refused
+//!   alone while its neighbours pass) can be told apart; only such a row
+//!   counts an attempt, and after `max_attempts` (or at once when larger
+//!   than `max_message_bytes`) it is set aside with its reason and never
+//!   blocks the rows behind it. Later events of the same aggregate still
+//!   flow meanwhile: its next attempt, or a replay once it is set aside,
+//!   arrives after its successors, and consumers guard against that
+//!   (versioned upserts, one-way status transitions);
+//! - a broker that withholds its confirms (a memory alarm, a quorum
+//!   without a majority) does not hold the batch's partition locks and
+//!   transaction: after `confirm_timeout` the batch is rolled back, the
+//!   connection dropped, and the batch retried with backoff.
 
 mod claim;
 mod listener;
+mod pack;
 mod publisher;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, Transaction};
-use serde_json::value::RawValue;
 use service::shutdown::Signal;
 use tokio::sync::Notify;
 
 pub(crate) use claim::ROW_COLUMNS;
 pub use claim::{OutboxRow, claim};
+pub(crate) use pack::pack;
 pub use publisher::{Publisher, Verdict};
 
 use crate::backoff::Backoff;
-use crate::envelope::{self, Envelope, OutgoingMessage};
+use crate::envelope::{self, OutgoingMessage};
 use crate::metrics::RelayMetrics;
 use crate::topology::Topology;
 use crate::{Result, stats};
@@ -65,6 +77,9 @@ pub struct RelayConfig {
     /// for more rows before claiming: fewer, larger transactions and
     /// publishes for a few milliseconds of latency.
     pub linger: Duration,
+    /// Longest wait for the broker's confirms of a batch; past it the
+    /// batch is rolled back and retried on a new connection.
+    pub confirm_timeout: Duration,
 }
 
 impl RelayConfig {
@@ -80,6 +95,7 @@ impl RelayConfig {
             max_attempts: 5,
             poll_interval: Duration::from_millis(500),
             linger: Duration::ZERO,
+            confirm_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -88,6 +104,12 @@ impl RelayConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Published(BatchReport),
+    /// The broker refused every message of the batch: nothing was marked
+    /// or counted against its rows, and the next batch runs on a new
+    /// connection with the topology declared again.
+    BrokerRefused {
+        rows: usize,
+    },
     /// Nothing to send in the partitions this relay could lock.
     Empty,
 }
@@ -110,6 +132,14 @@ pub struct SentBatch {
     refused: Vec<(i64, String)>,
     oversized: Vec<(i64, String)>,
     messages: usize,
+}
+
+impl SentBatch {
+    /// Whether the broker refused every message it was sent: its fault,
+    /// or the topology's, not the rows'.
+    fn refused_whole(&self) -> bool {
+        self.confirmed.is_empty() && !self.refused.is_empty()
+    }
 }
 
 /// The relay for one outbox.
@@ -140,6 +170,22 @@ impl Relay {
             tx.commit().await?;
             return Ok(Outcome::Empty);
         };
+        if sent.refused_whole() {
+            // Rolled back: the rows stay as they were.
+            drop(tx);
+            self.publisher = None;
+            self.metrics.refused_batches.inc();
+            tracing::warn!(
+                rows = sent.refused.len(),
+                messages = sent.messages,
+                reason = %sent.refused[0].1,
+                exchange = %self.config.exchange,
+                "the broker refused every message of a batch; declaring the topology again and retrying"
+            );
+            return Ok(Outcome::BrokerRefused {
+                rows: sent.refused.len(),
+            });
+        }
         let report = Self::record(&tx, &sent, self.config.max_attempts).await?;
         tx.commit().await?;
         self.metrics.observe_batch(&report);
@@ -165,33 +211,55 @@ impl Relay {
             self.config.events_per_message,
             self.config.max_message_bytes,
         );
-        let messages = groups
-            .iter()
-            .map(|group| envelope::encode(&group.envelopes))
-            .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
-        let verdicts = match self.publish(&messages).await {
-            Ok(verdicts) => verdicts,
-            Err(error) => {
-                // The connection is suspect: drop it and reconnect next time.
-                self.publisher = None;
-                return Err(error);
-            }
-        };
+        let verdicts = self.publish_groups(&groups).await?;
         let mut sent = SentBatch {
             confirmed: Vec::with_capacity(rows.len()),
             refused: Vec::new(),
             oversized,
-            messages: messages.len(),
+            messages: groups.len(),
         };
-        for (group, verdict) in groups.iter().zip(verdicts) {
+        // A packed message refused while others passed, or the only
+        // message of the batch: its rows go again one per message, so that
+        // a row refused for itself can be told from its neighbours.
+        let unpack = verdicts.contains(&Verdict::Confirmed) || groups.len() == 1;
+        let mut singles = Vec::new();
+        for (group, verdict) in groups.into_iter().zip(verdicts) {
             match verdict {
                 Verdict::Confirmed => sent.confirmed.extend(&group.row_ids),
+                Verdict::Refused(_) if unpack && group.row_ids.len() > 1 => {
+                    singles.extend(group.unpacked())
+                }
                 Verdict::Refused(reason) => sent
                     .refused
                     .extend(group.row_ids.iter().map(|id| (*id, reason.clone()))),
             }
         }
+        if !singles.is_empty() {
+            sent.messages += singles.len();
+            for (group, verdict) in singles.iter().zip(self.publish_groups(&singles).await?) {
+                match verdict {
+                    Verdict::Confirmed => sent.confirmed.extend(&group.row_ids),
+                    Verdict::Refused(reason) => sent.refused.push((group.row_ids[0], reason)),
+                }
+            }
+        }
         Ok(Some(sent))
+    }
+
+    /// Encodes and publishes one message per group; one verdict each.
+    async fn publish_groups(&mut self, groups: &[pack::Group]) -> Result<Vec<Verdict>> {
+        let messages = groups
+            .iter()
+            .map(|group| envelope::encode(&group.envelopes))
+            .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
+        match self.publish(&messages).await {
+            Ok(verdicts) => Ok(verdicts),
+            Err(error) => {
+                // The connection is suspect: drop it and reconnect next time.
+                self.publisher = None;
+                Err(error)
+            }
+        }
     }
 
     async fn record(
@@ -229,7 +297,14 @@ impl Relay {
             .publisher
             .as_ref()
             .ok_or_else(|| crate::Error::Invalid("no publisher".into()))?;
-        publisher.publish(&self.config.exchange, messages).await
+        let timeout = self.config.confirm_timeout;
+        tokio::time::timeout(timeout, publisher.publish(&self.config.exchange, messages))
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::Error::Unavailable(format!(
+                    "no publisher confirms within {timeout:?}"
+                )))
+            })
     }
 
     /// The broker connection in use, if any (tests close it).
@@ -253,6 +328,7 @@ impl Relay {
             let full_batch = self.config.batch_size;
             let pause = match self.try_publish_batch().await {
                 Ok(Outcome::Published(report)) if report.refused > 0 => Some(backoff.next_delay()),
+                Ok(Outcome::BrokerRefused { .. }) => Some(backoff.next_delay()),
                 // A full batch: more is waiting, go on at once.
                 Ok(Outcome::Published(report))
                     if report.published + report.refused >= full_batch =>
@@ -300,129 +376,5 @@ impl Relay {
             },
             Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
         }
-    }
-}
-
-/// Rows bound for one message.
-pub(crate) struct Group {
-    pub(crate) envelopes: Vec<Envelope>,
-    pub(crate) row_ids: Vec<i64>,
-}
-
-/// Packs consecutive rows of one event type into groups of at most
-/// `per_message` envelopes and `max_bytes` of payload. Rows whose payload
-/// alone is over `max_bytes` come back separately, with the reason.
-pub(crate) fn pack(
-    rows: &[OutboxRow],
-    per_message: usize,
-    max_bytes: usize,
-) -> (Vec<Group>, Vec<(i64, String)>) {
-    let mut groups: Vec<Group> = Vec::new();
-    let mut oversized = Vec::new();
-    let mut group_bytes = 0;
-    for row in rows {
-        if row.payload.len() > max_bytes {
-            oversized.push((
-                row.id,
-                format!(
-                    "payload of {} bytes is over the {max_bytes}-byte message limit",
-                    row.payload.len()
-                ),
-            ));
-            continue;
-        }
-        let Some(envelope) = to_envelope(row) else {
-            oversized.push((row.id, "payload is not valid JSON".to_owned()));
-            continue;
-        };
-        let joins_last = groups.last().is_some_and(|group| {
-            group.envelopes.len() < per_message
-                && group.envelopes[0].event_type == row.event_type
-                && group_bytes + row.payload.len() <= max_bytes
-        });
-        match groups.last_mut() {
-            Some(group) if joins_last => {
-                group.envelopes.push(envelope);
-                group.row_ids.push(row.id);
-                group_bytes += row.payload.len();
-            }
-            _ => {
-                groups.push(Group {
-                    envelopes: vec![envelope],
-                    row_ids: vec![row.id],
-                });
-                group_bytes = row.payload.len();
-            }
-        }
-    }
-    (groups, oversized)
-}
-
-fn to_envelope(row: &OutboxRow) -> Option<Envelope> {
-    Some(Envelope {
-        id: row.message_id,
-        event_type: row.event_type.clone(),
-        aggregate_id: row.aggregate_id.clone(),
-        occurred_at: row.created_at,
-        payload: RawValue::from_string(row.payload.clone()).ok()?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::OffsetDateTime;
-    use uuid::Uuid;
-
-    fn row(id: i64, event_type: &str, payload: &str) -> OutboxRow {
-        OutboxRow {
-            id,
-            message_id: Uuid::now_v7(),
-            aggregate_id: id.to_string(),
-            event_type: event_type.into(),
-            payload: payload.into(),
-            created_at: OffsetDateTime::now_utc(),
-            attempts: 0,
-        }
-    }
-
-    fn shape(groups: &[Group]) -> Vec<Vec<i64>> {
-        groups.iter().map(|group| group.row_ids.clone()).collect()
-    }
-
-    #[test]
-    fn packing_keeps_row_order_and_splits_on_type_and_count() {
-        let rows = [
-            row(1, "a", "{}"),
-            row(2, "a", "{}"),
-            row(3, "a", "{}"),
-            row(4, "b", "{}"),
-            row(5, "a", "{}"),
-        ];
-        let (groups, oversized) = pack(&rows, 2, 1024);
-        assert_eq!(shape(&groups), [vec![1, 2], vec![3], vec![4], vec![5]]);
-        assert!(oversized.is_empty());
-    }
-
-    #[test]
-    fn one_event_per_message_when_packing_is_off() {
-        let rows = [row(1, "a", "{}"), row(2, "a", "{}")];
-        let (groups, _) = pack(&rows, 1, 1024);
-        assert_eq!(shape(&groups), [vec![1], vec![2]]);
-    }
-
-    #[test]
-    fn oversized_rows_are_set_apart_and_byte_limits_split_groups() {
-        let big = format!("{{\"x\":\"{}\"}}", "y".repeat(100));
-        let rows = [
-            row(1, "a", "{\"k\":1}"),
-            row(2, "a", &big),
-            row(3, "a", "{\"k\":3}"),
-            row(4, "a", "{\"k\":4}"),
-        ];
-        let (groups, oversized) = pack(&rows, 10, 16);
-        assert_eq!(shape(&groups), [vec![1, 3], vec![4]]);
-        assert_eq!(oversized.len(), 1);
-        assert_eq!(oversized[0].0, 2);
     }
 }

@@ -90,12 +90,19 @@ impl TestOutbox {
         )
     }
 
-    /// Runs the relay step until the outbox is empty; returns rows published.
+    /// Runs the relay step until the outbox is empty; returns rows
+    /// published. A batch the broker refused whole is tried again, a few
+    /// times at most.
     pub(crate) async fn drain(&self, relay: &mut Relay) -> usize {
         let mut published = 0;
+        let mut refused = 0;
         loop {
             match relay.try_publish_batch().await.unwrap() {
                 Outcome::Published(report) => published += report.published,
+                Outcome::BrokerRefused { rows } => {
+                    refused += 1;
+                    assert!(refused < 5, "the broker keeps refusing {rows} rows");
+                }
                 Outcome::Empty => return published,
             }
         }

@@ -3,6 +3,5 @@
 
 mod consumer;
 mod helpers;
-mod proxy;
 mod relay;
 mod replay;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use outbox::relay::{Outcome, RelayConfig};
 
 use crate::helpers::{TestOutbox, amqp_url, new_events};
-use crate::proxy::Proxy;
+use testkit::Proxy;
 
 fn events(aggregates: usize, per_aggregate: usize) -> Vec<(String, i64)> {
     (0..per_aggregate)
@@ -106,14 +106,7 @@ async fn a_rolled_back_transaction_publishes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_mid_batch_marks_nothing_unconfirmed_and_loses_nothing() {
     let outbox = TestOutbox::new().await;
-    let upstream = amqp_url()
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .parse()
-        .unwrap_or_else(|_| "127.0.0.1:5672".parse().unwrap());
-    let proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::start(testkit::server_addr(&amqp_url())).await;
     let all = events(20, 200);
     outbox.append(&all).await;
     let mut relay = outbox.relay(RelayConfig {
@@ -197,33 +190,54 @@ async fn a_relay_killed_between_publish_and_mark_resends_and_the_inbox_applies_o
     outbox.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_row_the_broker_keeps_refusing_is_set_aside_and_the_rest_flow() {
-    let outbox = TestOutbox::new().await;
-    // An exchange with no queue bound for this type: the broker returns it.
+/// Appends `events`, some of them of a type no queue is bound to.
+async fn append_events(outbox: &TestOutbox, events: &[outbox::writer::NewEvent]) {
     let mut client = outbox.pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    let mut events = new_events(&[("a".into(), 1)]);
-    events.push(
-        outbox::writer::NewEvent::new("b", "nobody.listens", &serde_json::json!({"amount": 2}))
-            .unwrap(),
-    );
-    events.extend(new_events(&[("c".into(), 3)]));
-    outbox::writer::append(&tx, &events).await.unwrap();
+    outbox::writer::append(&tx, events).await.unwrap();
     tx.commit().await.unwrap();
+}
+
+fn unroutable(aggregate: &str) -> outbox::writer::NewEvent {
+    outbox::writer::NewEvent::new(
+        aggregate,
+        "nobody.listens",
+        &serde_json::json!({"amount": 2}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_row_refused_while_its_neighbours_pass_is_set_aside_and_the_rest_flow() {
+    let outbox = TestOutbox::new().await;
+    let mut events = new_events(&[("a".into(), 1)]);
+    events.push(unroutable("b"));
+    append_events(&outbox, &events).await;
     let mut relay = outbox.relay(RelayConfig {
         max_attempts: 3,
         ..outbox.relay_config()
     });
-    let mut steps = 0;
-    loop {
-        steps += 1;
-        match relay.try_publish_batch().await.unwrap() {
-            Outcome::Empty => break,
-            Outcome::Published(_) => assert!(steps < 10, "the relay spins on a refused row"),
-        }
+    // Every batch carries the refused row and a good neighbour.
+    for step in 0..3 {
+        let outcome = relay.try_publish_batch().await.unwrap();
+        let Outcome::Published(report) = outcome else {
+            panic!("step {step}: {outcome:?}");
+        };
+        assert_eq!((report.published, report.refused), (1, 1), "step {step}");
+        assert_eq!(report.set_aside, usize::from(step == 2), "step {step}");
+        outbox.append(&[(format!("c{step}"), 3)]).await;
     }
-    assert_eq!(steps, 4, "three refusals, then nothing left to claim");
+    assert_eq!(
+        relay.try_publish_batch().await.unwrap(),
+        Outcome::Published(outbox::relay::BatchReport {
+            published: 1,
+            messages: 1,
+            refused: 0,
+            set_aside: 0,
+        })
+    );
+    assert_eq!(relay.try_publish_batch().await.unwrap(), Outcome::Empty);
+    let client = outbox.pool.get().await.unwrap();
     let (reason, attempts): (String, i32) = {
         let row = client
             .query_one(
@@ -234,18 +248,149 @@ async fn a_row_the_broker_keeps_refusing_is_set_aside_and_the_rest_flow() {
             .unwrap();
         (row.get(0), row.get(1))
     };
-    assert!(
-        reason.contains("NO_ROUTE") || reason.contains("returned"),
-        "{reason}"
-    );
+    assert!(reason.contains("NO_ROUTE"), "{reason}");
     assert_eq!(attempts, 3);
     let received = outbox
-        .take_events(&outbox.topology.order_created_queue(), 2)
+        .take_events(&outbox.topology.order_created_queue(), 4)
         .await;
-    assert_eq!(received.len(), 2);
+    assert_eq!(received.len(), 4);
     let stats = outbox::stats::collect(&client).await.unwrap();
     assert_eq!((stats.pending.rows, stats.pending.set_aside), (0, 1));
     drop(client);
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_the_broker_refuses_whole_counts_nothing_against_its_rows() {
+    let outbox = TestOutbox::new().await;
+    append_events(&outbox, &[unroutable("a"), unroutable("b")]).await;
+    let mut relay = outbox.relay(RelayConfig {
+        max_attempts: 2,
+        events_per_message: 10,
+        ..outbox.relay_config()
+    });
+    for _ in 0..4 {
+        assert_eq!(
+            relay.try_publish_batch().await.unwrap(),
+            Outcome::BrokerRefused { rows: 2 }
+        );
+    }
+    assert_eq!(
+        outbox
+            .count("SELECT count(*) FROM outbox WHERE attempts = 0 AND set_aside_at IS NULL AND published_at IS NULL")
+            .await,
+        2,
+        "a refusal of the whole batch was counted against its rows"
+    );
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_refused_packed_message_is_sent_again_unpacked_to_find_its_own_refusals() {
+    let outbox = TestOutbox::new().await;
+    let mut events = vec![unroutable("a"), unroutable("b"), unroutable("c")];
+    events.extend(new_events(&[("d".into(), 1), ("e".into(), 2)]));
+    append_events(&outbox, &events).await;
+    let mut relay = outbox.relay(RelayConfig {
+        events_per_message: 10,
+        ..outbox.relay_config()
+    });
+    let outcome = relay.try_publish_batch().await.unwrap();
+    // Two packed messages; the refused one again as three single ones,
+    // each refused for itself: one attempt each.
+    assert_eq!(
+        outcome,
+        Outcome::Published(outbox::relay::BatchReport {
+            published: 2,
+            messages: 5,
+            refused: 3,
+            set_aside: 0,
+        })
+    );
+    assert_eq!(
+        outbox
+            .count(
+                "SELECT count(*) FROM outbox WHERE event_type = 'nobody.listens' AND attempts = 1"
+            )
+            .await,
+        3
+    );
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deleted_queue_is_declared_again_and_nothing_is_set_aside() {
+    let outbox = TestOutbox::new().await;
+    let mut relay = outbox.relay(RelayConfig {
+        max_attempts: 1,
+        ..outbox.relay_config()
+    });
+    // Connected, then the queue disappears under the relay.
+    outbox.append(&[("before".into(), 1)]).await;
+    assert_eq!(outbox.drain(&mut relay).await, 1);
+    let queue = outbox.topology.order_created_queue();
+    let connection = outbox::broker::connect(&amqp_url(), "test").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    outbox.append(&[("x".into(), 1), ("y".into(), 2)]).await;
+    assert_eq!(
+        relay.try_publish_batch().await.unwrap(),
+        Outcome::BrokerRefused { rows: 2 }
+    );
+    assert_eq!(
+        outbox.drain(&mut relay).await,
+        2,
+        "sent once the queue was back"
+    );
+    assert_eq!(
+        outbox
+            .count("SELECT count(*) FROM outbox WHERE attempts > 0 OR set_aside_at IS NOT NULL")
+            .await,
+        0
+    );
+    let received = outbox.take_events(&queue, 2).await;
+    assert_eq!(received.len(), 2);
+    connection.close(200, "done".into()).await.unwrap();
+    outbox.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_withholding_confirms_times_out_and_releases_the_batch() {
+    let outbox = TestOutbox::new().await;
+    let proxy = Proxy::start(testkit::server_addr(&amqp_url())).await;
+    let mut relay = outbox.relay(RelayConfig {
+        amqp_url: outbox::broker::BrokerUrl::new(&proxy.amqp_url()),
+        confirm_timeout: Duration::from_millis(500),
+        ..outbox.relay_config()
+    });
+    outbox.append(&[("first".into(), 1)]).await;
+    assert_eq!(outbox.drain(&mut relay).await, 1);
+    proxy.freeze();
+    outbox.append(&[("held".into(), 2)]).await;
+    let failed = tokio::time::timeout(Duration::from_secs(5), relay.try_publish_batch())
+        .await
+        .expect("the relay waited for confirms without end");
+    assert!(failed.is_err(), "{failed:?}");
+    // Rolled back: the row is unsent and its partition free to claim.
+    let mut client = outbox.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let claimable = outbox::relay::claim(&tx, 16, 10).await.unwrap();
+    assert_eq!(
+        claimable.len(),
+        1,
+        "the held row stayed locked or was marked"
+    );
+    drop(tx);
+    drop(client);
+    proxy.thaw();
+    assert_eq!(
+        outbox.drain(&mut relay).await,
+        1,
+        "sent on a new connection"
+    );
     outbox.cleanup().await;
 }
 
