@@ -4,9 +4,12 @@
 //!
 //! Consumers dedupe by message id in their inbox, so replaying rows a
 //! consumer already applied changes nothing there, as long as its inbox
-//! still holds those ids (the inbox window must exceed the outbox's).
+//! still holds those ids: rows older than the consumer's inbox window
+//! ([`count_older_than`]) are replayed only when the operator insists.
 //! A replayed set-aside row that the broker confirms is marked published
 //! and leaves the set-aside list.
+
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio_postgres::Client;
@@ -65,6 +68,18 @@ const MATCHES: &str = "\
 const MARK_REPLAYED_SQL: &str = "\
     UPDATE outbox SET published_at = COALESCE(published_at, now()), set_aside_at = NULL \
     WHERE id = ANY($1)";
+
+/// How many matching rows were created before `window` ago: for a
+/// consumer whose inbox window that is, their ids may have left its inbox,
+/// and a replay could apply them twice.
+pub async fn count_older_than(client: &Client, filter: &Filter, window: Duration) -> Result<i64> {
+    let cutoff = OffsetDateTime::now_utc() - window;
+    let older = Filter {
+        until: Some(filter.until.map_or(cutoff, |until| until.min(cutoff))),
+        ..filter.clone()
+    };
+    count(client, &older).await
+}
 
 /// How many rows match.
 pub async fn count(client: &Client, filter: &Filter) -> Result<i64> {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use service::config::{ConfigError, Settings};
 use service::shutdown::Signal;
 
 use crate::{Result, inbox};
@@ -19,13 +20,40 @@ pub const PURGE_OUTBOX_SQL: &str = "\
         SELECT id FROM outbox WHERE created_at < $1 AND published_at < $1 LIMIT $2)";
 
 /// How long rows are kept and how much one statement deletes.
+///
+/// The two windows belong to different pipelines: a service's inbox
+/// dedupes the events of the *other* service's outbox, so its inbox window
+/// must be longer than the other's outbox window (a replayed event whose
+/// id has left the inbox would apply twice). One service cannot see the
+/// other's settings, so this is not checked at start; `outbox replay`
+/// refuses rows older than the consumer's inbox window instead.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
+    /// How long published rows of this service's outbox are kept
+    /// (`OUTBOX_RETENTION_HOURS`).
     pub outbox: Duration,
+    /// How long this service's inbox remembers the events it applied
+    /// (`INBOX_RETENTION_HOURS`).
     pub inbox: Duration,
     pub batch: i64,
     /// Time between purges.
     pub every: Duration,
+}
+
+impl Retention {
+    /// The two windows from their settings.
+    pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
+        let hours = |name: &str, default: u64| {
+            settings
+                .optional(name, "a whole number of hours", default)
+                .map(|hours: u64| Duration::from_secs(hours * 3600))
+        };
+        Ok(Retention {
+            outbox: hours("OUTBOX_RETENTION_HOURS", 7 * 24)?,
+            inbox: hours("INBOX_RETENTION_HOURS", 14 * 24)?,
+            ..Retention::default()
+        })
+    }
 }
 
 impl Default for Retention {

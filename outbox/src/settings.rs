@@ -35,6 +35,8 @@ pub struct PipelineSettings {
     pub relay_poll_interval: Duration,
     pub relay_max_attempts: i32,
     pub relay_linger: Duration,
+    /// Longest wait for a batch's publisher confirms (`RELAY_CONFIRM_TIMEOUT_MS`).
+    pub relay_confirm_timeout: Duration,
     pub consumer_prefetch: u16,
     pub consumer_linger: Duration,
     pub retention: Retention,
@@ -50,23 +52,7 @@ impl PipelineSettings {
             .clamp(1, 16);
         let amqp_url = settings.required::<String>("AMQP_URL", "an amqp:// URL")?;
         crate::broker::parse_url("AMQP_URL", &amqp_url)?;
-        let hours = |name: &str, default: u64| {
-            settings
-                .optional(name, "a whole number of hours", default)
-                .map(|hours: u64| Duration::from_secs(hours * 3600))
-        };
-        let retention = Retention {
-            outbox: hours("OUTBOX_RETENTION_HOURS", 7 * 24)?,
-            inbox: hours("INBOX_RETENTION_HOURS", 14 * 24)?,
-            ..Retention::default()
-        };
-        if retention.inbox <= retention.outbox {
-            return Err(ConfigError::Invalid {
-                name: "INBOX_RETENTION_HOURS".into(),
-                expected: "more hours than OUTBOX_RETENTION_HOURS",
-                reason: "a replayed event older than the inbox window would apply twice".into(),
-            });
-        }
+        let retention = Retention::read(settings)?;
         Ok(PipelineSettings {
             amqp_url: crate::broker::BrokerUrl::new(&amqp_url),
             namespace: settings.optional("AMQP_NAMESPACE", "a name prefix", String::new())?,
@@ -99,6 +85,7 @@ impl PipelineSettings {
                 .optional("CONSUMER_PREFETCH", "a count up to 65535", 256u16)?
                 .max(1),
             relay_linger: settings.millis("RELAY_LINGER_MS", 5)?,
+            relay_confirm_timeout: settings.millis("RELAY_CONFIRM_TIMEOUT_MS", 10_000)?,
             consumer_linger: settings.millis("CONSUMER_LINGER_MS", 5)?,
             retention,
             queue_expires: Some(settings.optional::<u64>(
@@ -152,6 +139,7 @@ impl PipelineSettings {
             poll_interval: self.relay_poll_interval,
             max_attempts: self.relay_max_attempts,
             linger: self.relay_linger,
+            confirm_timeout: self.relay_confirm_timeout,
             ..RelayConfig::new(&self.amqp_url, exchange)
         }
     }

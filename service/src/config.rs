@@ -46,6 +46,16 @@ impl Source for Vec<(&str, &str)> {
     }
 }
 
+/// Two sources, the first winning: a tool's command-line values over the
+/// environment, say.
+pub struct Layered<'a>(pub &'a dyn Source, pub &'a dyn Source);
+
+impl Source for Layered<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).or_else(|| self.1.get(name))
+    }
+}
+
 /// Reads typed settings from a [`Source`].
 pub struct Settings<'a> {
     source: &'a dyn Source,
@@ -127,6 +137,16 @@ mod tests {
             .required::<u16>("OTHER", "a port number")
             .unwrap_err();
         assert!(missing.to_string().starts_with("OTHER is not set"));
+    }
+
+    #[test]
+    fn the_first_layer_wins() {
+        let flags = vec![("A", "flag")];
+        let environment = vec![("A", "env"), ("B", "env")];
+        let layered = Layered(&flags, &environment);
+        assert_eq!(layered.get("A").as_deref(), Some("flag"));
+        assert_eq!(layered.get("B").as_deref(), Some("env"));
+        assert_eq!(layered.get("C"), None);
     }
 
     #[test]

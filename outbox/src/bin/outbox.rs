@@ -2,14 +2,16 @@
 //! replays rows, and reports what is waiting.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use outbox::relay::{Publisher, Relay, RelayConfig};
+use outbox::relay::{Publisher, Relay};
 use outbox::replay::{self, Filter};
+use outbox::retention::Retention;
+use outbox::settings::PipelineSettings;
 use outbox::topology::{QueueType, Topology};
 use outbox::{broker, stats};
+use service::config::{Environment, Layered, Settings};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -71,31 +73,14 @@ struct Broker {
     amqp_queue_type: QueueType,
 }
 
+/// The relay reads its RELAY_* settings from the environment, as the
+/// services do (.env.example documents them).
 #[derive(Args)]
 struct RelayArgs {
     #[command(flatten)]
     target: Target,
     #[command(flatten)]
     broker: Broker,
-    /// Rows claimed per batch.
-    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 1000,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    batch_size: usize,
-    /// Partitions (of 16) one batch may lock; 16 / number of relays shares the work.
-    #[arg(long, env = "RELAY_CLAIM_PARTITIONS", default_value_t = 16,
-          value_parser = clap::value_parser!(i64).range(1..=16))]
-    claim_partitions: i64,
-    /// Events packed into one AMQP message.
-    #[arg(long, env = "RELAY_EVENTS_PER_MESSAGE", default_value_t = 1,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    events_per_message: usize,
-    /// Broker refusals after which a row is set aside.
-    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 5,
-          value_parser = clap::value_parser!(i32).range(1..))]
-    max_attempts: i32,
-    /// Poll interval when no NOTIFY arrives, in milliseconds.
-    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 500)]
-    poll_interval_ms: u64,
 }
 
 #[derive(Args)]
@@ -128,6 +113,11 @@ struct ReplayArgs {
     /// Allow a replay with no filter at all (every row in the outbox).
     #[arg(long)]
     all: bool,
+    /// Replay rows older than the consumer's inbox window
+    /// (INBOX_RETENTION_HOURS) too: their ids may have left its inbox, and
+    /// they would apply again.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -144,6 +134,21 @@ struct StatsArgs {
 fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|error| format!("{text:?} is not an RFC 3339 time: {error}"))
+}
+
+impl Broker {
+    /// The broker settings as settings a [`PipelineSettings`] reads.
+    fn as_settings(&self) -> Vec<(&'static str, String)> {
+        let queue_type = match self.amqp_queue_type {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        };
+        vec![
+            ("AMQP_URL", self.amqp_url.clone()),
+            ("AMQP_NAMESPACE", self.amqp_namespace.clone()),
+            ("AMQP_QUEUE_TYPE", queue_type.to_owned()),
+        ]
+    }
 }
 
 impl Target {
@@ -188,23 +193,20 @@ async fn main() -> anyhow::Result<()> {
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let database = args.target.database()?;
     let exchange = args.target.exchange(&args.broker.amqp_namespace)?;
-    broker::parse_url("AMQP_URL", &args.broker.amqp_url)?;
+    let flags = args.broker.as_settings();
+    let flags: Vec<(&str, &str)> = flags
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let settings = PipelineSettings::read(&Settings::new(&Layered(&flags, &Environment)))?;
     let pool = service::db::pool(&database, 4)?;
-    let topology = Topology::new(&args.broker.amqp_namespace, args.broker.amqp_queue_type);
-    let config = RelayConfig {
-        batch_size: args.batch_size,
-        claim_partitions: args.claim_partitions.clamp(1, 16),
-        events_per_message: args.events_per_message.max(1),
-        max_attempts: args.max_attempts.max(1),
-        poll_interval: Duration::from_millis(args.poll_interval_ms),
-        connection_name: format!("standalone relay {exchange} (pid {})", std::process::id()),
-        ..RelayConfig::new(&args.broker.amqp_url, &exchange)
-    };
-    tracing::info!(database = %service::db::describe(&database), broker = %broker::describe(&args.broker.amqp_url), %exchange, "standalone relay starting");
+    let connection_name = format!("standalone relay {exchange} (pid {})", std::process::id());
+    let config = settings.relay_config(&exchange, &connection_name);
+    tracing::info!(database = %service::db::describe(&database), broker = %broker::describe(&settings.amqp_url), %exchange, "standalone relay starting");
     let (trigger, signal) = service::shutdown::channel();
     let relay = Relay::new(
         pool,
-        topology,
+        settings.topology(),
         config,
         outbox::metrics::RelayMetrics::unregistered(),
     );
@@ -233,6 +235,13 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let database = args.target.database()?;
     let client = service::db::connect(&database).await?;
     let matching = replay::count(&client, &filter).await?;
+    let inbox_window = Retention::read(&Settings::new(&Environment))?.inbox;
+    let too_old = replay::count_older_than(&client, &filter, inbox_window).await?;
+    let too_old_warning = format!(
+        "{too_old} of them were created more than {} hours ago, before the consumer's inbox window \
+         (INBOX_RETENTION_HOURS): their ids may have left its inbox, and they would apply again",
+        inbox_window.as_secs() / 3600
+    );
     if args.dry_run {
         let rows = replay::page(&client, &filter, 0, 10_000).await?;
         for row in &rows {
@@ -249,7 +258,15 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             println!("… and {} more", matching - rows.len() as i64);
         }
         println!("dry run: {matching} rows match; nothing sent");
+        if too_old > 0 {
+            println!("{too_old_warning}; replaying them takes --force");
+        }
         return Ok(());
+    }
+    if too_old > 0 && !args.force {
+        bail!(
+            "refusing to replay: {too_old_warning}. Narrow the filter (--since), or pass --force if they never applied"
+        );
     }
     let exchange = args.target.exchange(&args.broker.amqp_namespace)?;
     let publisher = Publisher::connect(&args.broker.amqp_url, "outbox replay", None).await?;

@@ -62,19 +62,9 @@ async fn filters_select_rows_and_a_replay_of_n_rows_sends_n() {
     outbox.cleanup().await;
 }
 
-fn outbox_command(outbox: &TestOutbox) -> Command {
-    let mut url = format!(
-        "postgres://postgres@127.0.0.1:5432/{}",
-        outbox.database.get_dbname().unwrap()
-    );
-    if let Ok(base) = std::env::var("TEST_DATABASE_URL") {
-        url = base
-            .rsplit_once('/')
-            .map(|(head, _)| head.to_owned())
-            .unwrap_or(base)
-            + "/"
-            + outbox.database.get_dbname().unwrap();
-    }
+/// The `outbox` tool on this test's outbox and namespace.
+pub(crate) fn outbox_command(outbox: &TestOutbox) -> Command {
+    let url = testkit::database_url(outbox.database.get_dbname().unwrap());
     let mut command = Command::new(env!("CARGO_BIN_EXE_outbox"));
     command
         .env("OUTBOX_DATABASE_URL", url)
@@ -83,6 +73,9 @@ fn outbox_command(outbox: &TestOutbox) -> Command {
             "AMQP_NAMESPACE",
             outbox.topology.orders_exchange().trim_end_matches("orders"),
         )
+        // As the test topology was declared: a declaration with other
+        // arguments would be refused.
+        .env("AMQP_QUEUE_EXPIRES_MS", "60000")
         .env("RUST_LOG", "warn");
     command
 }
@@ -137,5 +130,98 @@ async fn the_cli_dry_run_sends_nothing_and_an_unfiltered_replay_is_refused() {
     let stats = outbox_command(&outbox).args(["stats"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&stats.stdout);
     assert!(stdout.contains("pending rows:            1"), "{stdout}");
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replay_of_rows_older_than_the_consumers_inbox_window_takes_force() {
+    let outbox = TestOutbox::new().await;
+    outbox.append(&[("old".into(), 1), ("new".into(), 2)]).await;
+    let mut relay = outbox.relay(outbox.relay_config());
+    assert_eq!(outbox.drain(&mut relay).await, 2);
+    let queue = outbox.topology.order_created_queue();
+    assert_eq!(outbox.take_events(&queue, 2).await.len(), 2);
+    let client = outbox.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE outbox SET created_at = now() - interval '20 days' WHERE aggregate_id = 'old'",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let replay = |extra: &[&str]| {
+        let mut command = outbox_command(&outbox);
+        command
+            .args(["replay", "--exchange", "orders", "--all"])
+            .args(extra)
+            .env("INBOX_RETENTION_HOURS", "336");
+        command.output().unwrap()
+    };
+
+    let refused = replay(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 of them were created more than 336 hours ago"),
+        "{stderr}"
+    );
+    assert!(
+        outbox.take_events(&queue, 1).await.is_empty(),
+        "a refused replay sent something"
+    );
+
+    let dry = replay(&["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(stdout.contains("replaying them takes --force"), "{stdout}");
+
+    let forced = replay(&["--force"]);
+    let stdout = String::from_utf8_lossy(&forced.stdout);
+    assert!(forced.status.success(), "{stdout}");
+    assert!(stdout.contains("replayed 2 rows"), "{stdout}");
+    assert_eq!(outbox.take_events(&queue, 2).await.len(), 2);
+    outbox.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_relay_reads_the_services_relay_settings() {
+    let outbox = TestOutbox::new().await;
+    // A RELAY_* setting the services refuse is refused here too.
+    let mut bad = outbox_command(&outbox);
+    bad.args(["relay", "--exchange", "orders"])
+        .env("RELAY_LINGER_MS", "soon")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = bad.spawn().unwrap();
+    let mut refused = None;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            refused = Some(status);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let Some(status) = refused else {
+        child.kill().unwrap();
+        panic!("the standalone relay ignored a malformed RELAY_LINGER_MS");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("RELAY_LINGER_MS is not valid"), "{stderr}");
+
+    // With good settings it relays, lingering as configured.
+    let mut good = outbox_command(&outbox);
+    good.args(["relay", "--exchange", "orders"])
+        .env("RELAY_LINGER_MS", "20")
+        .env("RELAY_POLL_INTERVAL_MS", "100");
+    let mut child = good.spawn().unwrap();
+    outbox.append(&[("a".into(), 1), ("b".into(), 2)]).await;
+    let events = outbox
+        .take_events(&outbox.topology.order_created_queue(), 2)
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(events.len(), 2);
     outbox.cleanup().await;
 }

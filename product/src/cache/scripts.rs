@@ -17,11 +17,15 @@ return 1
 
 /// Invalidates after a write: raises the fence to the written version (so a
 /// slower reader cannot put the old value back) and deletes the entry.
+/// Every fence restarts the fence's TTL, even when the version is not new:
+/// a write fenced again (a retried invalidation) is as recent as the retry.
 /// KEYS: cache, fence. ARGV: version, fence ttl seconds.
 pub(crate) const INVALIDATE: &str = r"
 local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) > fence then
   redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+else
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
 end
 redis.call('DEL', KEYS[1])
 return 1

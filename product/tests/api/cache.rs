@@ -1,6 +1,7 @@
 //! The Redis cache: filled on GET, invalidated by every write (read from
 //! Redis itself), never serving an old value after a write.
 
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::helpers::{error_code, spawn_app, spawn_app_with};
@@ -168,5 +169,28 @@ async fn a_write_whose_invalidation_redis_cannot_take_is_refused_and_changes_not
     // Reads still work, from PostgreSQL.
     let served: Value = app.get_product(id).await.json().await.unwrap();
     assert_eq!(served["version"], created["version"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fence_restarts_the_fence_ttl() {
+    let app = spawn_app().await;
+    let cache = app.cache();
+    let fence = cache.fence_key(7);
+    let mut redis = app.redis.clone();
+    cache.invalidate(7, 3).await.unwrap();
+    // Nearly expired, then fenced again at the same version and at an
+    // older one: each fence is as recent as the write it protects.
+    for version in [3, 2] {
+        let _: () = redis.expire(&fence, 2).await.unwrap();
+        cache.invalidate(7, version).await.unwrap();
+        let ttl: i64 = redis.ttl(&fence).await.unwrap();
+        assert!(
+            ttl > 2,
+            "fencing version {version} kept the old TTL ({ttl} s)"
+        );
+        let kept: i64 = redis.get(&fence).await.unwrap();
+        assert_eq!(kept, 3, "a fence went backwards");
+    }
     app.stop().await;
 }
