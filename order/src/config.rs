@@ -5,7 +5,22 @@ use std::time::Duration;
 use outbox::settings::PipelineSettings;
 use service::config::{ConfigError, Settings};
 
+use crate::store::redrive::RedriveConfig;
 use crate::store::writer::WriterConfig;
+
+/// `ORDER_REDRIVE_AFTER_SECS`: at least a second.
+fn redrive_after(settings: &Settings<'_>) -> Result<Duration, ConfigError> {
+    const NAME: &str = "ORDER_REDRIVE_AFTER_SECS";
+    let seconds: u64 = settings.optional(NAME, "a whole number of seconds, 1 or more", 60)?;
+    if seconds == 0 {
+        return Err(ConfigError::Invalid {
+            name: NAME.into(),
+            expected: "a whole number of seconds, 1 or more",
+            reason: "0 would re-drive every order at once".into(),
+        });
+    }
+    Ok(Duration::from_secs(seconds))
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,6 +36,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Longest a request waits for its commit or read before 503.
     pub request_timeout: Duration,
+    /// Orders PENDING longer than this have their `order.created` sent again.
+    pub redrive: RedriveConfig,
     pub pipeline: PipelineSettings,
 }
 
@@ -70,6 +87,10 @@ impl Config {
                 .optional("ORDER_MAX_IN_FLIGHT", "a request count", 4096usize)?
                 .max(1),
             request_timeout,
+            redrive: RedriveConfig {
+                after: redrive_after(settings)?,
+                page: 500,
+            },
             pipeline: PipelineSettings::read(settings)?,
         })
     }

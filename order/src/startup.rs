@@ -20,13 +20,20 @@ use crate::events::product_events::ProductEventHandler;
 use crate::events::stock_replies::{ConfirmMetrics, StockReplyHandler};
 use crate::http::{AppState, OrderApi};
 use crate::store::OrderStore;
+use crate::store::redrive::Redriver;
 use crate::store::writer::{self, WriterMetrics};
 
 /// The order service's own migrations, after the outbox library's.
-pub const MIGRATIONS: &[MigrationSource] = &[(
-    "V100__orders",
-    include_str!("../migrations/V100__orders.sql"),
-)];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    (
+        "V100__orders",
+        include_str!("../migrations/V100__orders.sql"),
+    ),
+    (
+        "V101__order_redrive",
+        include_str!("../migrations/V101__order_redrive.sql"),
+    ),
+];
 
 /// Every migration the order database needs, in order.
 pub fn migrations() -> Vec<MigrationSource> {
@@ -91,6 +98,8 @@ impl Application {
             consumer_metrics.clone(),
         );
         workers.push(tokio::spawn(products.run(signal.clone())));
+        let redriver = Redriver::new(pool.clone(), config.redrive, registry)?;
+        workers.push(tokio::spawn(redriver.run(signal.clone())));
         workers.push(tokio::spawn(outbox::retention::run(
             pool.clone(),
             config.pipeline.retention,

@@ -234,7 +234,7 @@ impl<H: Handler> Consumer<H> {
                 Ok(session) => session,
                 Err(error) => {
                     tracing::warn!(%error, queue = %self.config.queue, "consumer could not subscribe; will retry");
-                    pause(backoff.next_delay(), &shutdown).await;
+                    shutdown.sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
@@ -266,7 +266,7 @@ impl<H: Handler> Consumer<H> {
             connected.set(0);
             session.close().await;
             if failed {
-                pause(backoff.next_delay(), &shutdown).await;
+                shutdown.sleep(backoff.next_delay()).await;
             }
         }
     }
@@ -297,7 +297,7 @@ impl<H: Handler> Consumer<H> {
                         .with_label_values(&[&self.config.queue])
                         .inc();
                     tracing::warn!(%error, queue = %self.config.queue, deliveries = deliveries.len(), "consumer batch not applied; retrying it");
-                    pause(backoff.next_delay(), shutdown).await;
+                    shutdown.sleep(backoff.next_delay()).await;
                 }
                 Err(error) => return Err(error),
             }
@@ -556,12 +556,5 @@ impl<H: Handler> Consumer<H> {
             }
         }
         Ok(())
-    }
-}
-
-async fn pause(delay: Duration, shutdown: &Signal) {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => {}
-        _ = shutdown.wait() => {}
     }
 }

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::envelope::Envelope;
+use crate::writer::NewEvent;
+
 /// An order was accepted and waits for stock (orders → product).
 pub const ORDER_CREATED: &str = "order.created";
 /// Stock for every item of an order was reserved (products → order).
@@ -84,6 +87,81 @@ impl RejectReason {
             RejectReason::UnknownProduct => "unknown_product",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "insufficient_stock" => Some(RejectReason::InsufficientStock),
+            "unknown_product" => Some(RejectReason::UnknownProduct),
+            _ => None,
+        }
+    }
+}
+
+/// What the stock loop decided for an order: made by the product service,
+/// recorded there, sent as `stock.reserved` / `stock.rejected`, and read
+/// back by the order service. One type from the decision to the column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every item's stock was taken.
+    Reserved,
+    /// Nothing was taken: `product_id` is the first product that could
+    /// not be served.
+    Rejected {
+        reason: RejectReason,
+        product_id: i64,
+    },
+}
+
+impl Verdict {
+    /// The reply event that carries it.
+    pub fn reply(self, order_id: Uuid) -> crate::Result<NewEvent> {
+        match self {
+            Verdict::Reserved => {
+                NewEvent::new(order_id, STOCK_RESERVED, &StockReserved { order_id })
+            }
+            Verdict::Rejected { reason, product_id } => NewEvent::new(
+                order_id,
+                STOCK_REJECTED,
+                &StockRejected {
+                    order_id,
+                    reason,
+                    product_id,
+                },
+            ),
+        }
+    }
+
+    /// The order and verdict a reply envelope carries; `Err` says why it
+    /// is not one.
+    pub fn of_reply(envelope: &Envelope) -> Result<(Uuid, Verdict), String> {
+        let bad =
+            |error: serde_json::Error| format!("not a {} payload: {error}", envelope.event_type);
+        match envelope.event_type.as_str() {
+            STOCK_RESERVED => {
+                let reply: StockReserved = envelope.payload_as().map_err(bad)?;
+                Ok((reply.order_id, Verdict::Reserved))
+            }
+            STOCK_REJECTED => {
+                let reply: StockRejected = envelope.payload_as().map_err(bad)?;
+                Ok((
+                    reply.order_id,
+                    Verdict::Rejected {
+                        reason: reply.reason,
+                        product_id: reply.product_id,
+                    },
+                ))
+            }
+            other => Err(format!("unexpected event type {other:?} for a stock reply")),
+        }
+    }
+
+    /// Why it was rejected, if it was.
+    pub fn reason(self) -> Option<RejectReason> {
+        match self {
+            Verdict::Reserved => None,
+            Verdict::Rejected { reason, .. } => Some(reason),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +215,34 @@ mod tests {
         assert!(order(&[(-4, 1)]).validate().is_err());
         let many: Vec<(i64, i64)> = (1..=101).map(|id| (id, 1)).collect();
         assert!(order(&many).validate().is_err());
+    }
+
+    #[test]
+    fn a_verdict_travels_as_its_reply_and_comes_back_the_same() {
+        let order_id = Uuid::now_v7();
+        for verdict in [
+            Verdict::Reserved,
+            Verdict::Rejected {
+                reason: RejectReason::UnknownProduct,
+                product_id: 9,
+            },
+        ] {
+            let event = verdict.reply(order_id).unwrap();
+            let envelope = Envelope {
+                id: event.id,
+                event_type: event.event_type.into(),
+                aggregate_id: event.aggregate_id,
+                occurred_at: time::OffsetDateTime::now_utc(),
+                payload: serde_json::value::RawValue::from_string(event.payload).unwrap(),
+            };
+            assert_eq!(Verdict::of_reply(&envelope), Ok((order_id, verdict)));
+        }
+        for reason in [
+            RejectReason::InsufficientStock,
+            RejectReason::UnknownProduct,
+        ] {
+            assert_eq!(RejectReason::parse(reason.as_str()), Some(reason));
+        }
     }
 
     #[test]

@@ -124,10 +124,7 @@ pub async fn run(
         } else {
             retention.every
         };
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.wait() => {}
-        }
+        shutdown.sleep(pause).await;
     }
 }
 

@@ -116,6 +116,30 @@ pub async fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<Uui
     Ok(columns.ids)
 }
 
+static RESEND_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} ON CONFLICT (message_id) DO UPDATE \
+         SET published_at = NULL, set_aside_at = NULL, attempts = 0, last_error = NULL \
+         WHERE outbox.published_at IS NOT NULL OR outbox.set_aside_at IS NOT NULL",
+        insert_sql(1)
+    )
+});
+
+/// Sends `events` again under their own message ids, in the caller's
+/// transaction: an event whose row was published (or set aside) is marked
+/// unsent again, one whose row is gone is appended anew, one still waiting
+/// to be sent is left as it is. Consumers see the same message id, so
+/// their inbox applies it at most once. Returns how many rows will go out
+/// again.
+pub async fn resend(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let columns = EventColumns::of(events);
+    let statement = tx.prepare_cached(&RESEND_SQL).await?;
+    Ok(tx.execute(&statement, &columns.params()).await?)
+}
+
 /// The partition of an aggregate: FNV-1a of its id, modulo [`PARTITIONS`].
 /// Stable across processes and releases (rows already written keep theirs).
 pub fn partition_of(aggregate_id: &str) -> i16 {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use outbox::events::{OrderCreated, OrderItem};
+use outbox::events::{OrderCreated, OrderItem, Verdict};
 use product::events::reservations::decide;
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ fn inbox_batch(c: &mut Criterion) {
                     let mut stock: BTreeMap<i64, i64> = (1..=100).map(|id| (id, 200)).collect();
                     orders
                         .iter()
-                        .filter(|order| decide(order, &mut stock).is_ok())
+                        .filter(|order| decide(order, &mut stock) == Verdict::Reserved)
                         .count()
                 })
             },

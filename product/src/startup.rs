@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[MigrationSource] = &[
         "V101__product_creations",
         include_str!("../migrations/V101__product_creations.sql"),
     ),
+    (
+        "V102__reservation_product",
+        include_str!("../migrations/V102__reservation_product.sql"),
+    ),
 ];
 
 /// Every migration the product database needs, in order.

@@ -56,4 +56,12 @@ impl Signal {
     pub fn is_fired(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// Sleeps for `duration`, or less if the trigger fires first.
+    pub async fn sleep(&self, duration: std::time::Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.wait() => {}
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use outbox::events::{MAX_ITEMS, MAX_QUANTITY};
+use outbox::events::{MAX_ITEMS, MAX_QUANTITY, Verdict};
 use serde::Serialize;
 use service::json::{BodyError, JsonObject};
 use time::OffsetDateTime;
@@ -148,6 +148,14 @@ impl OrderStatus {
             "CONFIRMED" => Some(OrderStatus::Confirmed),
             "REJECTED" => Some(OrderStatus::Rejected),
             _ => None,
+        }
+    }
+
+    /// The status a stock verdict decides.
+    pub fn of(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Reserved => OrderStatus::Confirmed,
+            Verdict::Rejected { .. } => OrderStatus::Rejected,
         }
     }
 }

@@ -5,17 +5,11 @@
 use deadpool_postgres::Transaction;
 use outbox::consumer::{ApplyError, Batch, Handler};
 use outbox::envelope::Envelope;
-use outbox::events::{STOCK_REJECTED, STOCK_RESERVED, StockRejected, StockReserved};
+use outbox::events::Verdict;
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 use uuid::Uuid;
 
-/// A decision about an order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub order_id: Uuid,
-    pub confirmed: bool,
-    pub reason: Option<&'static str>,
-}
+use crate::domain::OrderStatus;
 
 /// Seconds from an order's 201 to its verdict, by outcome.
 #[derive(Clone)]
@@ -57,57 +51,34 @@ impl StockReplyHandler {
 }
 
 impl Handler for StockReplyHandler {
-    type Event = Decision;
+    /// The order and what the stock loop decided for it.
+    type Event = (Uuid, Verdict);
     /// (status, seconds from 201 to verdict) of each order decided now.
     type Outcome = Vec<(String, f64)>;
 
-    fn decode(&self, envelope: &Envelope) -> Result<Decision, String> {
-        let bad =
-            |error: serde_json::Error| format!("not a {} payload: {error}", envelope.event_type);
-        match envelope.event_type.as_str() {
-            STOCK_RESERVED => {
-                let reply: StockReserved = envelope.payload_as().map_err(bad)?;
-                Ok(Decision {
-                    order_id: reply.order_id,
-                    confirmed: true,
-                    reason: None,
-                })
-            }
-            STOCK_REJECTED => {
-                let reply: StockRejected = envelope.payload_as().map_err(bad)?;
-                Ok(Decision {
-                    order_id: reply.order_id,
-                    confirmed: false,
-                    reason: Some(reply.reason.as_str()),
-                })
-            }
-            other => Err(format!(
-                "unexpected event type {other:?} on the stock replies queue"
-            )),
-        }
+    fn decode(&self, envelope: &Envelope) -> Result<(Uuid, Verdict), String> {
+        Verdict::of_reply(envelope)
     }
 
     async fn apply<'a>(
         &'a self,
         tx: &'a Transaction<'_>,
-        batch: &'a Batch<'_, Decision>,
+        batch: &'a Batch<'_, (Uuid, Verdict)>,
     ) -> Result<Self::Outcome, ApplyError> {
         if batch.fresh.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Uuid> = batch.fresh.iter().map(|d| d.event.order_id).collect();
+        let ids: Vec<Uuid> = batch.fresh.iter().map(|reply| reply.event.0).collect();
         let statuses: Vec<&str> = batch
             .fresh
             .iter()
-            .map(|d| {
-                if d.event.confirmed {
-                    "CONFIRMED"
-                } else {
-                    "REJECTED"
-                }
-            })
+            .map(|reply| OrderStatus::of(reply.event.1).as_str())
             .collect();
-        let reasons: Vec<Option<&str>> = batch.fresh.iter().map(|d| d.event.reason).collect();
+        let reasons: Vec<Option<&str>> = batch
+            .fresh
+            .iter()
+            .map(|reply| reply.event.1.reason().map(|reason| reason.as_str()))
+            .collect();
         let statement = tx.prepare_cached(DECIDE_SQL).await?;
         let rows = tx.query(&statement, &[&ids, &statuses, &reasons]).await?;
         rows.iter()

@@ -1,6 +1,8 @@
 //! Orders and the product replica in PostgreSQL. Placing orders goes
-//! through the [`writer`]; this module reads orders and keeps the replica.
+//! through the [`writer`], re-driving orders left PENDING through
+//! [`redrive`]; this module reads orders and keeps the replica.
 
+pub mod redrive;
 pub mod writer;
 
 use deadpool_postgres::Pool;

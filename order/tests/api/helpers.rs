@@ -274,9 +274,18 @@ impl TestPipeline {
     /// Starts the product service stopped by [`Self::stop_product`], on
     /// the same port and database.
     pub(crate) async fn start_product(&mut self) {
-        let app = product::startup::Application::build(self.product_config.clone())
-            .await
-            .unwrap();
+        self.start_product_with(|_| {}).await;
+    }
+
+    /// As [`Self::start_product`], with its settings changed by `adjust`
+    /// for this run only.
+    pub(crate) async fn start_product_with(
+        &mut self,
+        adjust: impl FnOnce(&mut product::config::Config),
+    ) {
+        let mut config = self.product_config.clone();
+        adjust(&mut config);
+        let app = product::startup::Application::build(config).await.unwrap();
         let (stop, signal) = service::shutdown::channel();
         self.stops.push((
             stop,

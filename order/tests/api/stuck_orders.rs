@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::spawn_pipeline;
+use crate::helpers::{spawn_pipeline, spawn_pipeline_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_placed_while_their_queue_was_deleted_are_all_decided() {
@@ -60,6 +60,62 @@ async fn orders_placed_while_their_queue_was_deleted_are_all_decided() {
         set_aside, 0,
         "rows were set aside for the broker's refusals"
     );
+    pipeline.assert_invariants().await;
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_reply_was_lost_is_decided_after_a_redrive() {
+    let mut pipeline = spawn_pipeline_with(&[("ORDER_REDRIVE_AFTER_SECS", "1")]).await;
+    let product = pipeline.create_product("Lost reply", 100, 10).await;
+    // The product service without its relay: its replies stay in its outbox.
+    pipeline.stop_product().await;
+    pipeline
+        .start_product_with(|config| config.pipeline.relay_enabled = false)
+        .await;
+    let (status, order) = pipeline
+        .place(json!({"product_id": product, "quantity": 3}))
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let mut decided = false;
+    for _ in 0..200 {
+        let replies: i64 = pipeline
+            .stores
+            .products
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE event_type LIKE 'stock.%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if replies > 0 {
+            decided = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(decided, "the product service never decided the order");
+    // Its reply is lost: marked sent, never sent.
+    pipeline
+        .stores
+        .products
+        .execute(
+            "UPDATE outbox SET published_at = now() WHERE event_type LIKE 'stock.%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    pipeline.stop_product().await;
+    pipeline.start_product().await;
+
+    assert!(
+        pipeline.wait_until_decided(Duration::from_secs(30)).await,
+        "the order stayed PENDING"
+    );
+    assert_eq!(pipeline.order(&order_id).await["status"], "CONFIRMED");
+    assert!(pipeline.metric("order_redriven_total").await >= 1);
     pipeline.assert_invariants().await;
     pipeline.stop().await;
 }

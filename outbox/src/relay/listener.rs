@@ -21,10 +21,7 @@ pub(crate) async fn listen(config: Config, wake: Arc<Notify>, shutdown: Signal) 
             Ok(()) => tracing::debug!("outbox listener connection ended"),
             Err(error) => tracing::debug!(%error, "outbox listener failed"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.wait() => {}
-        }
+        shutdown.sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -356,10 +356,7 @@ impl Relay {
                 }
             };
             if let Some(pause) = pause.filter(|pause| !pause.is_zero()) {
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = shutdown.wait() => {}
-                }
+                shutdown.sleep(pause).await;
             }
         }
         if let Some(publisher) = self.publisher.take() {

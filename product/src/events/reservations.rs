@@ -2,25 +2,26 @@
 //! (all items or none) and `stock.reserved` / `stock.rejected` out.
 //!
 //! Per batch, in the consumer's one transaction: lock every product the
-//! batch names (in id order), decide each new order in arrival order
-//! against the locked stock, decrement with a conditional UPDATE, record
-//! the verdicts and append the replies to the outbox. After the commit the
+//! batch names (in id order), read the verdicts already recorded for its
+//! orders, decide each order not decided yet in arrival order against the
+//! locked stock, decrement with a conditional UPDATE, record the verdicts
+//! and append the replies to the outbox. An order decided before (a
+//! redelivery, a replay, a re-drive by the order service) is answered with
+//! its recorded verdict again and changes nothing: a reply that was lost
+//! is sent again, and the order cannot stay PENDING. After the commit the
 //! Redis counters take the committed values through the versioned script.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::Transaction;
-use outbox::consumer::{ApplyError, Batch, Handler, Inbound};
+use outbox::consumer::{ApplyError, Batch, Handler};
 use outbox::envelope::Envelope;
-use outbox::events::{
-    ORDER_CREATED, OrderCreated, RejectReason, STOCK_REJECTED, STOCK_RESERVED, StockRejected,
-    StockReserved,
-};
-use outbox::writer::{self, NewEvent};
+use outbox::events::{ORDER_CREATED, OrderCreated, RejectReason, Verdict};
+use outbox::writer;
 use prometheus::{IntCounterVec, Opts, Registry};
 
 use crate::cache::{ProductCache, StockUpdate};
-use crate::store::{self, LockedStock, StoreError, Verdict};
+use crate::store::{self, LockedStock, Reservation, StoreError};
 
 /// Reservations by result, for `/metrics`.
 #[derive(Clone)]
@@ -55,43 +56,31 @@ impl ReservationHandler {
 }
 
 /// Decides one order against the stock left: all items or none.
-pub fn decide(
-    order: &OrderCreated,
-    stock: &mut BTreeMap<i64, i64>,
-) -> Result<(), (RejectReason, i64)> {
+pub fn decide(order: &OrderCreated, stock: &mut BTreeMap<i64, i64>) -> Verdict {
     for item in &order.items {
-        match stock.get(&item.product_id) {
-            None => return Err((RejectReason::UnknownProduct, item.product_id)),
-            Some(left) if *left < item.quantity => {
-                return Err((RejectReason::InsufficientStock, item.product_id));
-            }
-            Some(_) => {}
-        }
+        let reason = match stock.get(&item.product_id) {
+            None => RejectReason::UnknownProduct,
+            Some(left) if *left < item.quantity => RejectReason::InsufficientStock,
+            Some(_) => continue,
+        };
+        return Verdict::Rejected {
+            reason,
+            product_id: item.product_id,
+        };
     }
     for item in &order.items {
         if let Some(left) = stock.get_mut(&item.product_id) {
             *left -= item.quantity;
         }
     }
-    Ok(())
+    Verdict::Reserved
 }
 
-fn reply(
-    inbound: &Inbound<OrderCreated>,
-    decided: &Result<(), (RejectReason, i64)>,
-) -> Result<NewEvent, outbox::Error> {
-    let order_id = inbound.event.order_id;
-    match decided {
-        Ok(()) => NewEvent::new(order_id, STOCK_RESERVED, &StockReserved { order_id }),
-        Err((reason, product_id)) => NewEvent::new(
-            order_id,
-            STOCK_REJECTED,
-            &StockRejected {
-                order_id,
-                reason: *reason,
-                product_id: *product_id,
-            },
-        ),
+/// The label of `stock_reservations_total` for a verdict.
+fn result_label(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Reserved => "reserved",
+        Verdict::Rejected { reason, .. } => reason.as_str(),
     }
 }
 
@@ -144,19 +133,37 @@ impl Handler for ReservationHandler {
             .collect();
         let ids: Vec<i64> = ids.into_iter().collect();
         let locked = store::lock_products(tx, &ids).await?;
+        let orders: Vec<_> = batch
+            .fresh
+            .iter()
+            .chain(&batch.duplicates)
+            .map(|inbound| inbound.event.order_id)
+            .collect();
+        // Verdicts recorded before, then those decided in this batch: an
+        // order is decided once, however many events name it.
+        let mut verdicts = store::recorded_verdicts(tx, &orders).await?;
         let mut left: BTreeMap<i64, i64> = locked.iter().map(|row| (row.id, row.stock)).collect();
-        let mut verdicts = Vec::with_capacity(batch.fresh.len());
-        let mut replies = Vec::with_capacity(batch.fresh.len());
+        let mut decided = Vec::with_capacity(batch.fresh.len());
+        let mut replies = Vec::with_capacity(orders.len());
         for inbound in &batch.fresh {
-            let decided = decide(&inbound.event, &mut left);
-            replies.push(reply(inbound, &decided)?);
-            verdicts.push(Verdict {
-                order_id: inbound.event.order_id,
-                message_id: inbound.envelope.id,
-                reserved: decided.is_ok(),
-                reason: decided.err().map(|(reason, _)| reason.as_str()),
-                items: serde_json::to_value(&inbound.event.items).unwrap_or_default(),
+            let order_id = inbound.event.order_id;
+            let verdict = *verdicts.entry(order_id).or_insert_with(|| {
+                let verdict = decide(&inbound.event, &mut left);
+                decided.push(Reservation {
+                    order_id,
+                    message_id: inbound.envelope.id,
+                    verdict,
+                    items: &inbound.event.items,
+                });
+                verdict
             });
+            replies.push(verdict.reply(order_id)?);
+        }
+        for inbound in &batch.duplicates {
+            let order_id = inbound.event.order_id;
+            if let Some(verdict) = verdicts.get(&order_id) {
+                replies.push(verdict.reply(order_id)?);
+            }
         }
         let decrements: Vec<(i64, i64)> = locked
             .iter()
@@ -166,15 +173,13 @@ impl Handler for ReservationHandler {
             })
             .collect();
         let changed = store::decrement(tx, &decrements).await?;
-        store::record_verdicts(tx, &verdicts).await?;
+        store::record_reservations(tx, &decided).await?;
         writer::append(tx, &replies).await?;
-        for verdict in &verdicts {
-            let result = if verdict.reserved {
-                "reserved"
-            } else {
-                verdict.reason.unwrap_or("rejected")
-            };
-            self.metrics.verdicts.with_label_values(&[result]).inc();
+        for reservation in &decided {
+            self.metrics
+                .verdicts
+                .with_label_values(&[result_label(reservation.verdict)])
+                .inc();
         }
         Ok(counter_updates(&locked, &changed, &decrements))
     }
@@ -235,14 +240,20 @@ mod tests {
         let mut stock = BTreeMap::from([(1, 5), (2, 1)]);
         assert_eq!(
             decide(&order(&[(1, 2), (2, 2)]), &mut stock),
-            Err((RejectReason::InsufficientStock, 2))
+            Verdict::Rejected {
+                reason: RejectReason::InsufficientStock,
+                product_id: 2
+            }
         );
         assert_eq!(
             stock,
             BTreeMap::from([(1, 5), (2, 1)]),
             "a rejected order changed stock"
         );
-        assert_eq!(decide(&order(&[(1, 2), (2, 1)]), &mut stock), Ok(()));
+        assert_eq!(
+            decide(&order(&[(1, 2), (2, 1)]), &mut stock),
+            Verdict::Reserved
+        );
         assert_eq!(stock, BTreeMap::from([(1, 3), (2, 0)]));
     }
 
@@ -251,7 +262,10 @@ mod tests {
         let mut stock = BTreeMap::from([(1, 5)]);
         assert_eq!(
             decide(&order(&[(1, 1), (9, 1)]), &mut stock),
-            Err((RejectReason::UnknownProduct, 9))
+            Verdict::Rejected {
+                reason: RejectReason::UnknownProduct,
+                product_id: 9
+            }
         );
         assert_eq!(stock[&1], 5);
     }
@@ -260,7 +274,7 @@ mod tests {
     fn orders_are_decided_in_arrival_order() {
         let mut stock = BTreeMap::from([(1, 2)]);
         let results: Vec<bool> = (0..4)
-            .map(|_| decide(&order(&[(1, 1)]), &mut stock).is_ok())
+            .map(|_| decide(&order(&[(1, 1)]), &mut stock) == Verdict::Reserved)
             .collect();
         assert_eq!(results, [true, true, false, false]);
     }

@@ -13,7 +13,8 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 pub use stock::{
-    AdjustOutcome, LockedStock, Verdict, adjust_stock, decrement, lock_products, record_verdicts,
+    AdjustOutcome, LockedStock, Reservation, adjust_stock, decrement, lock_products,
+    record_reservations, recorded_verdicts,
 };
 
 use crate::domain::{NewProduct, Product, ProductChanges};

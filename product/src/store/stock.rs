@@ -4,8 +4,11 @@
 
 use std::future::Future;
 
+use std::collections::HashMap;
+
 use deadpool_postgres::{Pool, Transaction};
-use serde_json::Value;
+use outbox::events::{OrderItem, RejectReason, Verdict};
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use super::{COLUMNS, StoreResult, product_from};
@@ -148,39 +151,117 @@ pub async fn decrement(
     rows.iter().map(LockedStock::from_row).collect()
 }
 
-/// One verdict per order.
+/// An order's reservation as the stock loop records it.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Reservation<'a> {
     pub order_id: Uuid,
     pub message_id: Uuid,
-    pub reserved: bool,
-    pub reason: Option<&'static str>,
-    pub items: Value,
+    pub verdict: Verdict,
+    pub items: &'a [OrderItem],
 }
 
-const RECORD_VERDICTS_SQL: &str = "\
-    INSERT INTO reservations (order_id, message_id, status, reason, items) \
-    SELECT order_id, message_id, status, reason, items::jsonb \
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) \
-        AS v(order_id, message_id, status, reason, items)";
+/// The columns a verdict is kept in: status, reason, product not served.
+fn verdict_columns(verdict: Verdict) -> (&'static str, Option<&'static str>, Option<i64>) {
+    match verdict {
+        Verdict::Reserved => ("reserved", None, None),
+        Verdict::Rejected { reason, product_id } => {
+            ("rejected", Some(reason.as_str()), Some(product_id))
+        }
+    }
+}
 
-pub async fn record_verdicts(tx: &Transaction<'_>, verdicts: &[Verdict]) -> StoreResult<()> {
-    if verdicts.is_empty() {
+/// A verdict from its columns; `None` for a row no verdict writes.
+fn verdict_from(status: &str, reason: Option<&str>, product_id: i64) -> Option<Verdict> {
+    match status {
+        "reserved" => Some(Verdict::Reserved),
+        "rejected" => Some(Verdict::Rejected {
+            reason: RejectReason::parse(reason?)?,
+            product_id,
+        }),
+        _ => None,
+    }
+}
+
+const RECORD_RESERVATIONS_SQL: &str = "\
+    INSERT INTO reservations (order_id, message_id, status, reason, product_id, items) \
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::jsonb[])";
+
+pub async fn record_reservations(
+    tx: &Transaction<'_>,
+    reservations: &[Reservation<'_>],
+) -> StoreResult<()> {
+    if reservations.is_empty() {
         return Ok(());
     }
-    let orders: Vec<Uuid> = verdicts.iter().map(|v| v.order_id).collect();
-    let messages: Vec<Uuid> = verdicts.iter().map(|v| v.message_id).collect();
-    let statuses: Vec<&str> = verdicts
+    let orders: Vec<Uuid> = reservations.iter().map(|r| r.order_id).collect();
+    let messages: Vec<Uuid> = reservations.iter().map(|r| r.message_id).collect();
+    let columns: Vec<_> = reservations
         .iter()
-        .map(|v| if v.reserved { "reserved" } else { "rejected" })
+        .map(|r| verdict_columns(r.verdict))
         .collect();
-    let reasons: Vec<Option<&str>> = verdicts.iter().map(|v| v.reason).collect();
-    let items: Vec<String> = verdicts.iter().map(|v| v.items.to_string()).collect();
-    let statement = tx.prepare_cached(RECORD_VERDICTS_SQL).await?;
+    let statuses: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    let reasons: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
+    let products: Vec<Option<i64>> = columns.iter().map(|c| c.2).collect();
+    let items: Vec<Json<&[OrderItem]>> = reservations.iter().map(|r| Json(r.items)).collect();
+    let statement = tx.prepare_cached(RECORD_RESERVATIONS_SQL).await?;
     tx.execute(
         &statement,
-        &[&orders, &messages, &statuses, &reasons, &items],
+        &[&orders, &messages, &statuses, &reasons, &products, &items],
     )
     .await?;
     Ok(())
+}
+
+/// The verdicts recorded for these orders. A rejection recorded before
+/// the product column existed names the order's first product.
+const RECORDED_VERDICTS_SQL: &str = "\
+    SELECT order_id, status, reason, \
+        COALESCE(product_id, (items -> 0 ->> 'product_id')::int8, 0) \
+    FROM reservations WHERE order_id = ANY($1)";
+
+pub async fn recorded_verdicts(
+    tx: &Transaction<'_>,
+    orders: &[Uuid],
+) -> StoreResult<HashMap<Uuid, Verdict>> {
+    if orders.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = tx.prepare_cached(RECORDED_VERDICTS_SQL).await?;
+    let rows = tx.query(&statement, &[&orders]).await?;
+    let mut recorded = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let (order, status, reason, product): (Uuid, String, Option<String>, i64) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        if let Some(verdict) = verdict_from(&status, reason.as_deref(), product) {
+            recorded.insert(order, verdict);
+        }
+    }
+    Ok(recorded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_comes_back_from_its_columns() {
+        for verdict in [
+            Verdict::Reserved,
+            Verdict::Rejected {
+                reason: RejectReason::InsufficientStock,
+                product_id: 4,
+            },
+        ] {
+            let (status, reason, product) = verdict_columns(verdict);
+            assert_eq!(
+                verdict_from(status, reason, product.unwrap_or(0)),
+                Some(verdict)
+            );
+        }
+        assert_eq!(verdict_from("rejected", Some("no idea"), 1), None);
+    }
 }

@@ -108,15 +108,71 @@ async fn the_same_order_created_delivered_twice_moves_stock_once() {
     })
     .await;
     assert_eq!(app.row(id).await.unwrap().2, 7, "stock moved twice");
-    assert_eq!(
+    // Each copy is answered, with the one verdict recorded.
+    app.eventually("both copies are answered", || async {
         app.count("SELECT count(*) FROM outbox WHERE event_type = 'stock.reserved'")
-            .await,
-        1
-    );
+            .await
+            == 2
+    })
+    .await;
     app.eventually("the counter follows", || async {
         app.counter(id).await == Some(7)
     })
     .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_order_sent_again_is_answered_with_its_recorded_verdict() {
+    let app = spawn_app().await;
+    let id = app.create_product("Scarce", 100, 2).await["id"]
+        .as_i64()
+        .unwrap();
+    let reserved = order_created(&[(id, 2)]);
+    let rejected = order_created(&[(id, 1)]);
+    for order in [&reserved, &rejected] {
+        app.publish_order_created(order).await;
+    }
+    app.eventually("both orders are decided", || async {
+        app.count("SELECT count(*) FROM reservations").await == 2
+    })
+    .await;
+    // Restocked meanwhile: a second decision would now reserve the
+    // rejected order. The copies get the recorded verdicts instead.
+    app.client
+        .post(app.url(&format!("/products/{id}/stock")))
+        .header("Idempotency-Key", "restock-1")
+        .json(&json!({"delta": 10}))
+        .send()
+        .await
+        .unwrap();
+    for order in [&reserved, &rejected] {
+        app.publish_order_created(order).await;
+    }
+    app.eventually("every copy is answered", || async {
+        app.count("SELECT count(*) FROM outbox WHERE event_type LIKE 'stock.%'")
+            .await
+            == 4
+    })
+    .await;
+    let client = app.pool.get().await.unwrap();
+    let rejections = client
+        .query(
+            "SELECT payload->>'order_id', payload->>'reason', (payload->>'product_id')::int8 \
+             FROM outbox WHERE event_type = 'stock.rejected'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejections.len(), 2);
+    for row in rejections {
+        let (order, reason, product): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            (order.as_str(), reason.as_str(), product),
+            (rejected.aggregate_id.as_str(), "insufficient_stock", id)
+        );
+    }
+    assert_eq!(app.row(id).await.unwrap().2, 10, "a copy moved stock");
     app.stop().await;
 }
 
