@@ -98,6 +98,12 @@ impl Application {
             consumer_metrics.clone(),
         );
         workers.push(tokio::spawn(products.run(signal.clone())));
+        let drain = config.pipeline.dead_letter_drain(
+            &pool,
+            vec![replies_queue.clone(), topology.product_events_queue()],
+            &consumer_metrics,
+        );
+        workers.push(tokio::spawn(drain.run(signal.clone())));
         let redriver = Redriver::new(pool.clone(), config.redrive, registry)?;
         workers.push(tokio::spawn(redriver.run(signal.clone())));
         workers.push(tokio::spawn(outbox::retention::run(

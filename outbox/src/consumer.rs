@@ -12,8 +12,8 @@
 //!    rejects the batch for its data, events are applied one by one so
 //!    only the bad one is set aside; any other failure (an outage, a bug
 //!    of a deploy) retries the whole batch with backoff, deliveries held;
-//! 3. publish the dead letters (with their reason) to the dead-letter
-//!    exchange, confirmed;
+//! 3. record the dead letters (with their reason) in the service's
+//!    `dead_letters` table ([`crate::dead_letters`]);
 //! 4. run the handler's after-commit work (cache and counter updates);
 //! 5. ack every delivery of the batch at once.
 //!
@@ -27,19 +27,17 @@ use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 use futures_util::{FutureExt, StreamExt};
+use lapin::Connection;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
 use service::shutdown::Signal;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
-use crate::envelope::{self, DEAD_LETTER_REASON_HEADER, Envelope, Received};
+use crate::dead_letters::{self, DeadLetter, Source};
+use crate::envelope::{self, Envelope, Received};
 use crate::metrics::ConsumerMetrics;
 use crate::topology::Topology;
 use crate::{Error, Result, broker, inbox};
@@ -125,12 +123,10 @@ impl ConsumerConfig {
     }
 }
 
-/// An open subscription: the consuming channel and a confirm-mode channel
-/// for dead letters.
+/// An open subscription.
 pub struct Session {
     connection: Connection,
     deliveries: lapin::Consumer,
-    dead_letters: Channel,
 }
 
 impl Session {
@@ -150,25 +146,6 @@ pub struct StepReport {
     pub applied: usize,
     pub duplicates: usize,
     pub dead_lettered: usize,
-}
-
-/// A dead letter: the text to keep and why.
-struct DeadLetter {
-    body: Vec<u8>,
-    reason: String,
-    message_id: Option<Uuid>,
-    event_type: Option<String>,
-}
-
-impl DeadLetter {
-    fn of<E>(inbound: Inbound<E>, reason: String) -> Self {
-        DeadLetter {
-            body: serde_json::to_vec(&inbound.envelope).unwrap_or_default(),
-            reason,
-            message_id: Some(inbound.envelope.id),
-            event_type: Some(inbound.envelope.event_type),
-        }
-    }
 }
 
 /// A consumer of one queue, applying through a [`Handler`].
@@ -214,14 +191,9 @@ impl<H: Handler> Consumer<H> {
                 FieldTable::default(),
             )
             .await?;
-        let dead_letters = connection.create_channel().await?;
-        dead_letters
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
         Ok(Session {
             connection,
             deliveries,
-            dead_letters,
         })
     }
 
@@ -289,7 +261,7 @@ impl<H: Handler> Consumer<H> {
         // would dead-letter good events.
         let mut backoff = Backoff::default();
         let mut report = loop {
-            match self.process(&deliveries, &session.dead_letters).await {
+            match self.process(&deliveries).await {
                 Ok(report) => break report,
                 Err(error) if !error.is_broker() && !shutdown.is_fired() => {
                     self.metrics
@@ -347,14 +319,14 @@ impl<H: Handler> Consumer<H> {
         Ok(batch)
     }
 
-    async fn process(&self, deliveries: &[Delivery], dead_channel: &Channel) -> Result<StepReport> {
+    async fn process(&self, deliveries: &[Delivery]) -> Result<StepReport> {
         let mut dead = Vec::new();
         let mut report = StepReport::default();
         let mut events = self.decode_all(deliveries, &mut dead, &mut report);
         let outcomes = self
             .apply_removing_poison(&mut events, &mut dead, &mut report)
             .await?;
-        self.publish_dead_letters(dead_channel, &dead).await?;
+        dead_letters::record(&self.pool, &self.config.queue, &dead, Source::Consumer).await?;
         for outcome in outcomes {
             self.handler.after_commit(outcome).await;
         }
@@ -397,24 +369,17 @@ impl<H: Handler> Consumer<H> {
                     }
                     Received::Event(envelope) => match self.handler.decode(&envelope) {
                         Ok(event) => events.push(Inbound { envelope, event }),
-                        Err(reason) => dead.push(DeadLetter::of(
-                            Inbound {
-                                envelope,
-                                event: (),
-                            },
-                            reason,
-                        )),
+                        Err(reason) => dead.push(DeadLetter::of_event(&envelope, reason)),
                     },
-                    Received::Malformed { raw, reason } => dead.push(DeadLetter {
-                        body: raw.into_bytes(),
+                    Received::Malformed { raw, reason } => dead.push(DeadLetter::malformed(
+                        raw,
                         reason,
-                        message_id: None,
-                        event_type: delivery
+                        delivery
                             .properties
                             .kind()
                             .as_ref()
                             .map(|kind| kind.to_string()),
-                    }),
+                    )),
                 }
             }
         }
@@ -443,13 +408,13 @@ impl<H: Handler> Consumer<H> {
                         )));
                     };
                     tracing::warn!(%message_id, %reason, "event can never apply; dead-lettering it");
-                    dead.push(DeadLetter::of(events.remove(at), reason));
+                    dead.push(DeadLetter::of_event(&events.remove(at).envelope, reason));
                 }
                 Err(ApplyError::Failed(error)) if !error.is_in_the_data() => return Err(error),
                 Err(ApplyError::Failed(error)) if events.len() == 1 => {
                     let inbound = events.remove(0);
-                    dead.push(DeadLetter::of(
-                        inbound,
+                    dead.push(DeadLetter::of_event(
+                        &inbound.envelope,
                         format!("rejected by the store: {error}"),
                     ));
                     return Ok(Vec::new());
@@ -475,7 +440,7 @@ impl<H: Handler> Consumer<H> {
             match self.apply_once(vec![&inbound], report).await {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(ApplyError::Failed(error)) if !error.is_in_the_data() => return Err(error),
-                Err(error) => dead.push(DeadLetter::of(inbound, error.to_string())),
+                Err(error) => dead.push(DeadLetter::of_event(&inbound.envelope, error.to_string())),
             }
         }
         Ok(outcomes)
@@ -511,50 +476,5 @@ impl<H: Handler> Consumer<H> {
         report.applied += batch.fresh.len();
         report.duplicates += batch.duplicates.len();
         Ok(outcome)
-    }
-
-    async fn publish_dead_letters(&self, channel: &Channel, dead: &[DeadLetter]) -> Result<()> {
-        let mut confirms = Vec::with_capacity(dead.len());
-        for letter in dead {
-            let mut headers = FieldTable::default();
-            headers.insert(
-                ShortString::from(DEAD_LETTER_REASON_HEADER),
-                AMQPValue::LongString(letter.reason.as_str().into()),
-            );
-            let mut properties = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2)
-                .with_headers(headers);
-            if let Some(id) = letter.message_id {
-                properties = properties.with_message_id(id.to_string().into());
-            }
-            if let Some(kind) = &letter.event_type {
-                properties = properties.with_type(kind.as_str().into());
-            }
-            let confirm = channel
-                .basic_publish(
-                    self.topology.dead_letter_exchange().into(),
-                    self.config.queue.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &letter.body,
-                    properties,
-                )
-                .await?;
-            confirms.push(confirm);
-        }
-        for confirm in confirms {
-            match confirm.await? {
-                Confirmation::Ack(None) => {}
-                other => {
-                    return Err(Error::Refused(format!(
-                        "dead letter not accepted: {other:?}"
-                    )));
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -45,6 +45,9 @@ impl Envelope {
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
     pub routing_key: String,
+    /// Sent to this queue alone, through the default exchange, instead of
+    /// to the publisher's exchange under `routing_key`.
+    pub queue: Option<String>,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
     /// Envelopes inside, for accounting.
@@ -77,6 +80,7 @@ pub fn encode(envelopes: &[Envelope]) -> Result<OutgoingMessage, serde_json::Err
         .with_headers(headers);
     Ok(OutgoingMessage {
         routing_key: first.event_type.clone(),
+        queue: None,
         body,
         properties,
         event_count: envelopes.len(),

@@ -19,7 +19,9 @@
 //! - [`writer`]: appending events inside the caller's transaction.
 //! - [`relay`]: claim, publish with confirms, mark; LISTEN/NOTIFY and polling;
 //!   setting aside rows the broker keeps refusing.
-//! - [`consumer`] and [`inbox`]: batch consumption with dedupe and dead letters.
+//! - [`consumer`] and [`inbox`]: batch consumption with dedupe.
+//! - [`dead_letters`]: what consumers and the broker gave up on, kept for
+//!   an operator to list, requeue or purge.
 //! - [`topology`]: exchanges, queues, dead-letter queues, bindings.
 //! - [`retention`]: purging published rows and old inbox rows.
 //! - [`replay`] and [`stats`]: what the `outbox` operator tool runs.
@@ -28,6 +30,7 @@
 pub mod backoff;
 pub mod broker;
 pub mod consumer;
+pub mod dead_letters;
 pub mod envelope;
 pub mod error;
 pub mod events;

@@ -119,6 +119,8 @@ pub struct ConsumerMetrics {
     pub failures: IntCounterVec,
     /// 1 while subscribed to the queue; readiness reads it.
     pub connected: IntGaugeVec,
+    /// Dead letters of the queue waiting for an operator.
+    pub dead_letters: IntGaugeVec,
 }
 
 impl ConsumerMetrics {
@@ -158,7 +160,15 @@ impl ConsumerMetrics {
                 ),
                 &["queue"],
             )?,
+            dead_letters: IntGaugeVec::new(
+                Opts::new(
+                    "dead_letters",
+                    "Dead letters of the queue waiting for an operator (`outbox dead-letters list`)",
+                ),
+                &["queue"],
+            )?,
         };
+        registry.register(Box::new(metrics.dead_letters.clone()))?;
         registry.register(Box::new(metrics.connected.clone()))?;
         registry.register(Box::new(metrics.events.clone()))?;
         registry.register(Box::new(metrics.batch_events.clone()))?;

@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
 use crate::Result;
-use crate::envelope::{self, OutgoingMessage};
+use crate::envelope::OutgoingMessage;
 use crate::relay::{OutboxRow, Publisher, ROW_COLUMNS, Verdict, pack};
 
 /// Which rows to replay; every field narrows the selection.
@@ -130,7 +130,7 @@ pub async fn replay(
         let (groups, unsendable) = pack(&rows, 1, usize::MAX);
         let messages = groups
             .iter()
-            .map(|group| envelope::encode(&group.envelopes))
+            .map(|group| group.message())
             .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
         let verdicts = publisher.publish(exchange, &messages).await?;
         let mut confirmed: Vec<i64> = Vec::with_capacity(rows.len());

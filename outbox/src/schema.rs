@@ -8,5 +8,10 @@ pub const PARTITIONS: u16 = 16;
 
 /// The outbox library's migrations, numbered below 100; services number
 /// theirs from 100.
-pub const MIGRATIONS: &[MigrationSource] =
-    &[("V1__outbox", include_str!("../migrations/V1__outbox.sql"))];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    ("V1__outbox", include_str!("../migrations/V1__outbox.sql")),
+    (
+        "V2__dead_letters",
+        include_str!("../migrations/V2__dead_letters.sql"),
+    ),
+];

@@ -9,7 +9,8 @@ use service::shutdown::Signal;
 use tokio::task::JoinHandle;
 
 use crate::consumer::ConsumerConfig;
-use crate::metrics::RelayMetrics;
+use crate::dead_letters::drain::Drain;
+use crate::metrics::{ConsumerMetrics, RelayMetrics};
 use crate::relay::{Relay, RelayConfig};
 use crate::retention::Retention;
 use crate::topology::{QueueType, Topology};
@@ -141,6 +142,23 @@ impl PipelineSettings {
             linger: self.relay_linger,
             confirm_timeout: self.relay_confirm_timeout,
             ..RelayConfig::new(&self.amqp_url, exchange)
+        }
+    }
+
+    /// The drain of the dead-letter queues of `queues` (the ones this
+    /// service consumes) into its `dead_letters` table.
+    pub fn dead_letter_drain(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        queues: Vec<String>,
+        metrics: &ConsumerMetrics,
+    ) -> Drain {
+        Drain {
+            pool: pool.clone(),
+            amqp_url: self.amqp_url.clone(),
+            topology: self.topology(),
+            queues,
+            gauge: metrics.dead_letters.clone(),
         }
     }
 

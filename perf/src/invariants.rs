@@ -209,11 +209,26 @@ async fn compare_verdicts(stores: &Stores) -> anyhow::Result<Vec<String>> {
     Ok(violations)
 }
 
-/// Messages waiting in each dead-letter queue of the pipeline.
-pub async fn dead_letters(amqp_url: &str, namespace: &str) -> anyhow::Result<Vec<(String, u32)>> {
+/// Dead letters of the pipeline, wherever they wait: in each service's
+/// `dead_letters` table (`databases`: a name and its database each), and
+/// in the broker's dead-letter queues, not drained yet.
+pub async fn dead_letters(
+    amqp_url: &str,
+    namespace: &str,
+    databases: &[(&str, tokio_postgres::Config)],
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut counts = Vec::new();
+    for (name, database) in databases {
+        let client = service::db::connect(database).await?;
+        for (queue, waiting) in outbox::dead_letters::waiting(&client).await? {
+            counts.push((format!("{name}: {queue}"), waiting as u64));
+        }
+    }
     let connection = outbox::broker::connect(amqp_url, "perf dead-letter count").await?;
     let topology = outbox::topology::Topology::new(namespace, outbox::topology::QueueType::Quorum);
-    let counts = topology.dead_letter_counts(&connection).await?;
+    for (queue, waiting) in topology.dead_letter_counts(&connection).await? {
+        counts.push((format!("broker: {queue}"), u64::from(waiting)));
+    }
     let _ = connection.close(200, "done".into()).await;
     Ok(counts)
 }

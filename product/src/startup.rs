@@ -90,6 +90,11 @@ impl Application {
             consumer_metrics.clone(),
         );
         workers.push(tokio::spawn(consumer.run(signal.clone())));
+        let drain =
+            config
+                .pipeline
+                .dead_letter_drain(&pool, vec![queue.clone()], &consumer_metrics);
+        workers.push(tokio::spawn(drain.run(signal.clone())));
         workers.push(tokio::spawn(outbox::retention::run(
             pool.clone(),
             config.pipeline.retention,

@@ -8,6 +8,8 @@
 //! state, never by "id above the last one seen", so a transaction that
 //! commits late is picked up by the next batch instead of being skipped.
 
+use std::sync::LazyLock;
+
 use deadpool_postgres::Transaction;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -24,11 +26,13 @@ pub struct OutboxRow {
     pub payload: String,
     pub created_at: OffsetDateTime,
     pub attempts: i32,
+    /// The one queue it is for (a requeued dead letter), if any.
+    pub queue: Option<String>,
 }
 
 /// The columns every reader of outbox rows selects, in [`OutboxRow::from_row`]'s order.
-pub(crate) const ROW_COLUMNS: &str =
-    "o.id, o.message_id, o.aggregate_id, o.event_type, o.payload::text, o.created_at, o.attempts";
+pub(crate) const ROW_COLUMNS: &str = "o.id, o.message_id, o.aggregate_id, o.event_type, \
+     o.payload::text, o.created_at, o.attempts, o.queue";
 
 impl OutboxRow {
     /// A row selected with [`ROW_COLUMNS`].
@@ -41,6 +45,7 @@ impl OutboxRow {
             payload: row.try_get(4)?,
             created_at: row.try_get(5)?,
             attempts: row.try_get(6)?,
+            queue: row.try_get(7)?,
         })
     }
 }
@@ -49,23 +54,26 @@ impl OutboxRow {
 /// Only partitions with something to send are locked (the `EXISTS` probe
 /// uses the partial pending index); their order is random so that no
 /// partition starves when a relay takes fewer than all of them.
-pub(crate) const CLAIM_SQL: &str = "\
-    WITH claimed AS ( \
-        SELECT p.partition FROM outbox_partition p \
-        WHERE EXISTS ( \
-            SELECT 1 FROM outbox o \
-            WHERE o.partition = p.partition \
-              AND o.published_at IS NULL AND o.set_aside_at IS NULL) \
-        ORDER BY random() \
-        LIMIT $1 \
-        FOR UPDATE SKIP LOCKED) \
-    SELECT o.id, o.message_id, o.aggregate_id, o.event_type, o.payload::text, o.created_at, o.attempts \
-    FROM outbox o \
-    WHERE o.partition IN (SELECT partition FROM claimed) \
-      AND o.published_at IS NULL AND o.set_aside_at IS NULL \
-    ORDER BY o.id \
-    LIMIT $2 \
-    FOR UPDATE OF o SKIP LOCKED";
+pub(crate) static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH claimed AS ( \
+             SELECT p.partition FROM outbox_partition p \
+             WHERE EXISTS ( \
+                 SELECT 1 FROM outbox o \
+                 WHERE o.partition = p.partition \
+                   AND o.published_at IS NULL AND o.set_aside_at IS NULL) \
+             ORDER BY random() \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED) \
+         SELECT {ROW_COLUMNS} \
+         FROM outbox o \
+         WHERE o.partition IN (SELECT partition FROM claimed) \
+           AND o.published_at IS NULL AND o.set_aside_at IS NULL \
+         ORDER BY o.id \
+         LIMIT $2 \
+         FOR UPDATE OF o SKIP LOCKED"
+    )
+});
 
 pub(crate) const MARK_PUBLISHED_SQL: &str =
     "UPDATE outbox SET published_at = now(), last_error = NULL WHERE id = ANY($1)";
@@ -84,7 +92,7 @@ pub async fn claim(
     max_partitions: i64,
     max_rows: i64,
 ) -> Result<Vec<OutboxRow>> {
-    let statement = tx.prepare_cached(CLAIM_SQL).await?;
+    let statement = tx.prepare_cached(&CLAIM_SQL).await?;
     let rows = tx.query(&statement, &[&max_partitions, &max_rows]).await?;
     rows.iter().map(OutboxRow::from_row).collect()
 }

@@ -47,7 +47,7 @@ pub(crate) use pack::pack;
 pub use publisher::{Publisher, Verdict};
 
 use crate::backoff::Backoff;
-use crate::envelope::{self, OutgoingMessage};
+use crate::envelope::OutgoingMessage;
 use crate::metrics::RelayMetrics;
 use crate::topology::Topology;
 use crate::{Result, stats};
@@ -250,7 +250,7 @@ impl Relay {
     async fn publish_groups(&mut self, groups: &[pack::Group]) -> Result<Vec<Verdict>> {
         let messages = groups
             .iter()
-            .map(|group| envelope::encode(&group.envelopes))
+            .map(pack::Group::message)
             .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
         match self.publish(&messages).await {
             Ok(verdicts) => Ok(verdicts),

@@ -5,28 +5,39 @@
 use serde_json::value::RawValue;
 
 use super::OutboxRow;
-use crate::envelope::Envelope;
+use crate::envelope::{self, Envelope, OutgoingMessage};
 
 /// Rows bound for one message.
 pub(crate) struct Group {
     pub(crate) envelopes: Vec<Envelope>,
     pub(crate) row_ids: Vec<i64>,
+    /// The one queue its rows are for, if any.
+    pub(crate) queue: Option<String>,
 }
 
 impl Group {
+    /// The message that carries it.
+    pub(crate) fn message(&self) -> Result<OutgoingMessage, serde_json::Error> {
+        let mut message = envelope::encode(&self.envelopes)?;
+        message.queue = self.queue.clone();
+        Ok(message)
+    }
+
     /// The same rows, one per message.
     pub(crate) fn unpacked(self) -> impl Iterator<Item = Group> {
+        let queue = self.queue;
         self.envelopes
             .into_iter()
             .zip(self.row_ids)
-            .map(|(envelope, id)| Group {
+            .map(move |(envelope, id)| Group {
                 envelopes: vec![envelope],
                 row_ids: vec![id],
+                queue: queue.clone(),
             })
     }
 }
 
-/// Packs consecutive rows of one event type into groups of at most
+/// Packs consecutive rows of one event type and destination into groups of at most
 /// `per_message` envelopes and `max_bytes` of payload. Rows whose payload
 /// alone is over `max_bytes` come back separately, with the reason.
 pub(crate) fn pack(
@@ -55,6 +66,7 @@ pub(crate) fn pack(
         let joins_last = groups.last().is_some_and(|group| {
             group.envelopes.len() < per_message
                 && group.envelopes[0].event_type == row.event_type
+                && group.queue == row.queue
                 && group_bytes + row.payload.len() <= max_bytes
         });
         match groups.last_mut() {
@@ -67,6 +79,7 @@ pub(crate) fn pack(
                 groups.push(Group {
                     envelopes: vec![envelope],
                     row_ids: vec![row.id],
+                    queue: row.queue.clone(),
                 });
                 group_bytes = row.payload.len();
             }
@@ -100,6 +113,7 @@ mod tests {
             payload: payload.into(),
             created_at: OffsetDateTime::now_utc(),
             attempts: 0,
+            queue: None,
         }
     }
 

@@ -51,7 +51,8 @@ impl Publisher {
         &self.connection
     }
 
-    /// Publishes every message, then waits for all confirms. Returns one
+    /// Publishes every message to `exchange` (a message for one queue
+    /// goes to that queue), then waits for all confirms. Returns one
     /// verdict per message, in order. A broken channel or connection is an
     /// `Err`: nothing can be said about any message of the batch.
     pub async fn publish(
@@ -66,11 +67,15 @@ impl Publisher {
         };
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
+            let (exchange, routing_key) = match &message.queue {
+                Some(queue) => ("", queue.as_str()),
+                None => (exchange, message.routing_key.as_str()),
+            };
             let confirm = self
                 .channel
                 .basic_publish(
                     exchange.into(),
-                    message.routing_key.as_str().into(),
+                    routing_key.into(),
                     options,
                     &message.body,
                     message.properties.clone(),

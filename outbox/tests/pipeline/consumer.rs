@@ -1,5 +1,5 @@
-//! The inbox consumer: duplicates apply once, poison goes to the
-//! dead-letter queue with its reason and blocks nothing.
+//! The inbox consumer: duplicates apply once, poison becomes a dead letter
+//! with its reason and blocks nothing.
 
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ async fn the_same_message_delivered_three_times_applies_once() {
 }
 
 #[tokio::test]
-async fn poison_messages_go_to_the_dead_letter_queue_and_the_rest_apply() {
+async fn poison_messages_become_dead_letters_and_the_rest_apply() {
     let outbox = TestOutbox::new().await;
     outbox
         .publish_raw(&body(&[envelope("a", r#"{"amount": 1}"#)]))
@@ -94,10 +94,15 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_rest_apply() {
     assert_eq!(effects.len(), 3);
     assert_eq!((effects["a"].0, effects["d"].0, effects["e"].0), (1, 4, 2));
 
-    let dead = outbox
-        .take_dead_letters(&outbox.topology.order_created_queue(), 4)
-        .await;
-    let reasons: Vec<&str> = dead.iter().map(|(_, reason)| reason.as_str()).collect();
+    let dead = outbox.dead_letters().await;
+    assert!(
+        dead.iter().all(
+            |letter| letter.queue == outbox.topology.order_created_queue()
+                && letter.source == "consumer"
+        ),
+        "{dead:?}"
+    );
+    let reasons: Vec<&str> = dead.iter().map(|letter| letter.reason.as_str()).collect();
     assert_eq!(dead.len(), 4, "{reasons:?}");
     assert!(
         reasons.iter().any(|r| r.contains("negative amount")),
@@ -112,7 +117,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_and_the_rest_apply() {
             == 2,
         "{reasons:?}"
     );
-    assert!(dead.iter().any(|(body, _)| body == b"this is not json"));
+    assert!(dead.iter().any(|letter| letter.body == "this is not json"));
     outbox.cleanup().await;
 }
 

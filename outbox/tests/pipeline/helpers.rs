@@ -169,16 +169,12 @@ impl TestOutbox {
             .collect()
     }
 
-    pub(crate) async fn take_dead_letters(
-        &self,
-        queue: &str,
-        expected: usize,
-    ) -> Vec<(Vec<u8>, String)> {
-        take(&Topology::dead_letter_queue(queue), expected)
+    /// The dead letters recorded in this outbox's database.
+    pub(crate) async fn dead_letters(&self) -> Vec<outbox::dead_letters::operate::DeadLetterRow> {
+        let client = self.pool.get().await.unwrap();
+        outbox::dead_letters::operate::list(&client, true, 1000)
             .await
-            .into_iter()
-            .map(|(_, raw)| raw)
-            .collect()
+            .unwrap()
     }
 
     pub(crate) async fn cleanup(self) {
@@ -272,11 +268,13 @@ async fn take(queue: &str, expected: usize) -> Vec<Taken> {
 /// amounts as poison and payloads without an amount at decode. Amounts
 /// from [`OUTAGE`] and [`BROKEN_DEPLOY`] on fail their first `amount −
 /// base` attempts: as if the store were down, or the code ran SQL against
-/// a column that does not exist.
+/// a column that does not exist. An amount from [`POISON_ONCE`] on is
+/// poison the first time only (a bug since fixed, say).
 pub(crate) struct CountingHandler;
 
 pub(crate) const OUTAGE: i64 = 1_000_000;
 pub(crate) const BROKEN_DEPLOY: i64 = 2_000_000;
+pub(crate) const POISON_ONCE: i64 = 3_000_000;
 
 /// Failed attempts so far, by event id (ids are unique across tests).
 static ATTEMPTS: std::sync::LazyLock<std::sync::Mutex<HashMap<Uuid, i64>>> =
@@ -325,7 +323,15 @@ impl Handler for CountingHandler {
                     "the store is down (test)".into(),
                 )));
             }
-            if inbound.event >= BROKEN_DEPLOY && fails_again(id, inbound.event - BROKEN_DEPLOY) {
+            if inbound.event >= POISON_ONCE && fails_again(id, 1) {
+                return Err(ApplyError::Poison {
+                    message_id: id,
+                    reason: "poison the first time (test)".into(),
+                });
+            }
+            if (BROKEN_DEPLOY..POISON_ONCE).contains(&inbound.event)
+                && fails_again(id, inbound.event - BROKEN_DEPLOY)
+            {
                 tx.execute("SELECT no_such_column FROM effects", &[])
                     .await?;
             }

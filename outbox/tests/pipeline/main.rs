@@ -2,6 +2,7 @@
 //! its own database and its own exchange and queue names.
 
 mod consumer;
+mod dead_letters;
 mod helpers;
 mod relay;
 mod replay;

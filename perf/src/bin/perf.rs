@@ -92,7 +92,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
-    /// Count the messages in the pipeline's dead-letter queues.
+    /// Count the pipeline's dead letters: in both services' tables, and in
+    /// the broker's dead-letter queues.
     DeadLetters {
         #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
         namespace: String,
@@ -206,8 +207,14 @@ fn main() -> anyhow::Result<()> {
                 seconds,
             } => hold_connections(&url, count, seconds).await,
             Command::DeadLetters { namespace } => {
-                let counts = perf::invariants::dead_letters(&env("AMQP_URL")?, &namespace).await?;
-                let total: u32 = counts.iter().map(|(_, count)| count).sum();
+                let databases = [
+                    ("orders", database("ORDER_DATABASE_URL")?),
+                    ("products", database("PRODUCT_DATABASE_URL")?),
+                ];
+                let counts =
+                    perf::invariants::dead_letters(&env("AMQP_URL")?, &namespace, &databases)
+                        .await?;
+                let total: u64 = counts.iter().map(|(_, count)| count).sum();
                 for (queue, count) in &counts {
                     println!("{queue}: {count}");
                 }

@@ -254,5 +254,13 @@ async fn hostile_messages_are_dead_lettered_and_never_stall_the_consumer() {
         app.dead_letters().await == 4
     })
     .await;
+    app.eventually("their number shows in /metrics", || async {
+        app.metrics().await.lines().any(|line| {
+            line.starts_with("dead_letters{")
+                && line.contains("order-created")
+                && line.ends_with(" 4")
+        })
+    })
+    .await;
     app.stop().await;
 }

@@ -1,5 +1,7 @@
 //! `outbox`: the operator's tool for an outbox. Runs a standalone relay,
-//! replays rows, and reports what is waiting.
+//! replays rows, reports what is waiting, and works the dead letters.
+
+mod dead_letters;
 
 use std::io::IsTerminal;
 
@@ -34,6 +36,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Show pending rows, the oldest one's age, set-aside rows, recent throughput.
     Stats(StatsArgs),
+    /// List, show, requeue or purge the service's dead letters.
+    DeadLetters(dead_letters::DeadLetterArgs),
 }
 
 /// Which service's outbox: picks the database setting and the exchange.
@@ -44,7 +48,7 @@ enum Service {
 }
 
 #[derive(Args)]
-struct Target {
+pub(crate) struct Target {
     /// Whose outbox: `order` reads ORDER_DATABASE_URL and publishes to
     /// "orders"; `product` reads PRODUCT_DATABASE_URL and publishes to "products".
     #[arg(long, env = "OUTBOX_SERVICE", value_enum)]
@@ -124,7 +128,8 @@ struct ReplayArgs {
 struct StatsArgs {
     #[command(flatten)]
     target: Target,
-    /// Also count dead-lettered messages (reads the dead-letter queues).
+    /// Also count messages the broker dead-lettered that the services have
+    /// not drained into their tables yet.
     #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
     #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
@@ -152,7 +157,7 @@ impl Broker {
 }
 
 impl Target {
-    fn database(&self) -> anyhow::Result<tokio_postgres::Config> {
+    pub(crate) fn database(&self) -> anyhow::Result<tokio_postgres::Config> {
         let (name, url) = match (&self.database_url, self.service) {
             (Some(url), _) => ("--database-url", url.clone()),
             (None, Some(service)) => {
@@ -187,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay(args) => relay(args).await,
         Command::Replay(args) => replay(args).await,
         Command::Stats(args) => print_stats(args).await,
+        Command::DeadLetters(args) => dead_letters::run(args).await,
     }
 }
 
@@ -318,14 +324,22 @@ async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
     println!("  set aside:               {}", stats.pending.set_aside);
     println!("  published last minute:   {}", stats.published_last_minute);
     println!("  rows kept (estimate):    {}", stats.total_rows);
+    let waiting = outbox::dead_letters::waiting(&client).await?;
+    println!(
+        "  dead letters:            {} (`outbox dead-letters list`)",
+        waiting.iter().map(|(_, count)| count).sum::<i64>()
+    );
+    for (queue, count) in waiting {
+        println!("    {queue}: {count}");
+    }
     if let Some(url) = &args.amqp_url {
         match dead_lettered(url, &args.amqp_namespace).await {
             Ok(counts) => {
-                for (queue, count) in counts {
-                    println!("  dead-lettered in {queue}: {count}");
+                for (queue, count) in counts.into_iter().filter(|(_, count)| *count > 0) {
+                    println!("  not drained yet from {queue}: {count}");
                 }
             }
-            Err(error) => println!("  dead-lettered:           unknown ({error})"),
+            Err(error) => println!("  broker dead-letter queues: unknown ({error})"),
         }
     }
     if stats.pending.set_aside > 0 {
