@@ -47,7 +47,7 @@ for n in $INSTANCES; do
   done
   for service in order product; do
     for i in $(seq 1 "$n"); do
-      "$bin/outbox" relay --service "$service" --claim-partitions $((16 / n)) >>"$dir/relay-$service-$n-$i.log" 2>&1 & pids+=($!)
+      RELAY_CLAIM_PARTITIONS=$((16 / n)) "$bin/outbox" relay --service "$service" >>"$dir/relay-$service-$n-$i.log" 2>&1 & pids+=($!)
     done
   done
   for url in "${order_urls[@]}" "${product_urls[@]}"; do
