@@ -7,10 +7,18 @@
 //! - [`ceilings`]: what PostgreSQL and RabbitMQ do alone on this machine.
 //! - [`relay_bench`]: the relay's throughput beside the broker's ceiling.
 //! - [`seed`]: the products a load run orders from, and their initial stock.
-//! - [`report`]: k6's summary and the services' metrics as one page.
+//! - [`load`]: the open-loop load generator (`perf load`).
+//! - [`cpu`] and [`pgstat`]: what a run cost each process (from /proc)
+//!   and each database (from `pg_stat_database`).
+//! - [`report`]: a run's figures, the services' metrics, the costs per
+//!   order and the invariant check as one page; [`chart`] draws a ramp.
 
 pub mod ceilings;
+pub mod chart;
+pub mod cpu;
 pub mod invariants;
+pub mod load;
+pub mod pgstat;
 pub mod relay_bench;
 pub mod report;
 pub mod seed;

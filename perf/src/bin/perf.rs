@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use perf::invariants::{self, Stores};
-use perf::report::{self, K6Figures};
+use perf::report;
 use perf::seed::Seed;
 use serde_json::{Value, json};
 
@@ -55,10 +55,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Save both services' /metrics.
+    /// Save both services' /metrics, the CPU time of every process of the
+    /// pipeline (from /proc) and both databases' counters.
     Scrape {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Open-loop load at a constant rate, or stepped up (a ramp); latency
+    /// from each request's planned send time; a JSON summary for `report`.
+    Load(LoadArgs),
+    /// Wait until no order is PENDING and both outboxes are empty.
+    Drain {
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
     },
     /// Wait for the pipeline to drain, then check every invariant.
     Check {
@@ -129,6 +138,117 @@ fn product_url() -> String {
     std::env::var("PRODUCT_URL").unwrap_or_else(|_| "http://127.0.0.1:3000".into())
 }
 
+/// Where the order service answers: `ORDER_URL`, else `ORDER_PORT`.
+fn order_url() -> String {
+    std::env::var("ORDER_URL").unwrap_or_else(|_| {
+        format!(
+            "http://127.0.0.1:{}",
+            std::env::var("ORDER_PORT").unwrap_or("8080".into())
+        )
+    })
+}
+
+/// Both services' metrics, every pipeline process's CPU, both databases'
+/// counters: what a run's report compares before and after.
+async fn snapshot() -> anyhow::Result<report::page::Snapshot> {
+    let http = reqwest::Client::new();
+    let order = metrics_text(&http, &order_url()).await?;
+    let product = metrics_text(&http, &product_url()).await?;
+    let cpu = perf::cpu::CpuSnapshot::take(&perf::cpu::pipeline_processes())?;
+    let orders = database("ORDER_DATABASE_URL")?;
+    let products = database("PRODUCT_DATABASE_URL")?;
+    let names = [
+        orders.get_dbname().unwrap_or("orders"),
+        products.get_dbname().unwrap_or("products"),
+    ];
+    let client = service::db::connect(&orders).await?;
+    let databases = perf::pgstat::snapshot(&client, &names).await?;
+    Ok(report::page::Snapshot {
+        order,
+        product,
+        cpu,
+        databases,
+    })
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    #[arg(long, value_enum, default_value = "orders")]
+    scenario: perf::load::Scenario,
+    /// Requests per second (without --ramp).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds at that rate (without --ramp).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Step the rate up: from --step-rate by --step-rate every
+    /// --step-seconds up to --max-rate.
+    #[arg(long)]
+    ramp: bool,
+    #[arg(long, default_value_t = 1000)]
+    step_rate: u64,
+    #[arg(long, default_value_t = 20)]
+    step_seconds: u64,
+    #[arg(long, default_value_t = 8000)]
+    max_rate: u64,
+    /// Connections to each service at most.
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// The seed file `perf seed` wrote.
+    #[arg(long)]
+    seed: PathBuf,
+    /// Where the JSON summary goes.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `host:port` of an `http://` URL, resolved.
+fn socket_addr(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    host.to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{url} does not resolve"))
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let seed: Seed = serde_json::from_value(read_json(&args.seed)?)?;
+    let steps = if args.ramp {
+        anyhow::ensure!(args.step_rate > 0, "--step-rate must be above 0");
+        (1..=args.max_rate / args.step_rate)
+            .map(|n| perf::load::Step {
+                rate: n * args.step_rate,
+                seconds: args.step_seconds,
+            })
+            .collect()
+    } else {
+        vec![perf::load::Step {
+            rate: args.rate,
+            seconds: args.seconds,
+        }]
+    };
+    let plan = perf::load::Plan {
+        scenario: args.scenario,
+        steps,
+        connections: args.connections.max(1),
+        order: socket_addr(&order_url())?,
+        product: socket_addr(&product_url())?,
+        watched: perf::cpu::pipeline_processes(),
+    };
+    let summary = perf::load::run(&plan, &seed).await?;
+    for step in &summary.steps {
+        println!(
+            "{:>6} req/s offered: {:>7.0} achieved, p50 {:>7.2} ms, p99 {:>8.2} ms, {} errors",
+            step.target, step.achieved, step.p50_ms, step.p99_ms, step.errors
+        );
+    }
+    println!(
+        "generator CPU: {:.1} µs per request",
+        summary.generator_cpu_us_per_request
+    );
+    write_json(&args.out, &summary)
+}
+
 /// A service's `/metrics` text; `base` is its URL.
 async fn metrics_text(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     let response = http.get(format!("{base}/metrics")).send().await?;
@@ -150,6 +270,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::NoopServer { port } = cli.command {
         return noop_server(port);
+    }
+    if let Command::Load(args) = cli.command {
+        // One thread does all of it: no wake-ups across threads, the least
+        // CPU per request taken from the pipeline being measured.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(load(args));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -181,25 +309,25 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
-            Command::Scrape { out } => {
-                let http = reqwest::Client::new();
-                let order = std::env::var("ORDER_URL").unwrap_or_else(|_| {
-                    format!(
-                        "http://127.0.0.1:{}",
-                        std::env::var("ORDER_PORT").unwrap_or("8080".into())
-                    )
-                });
-                let product = product_url();
-                let order = metrics_text(&http, &order).await?;
-                let product = metrics_text(&http, &product).await?;
-                write_json(&out, &json!({"order": order, "product": product}))
+            Command::Scrape { out } => write_json(&out, &snapshot().await?),
+            Command::Load(_) => Ok(()),
+            Command::Drain { timeout_secs } => {
+                let stores = stores().await?;
+                let (drained, waited) =
+                    invariants::wait_for_drain(&stores, Duration::from_secs(timeout_secs)).await?;
+                println!("drained: {drained} after {:.1}s", waited.as_secs_f64());
+                anyhow::ensure!(drained, "the pipeline did not drain in {timeout_secs}s");
+                Ok(())
             }
             Command::Check {
                 seed,
                 timeout_secs,
                 out,
             } => check(&seed, timeout_secs, out).await,
-            Command::Report { dir } => print_report(&dir),
+            Command::Report { dir } => {
+                anyhow::ensure!(report::page::print(&dir)?, "the run failed a threshold");
+                Ok(())
+            }
             Command::VerifyAccepted { log, out } => verify_accepted(&log, out).await,
             Command::HoldConnections {
                 url,
@@ -449,173 +577,4 @@ fn noop_server(port: u16) -> anyhow::Result<()> {
     loop {
         std::thread::park();
     }
-}
-
-fn mb(bytes: Option<f64>) -> String {
-    bytes.map_or("?".into(), |b| format!("{:.0} MB", b / 1_048_576.0))
-}
-
-fn print_report(dir: &Path) -> anyhow::Result<()> {
-    let run = read_json(&dir.join("run.json"))?;
-    let summary = read_json(&dir.join("k6-summary.json"))?;
-    let before = read_json(&dir.join("metrics-before.json"))?;
-    let after = read_json(&dir.join("metrics-after.json"))?;
-    let check = read_json(&dir.join("check.json"))
-        .unwrap_or(json!({"holds": false, "violations": ["no invariant check ran"]}));
-    let ceilings = read_json(&dir.join("ceilings.json")).ok();
-    let text =
-        |snapshot: &Value, service: &str| snapshot[service].as_str().unwrap_or("").to_owned();
-    let (order_before, order_after) = (text(&before, "order"), text(&after, "order"));
-    let (product_before, product_after) = (text(&before, "product"), text(&after, "product"));
-    let rate = run["rate"].as_f64().unwrap_or(0.0);
-    let scenario = run["scenario"].as_str().unwrap_or("?");
-    let k6: K6Figures = report::k6_figures(&summary, "");
-    let lag = report::delta(
-        &report::histogram(&order_before, "order_confirm_lag_seconds", ""),
-        &report::histogram(&order_after, "order_confirm_lag_seconds", ""),
-    );
-    let lag_p50 = report::quantile(&lag, 0.5).map(|s| s * 1000.0);
-    let lag_p99 = report::quantile(&lag, 0.99).map(|s| s * 1000.0);
-    let wall = run["wall_seconds"].as_f64().unwrap_or(1.0).max(0.001);
-    let cores = |before: &str, after: &str| {
-        let used = report::value(after, "process_cpu_seconds_total", "").unwrap_or(0.0)
-            - report::value(before, "process_cpu_seconds_total", "").unwrap_or(0.0);
-        used / wall
-    };
-    let k6_cores = run["k6_cpu_seconds"].as_f64().unwrap_or(0.0) / wall;
-    let shape = if scenario == "ramp" {
-        format!(
-            "from {} req/s up by {} every {} s to {}",
-            run["step_rate"], run["step_rate"], run["step_seconds"], run["max_rate"]
-        )
-    } else {
-        format!(
-            "target {rate:.0} req/s for {}",
-            run["duration"].as_str().unwrap_or("?")
-        )
-    };
-    let mut lines = vec![format!(
-        "load run: scenario {scenario}, {shape}, {}",
-        dir.display()
-    )];
-    lines.push(format!(
-        "  achieved        {:.1} req/s ({:.0} requests), {:.0} dropped iterations",
-        k6.rate, k6.requests, k6.dropped
-    ));
-    lines.push(format!(
-        "  latency         p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-        k6.p50_ms, k6.p95_ms, k6.p99_ms
-    ));
-    lines.push(format!(
-        "  errors          {:.3}% of requests",
-        100.0 * k6.failed_rate
-    ));
-    let fmt_ms = |ms: Option<f64>| ms.map_or("?".into(), |ms| format!("{ms:.0} ms"));
-    lines.push(format!(
-        "  confirm lag     p50 {}, p99 {} (201 → CONFIRMED/REJECTED)",
-        fmt_ms(lag_p50),
-        fmt_ms(lag_p99)
-    ));
-    lines.push(format!(
-        "  invariants      {} ({} orders: {} CONFIRMED, {} REJECTED, {} PENDING; drained {:.1}s after the load)",
-        if check["holds"].as_bool() == Some(true) { "hold" } else { "BROKEN" },
-        check["orders"], check["confirmed"], check["rejected"], check["pending"], check["drain_seconds"].as_f64().unwrap_or(0.0)
-    ));
-    for violation in check["violations"].as_array().into_iter().flatten() {
-        lines.push(format!("    {}", violation.as_str().unwrap_or("")));
-    }
-    lines.push(format!(
-        "  memory (RSS)    order {} → {}, product {} → {}",
-        mb(report::value(
-            &order_before,
-            "process_resident_memory_bytes",
-            ""
-        )),
-        mb(report::value(
-            &order_after,
-            "process_resident_memory_bytes",
-            ""
-        )),
-        mb(report::value(
-            &product_before,
-            "process_resident_memory_bytes",
-            ""
-        )),
-        mb(report::value(
-            &product_after,
-            "process_resident_memory_bytes",
-            ""
-        )),
-    ));
-    lines.push(format!(
-        "  CPU (cores)     k6 {k6_cores:.2}, order {:.2}, product {:.2} (of {})",
-        cores(&order_before, &order_after),
-        cores(&product_before, &product_after),
-        std::thread::available_parallelism().map_or(2, usize::from)
-    ));
-    let mut pass = k6.failed_rate < 0.001 && check["holds"].as_bool() == Some(true);
-    if scenario == "ramp" {
-        let steps =
-            report::ramp_steps(&summary, run["step_seconds"].as_f64().unwrap_or(20.0), 20.0);
-        for step in &steps {
-            lines.push(format!(
-                "    step {:>6} req/s: achieved {:>7.0}, p99 {:>7.2} ms, errors {:.3}% {}",
-                step.target,
-                step.achieved,
-                step.p99_ms,
-                100.0 * step.failed_rate,
-                if step.held { "held" } else { "broke" }
-            ));
-        }
-        let knee = report::knee(&steps);
-        lines.push(format!(
-            "  knee            {} req/s (highest step with p99 < 20 ms, errors < 0.1%, rate held)",
-            knee.map_or("none".into(), |k| k.to_string())
-        ));
-    } else {
-        pass &= k6.p99_ms < 20.0 && lag_p99.is_some_and(|lag| lag < 500.0);
-    }
-    if let Some(ceilings) = &ceilings {
-        let single = ceilings["postgres_orders_per_sec_single"]
-            .as_f64()
-            .unwrap_or(0.0);
-        let batched = ceilings["postgres_orders_per_sec_batched"]
-            .as_f64()
-            .unwrap_or(0.0);
-        let broker = ceilings["broker_messages_per_sec"].as_f64().unwrap_or(0.0);
-        let noop = ceilings["http_noop_requests_per_sec"]
-            .as_f64()
-            .unwrap_or(0.0);
-        lines.push(format!(
-            "  ceilings        PostgreSQL {single:.0} orders/s (1 per tx), {batched:.0} (100 per tx); RabbitMQ {broker:.0} msg/s; HTTP no-op {noop:.0} req/s"
-        ));
-        let share = |ceiling: f64| {
-            if ceiling > 0.0 {
-                format!("{:.1}%", 100.0 * k6.rate / ceiling)
-            } else {
-                "?".into()
-            }
-        };
-        lines.push(format!(
-            "  as a share      {} of batched PostgreSQL, {} of one-per-tx PostgreSQL, {} of the broker, {} of the HTTP no-op",
-            share(batched), share(single), share(broker), share(noop)
-        ));
-    }
-    lines.push(
-        if scenario == "ramp" {
-            "  thresholds      errors < 0.1%, invariants hold (latency: see the knee)"
-        } else {
-            "  thresholds      errors < 0.1%, p99 < 20 ms, confirm lag p99 < 500 ms, invariants hold"
-        }
-        .to_owned(),
-    );
-    lines.push(format!(
-        "  result          {}",
-        if pass { "PASS" } else { "FAIL" }
-    ));
-    let page = lines.join("\n");
-    println!("{page}");
-    std::fs::write(dir.join("report.txt"), format!("{page}\n"))?;
-    anyhow::ensure!(pass, "the run failed its thresholds");
-    Ok(())
 }

@@ -1,6 +1,9 @@
-//! The load report: k6's summary, the services' own metrics before and
-//! after the run, the invariant check and the ceilings, as one page with
-//! PASS or FAIL against the thresholds.
+//! The load report: reading what a run left (the generator's summary, the
+//! services' metrics before and after), what an order cost ([`costs`]),
+//! and the page that says PASS or FAIL ([`page`]).
+
+pub mod costs;
+pub mod page;
 
 use std::collections::BTreeMap;
 
@@ -138,15 +141,15 @@ pub fn k6_figures(summary: &Value, tag: &str) -> K6Figures {
 pub struct Step {
     pub target: u64,
     pub achieved: f64,
+    pub p50_ms: f64,
     pub p99_ms: f64,
     pub failed_rate: f64,
     pub held: bool,
 }
 
-/// The steps of a ramp, from the `stage` tags its requests carry; a step
-/// held if p99 < `p99_limit_ms`, failures < 0.1%, and k6 achieved 95% of
-/// the target rate.
-pub fn ramp_steps(summary: &Value, step_seconds: f64, p99_limit_ms: f64) -> Vec<Step> {
+/// The steps of a k6 ramp, from the `stage` tags its requests carry,
+/// judged by [`page::held`].
+pub fn ramp_steps(summary: &Value, step_seconds: f64) -> Vec<Step> {
     let mut targets: Vec<u64> = summary["metrics"]
         .as_object()
         .map(|metrics| {
@@ -170,11 +173,10 @@ pub fn ramp_steps(summary: &Value, step_seconds: f64, p99_limit_ms: f64) -> Vec<
             Step {
                 target,
                 achieved,
+                p50_ms: figures.p50_ms,
                 p99_ms: figures.p99_ms,
                 failed_rate: figures.failed_rate,
-                held: figures.p99_ms < p99_limit_ms
-                    && figures.failed_rate < 0.001
-                    && achieved >= 0.95 * target as f64,
+                held: page::held(figures.p99_ms, figures.failed_rate, achieved, target),
             }
         })
         .collect()
@@ -248,7 +250,7 @@ process_resident_memory_bytes 1048576
             "http_req_duration{stage:3000}": {"values": {"p(99)": 45.0}},
             "http_req_failed{stage:3000}": {"values": {"rate": 0.0}},
         }});
-        let steps = ramp_steps(&summary, 10.0, 20.0);
+        let steps = ramp_steps(&summary, 10.0);
         assert_eq!(
             steps.iter().map(|s| s.held).collect::<Vec<_>>(),
             [true, true, false]

@@ -1,0 +1,186 @@
+//! CPU time of the pipeline's processes, from /proc: what a load run cost
+//! each of them, read before and after.
+//!
+//! A process is found by the TCP port it listens on (the order and product
+//! services, PostgreSQL, the RabbitMQ node the services use, Redis), so the
+//! right one is measured even where several of a kind run. Its figure
+//! includes its children: a PostgreSQL backend or an Erlang port program
+//! counts while alive (its own time) and after it exits (the parent's
+//! `cutime`/`cstime`, once reaped), so the difference of two snapshots is
+//! the time spent between them. The machine should be quiet: whatever
+//! else a server does in the meantime counts too.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use procfs::process::{FDTarget, Process};
+use serde::{Deserialize, Serialize};
+
+/// CPU seconds per watched process, with when they were read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuSnapshot {
+    /// Seconds since the epoch.
+    pub at: f64,
+    /// User + system seconds of each watched process and its children.
+    pub seconds: BTreeMap<String, f64>,
+}
+
+impl CpuSnapshot {
+    /// Reads every process of `watched` (a name and the port it listens
+    /// on); one not found is left out.
+    pub fn take(watched: &[(String, u16)]) -> anyhow::Result<Self> {
+        Watch::new(watched)?.snapshot()
+    }
+
+    /// Seconds each process used from `before` to this snapshot.
+    pub fn since(&self, before: &CpuSnapshot) -> BTreeMap<String, f64> {
+        self.seconds
+            .iter()
+            .filter_map(|(name, after)| Some((name.clone(), after - before.seconds.get(name)?)))
+            .collect()
+    }
+}
+
+/// Processes found once by their ports, then read as often as needed (a
+/// ramp reads them at every step: finding them walks every process's open
+/// files, reading them does not).
+pub struct Watch {
+    pids: Vec<(String, i32)>,
+}
+
+impl Watch {
+    pub fn new(watched: &[(String, u16)]) -> anyhow::Result<Self> {
+        let listeners = listening_pids(watched.iter().map(|(_, port)| *port).collect())?;
+        Ok(Watch {
+            pids: watched
+                .iter()
+                .filter_map(|(name, port)| Some((name.clone(), *listeners.get(port)?)))
+                .collect(),
+        })
+    }
+
+    pub fn snapshot(&self) -> anyhow::Result<CpuSnapshot> {
+        let ticks = procfs::ticks_per_second() as f64;
+        let mut seconds = BTreeMap::new();
+        for (name, pid) in &self.pids {
+            seconds.insert(name.clone(), tree_ticks(*pid)? as f64 / ticks);
+        }
+        Ok(CpuSnapshot {
+            at: time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
+            seconds,
+        })
+    }
+}
+
+/// This process's own CPU seconds so far.
+pub fn own_seconds() -> anyhow::Result<f64> {
+    let stat = Process::myself()?.stat()?;
+    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// User and system ticks of `pid`, of its children that exited, and of
+/// its live children.
+fn tree_ticks(pid: i32) -> anyhow::Result<u64> {
+    let stat = Process::new(pid)?.stat()?;
+    let own = stat.utime + stat.stime + (stat.cutime + stat.cstime).max(0) as u64;
+    let mut children = 0;
+    for process in procfs::process::all_processes()?.flatten() {
+        // A process gone since the listing is simply not counted.
+        if let Ok(child) = process.stat()
+            && child.ppid == pid
+        {
+            children += child.utime + child.stime;
+        }
+    }
+    Ok(own + children)
+}
+
+/// The process listening on each of `ports` (TCP, IPv4 or IPv6).
+fn listening_pids(ports: HashSet<u16>) -> anyhow::Result<HashMap<u16, i32>> {
+    let mut inodes: HashMap<u64, u16> = HashMap::new();
+    let entries = procfs::net::tcp()?
+        .into_iter()
+        .chain(procfs::net::tcp6().unwrap_or_default());
+    for entry in entries {
+        let port = entry.local_address.port();
+        if entry.state == procfs::net::TcpState::Listen && ports.contains(&port) {
+            inodes.insert(entry.inode, port);
+        }
+    }
+    let mut pids = HashMap::new();
+    for process in procfs::process::all_processes()?.flatten() {
+        let Ok(fds) = process.fd() else { continue };
+        for fd in fds.flatten() {
+            if let FDTarget::Socket(inode) = fd.target
+                && let Some(port) = inodes.get(&inode)
+            {
+                pids.entry(*port).or_insert(process.pid);
+            }
+        }
+    }
+    Ok(pids)
+}
+
+/// The processes a load run watches, from the settings the services read:
+/// `ORDER_PORT`, `PRODUCT_PORT`, and the ports of `ORDER_DATABASE_URL`,
+/// `AMQP_URL` (its first broker) and `REDIS_URL`.
+pub fn pipeline_processes() -> Vec<(String, u16)> {
+    let port_of = |name: &str, default: u16| {
+        std::env::var(name)
+            .ok()
+            .and_then(|url| url_port(&url))
+            .unwrap_or(default)
+    };
+    let setting = |name: &str, default: u16| {
+        std::env::var(name)
+            .ok()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or(default)
+    };
+    vec![
+        ("order".into(), setting("ORDER_PORT", 8080)),
+        ("product".into(), setting("PRODUCT_PORT", 3000)),
+        ("postgres".into(), port_of("ORDER_DATABASE_URL", 5432)),
+        ("rabbitmq".into(), port_of("AMQP_URL", 5672)),
+        ("redis".into(), port_of("REDIS_URL", 6379)),
+    ]
+}
+
+/// The port of a URL's (first) server, if it names one.
+fn url_port(url: &str) -> Option<u16> {
+    let first = url.split(',').next()?;
+    let rest = first.split_once("://")?.1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host_port = rest.split(['/', '?']).next()?;
+    host_port.rsplit_once(':')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_from_urls() {
+        assert_eq!(
+            url_port("postgres://postgres@127.0.0.1:5433/orders"),
+            Some(5433)
+        );
+        assert_eq!(
+            url_port("amqp://guest:guest@127.0.0.1:5681/%2f,amqp://guest:guest@127.0.0.1:5682/%2f"),
+            Some(5681)
+        );
+        assert_eq!(url_port("redis://127.0.0.1"), None);
+    }
+
+    #[test]
+    fn this_test_finds_its_own_listener_and_counts_its_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let busy = std::time::Instant::now();
+        while busy.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(busy.elapsed());
+        }
+        let snapshot = CpuSnapshot::take(&[("me".into(), port)]).unwrap();
+        let seconds = snapshot.seconds["me"];
+        assert!(seconds >= own_seconds().unwrap() - 0.02, "{seconds}");
+    }
+}

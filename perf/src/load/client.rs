@@ -1,0 +1,129 @@
+//! A lean HTTP/1.1 client for the load generator: one keep-alive
+//! connection, one request at a time, the answer read by its
+//! `Content-Length`. A general client (reqwest, k6) spends several times
+//! the CPU per request, which on a shared machine is taken from the
+//! pipeline being measured.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One connection to one server, opened on first use and again after a
+/// failure.
+pub(crate) struct HttpConnection {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    request: Vec<u8>,
+    response: Vec<u8>,
+}
+
+impl HttpConnection {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        HttpConnection {
+            addr,
+            stream: None,
+            request: Vec::with_capacity(512),
+            response: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Drops the connection; the next request opens a new one.
+    pub(crate) fn reset(&mut self) {
+        self.stream = None;
+    }
+
+    /// Sends one request and returns the answer's status. An error drops
+    /// the connection; the next request opens a new one.
+    pub(crate) async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> io::Result<u16> {
+        let result = self.exchange(method, path, body).await;
+        if !matches!(result, Ok((_, true))) {
+            self.stream = None;
+        }
+        result.map(|(status, _)| status)
+    }
+
+    /// The status, and whether the connection stays open.
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> io::Result<(u16, bool)> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(stream);
+        }
+        let stream = self.stream.as_mut().ok_or(io::ErrorKind::NotConnected)?;
+        self.request.clear();
+        for part in [
+            method.as_bytes(),
+            b" ",
+            path.as_bytes(),
+            b" HTTP/1.1\r\nHost: load\r\n",
+        ] {
+            self.request.extend_from_slice(part);
+        }
+        if let Some(body) = body {
+            self.request
+                .extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+            write!(self.request, "{}\r\n\r\n", body.len())?;
+            self.request.extend_from_slice(body);
+        } else {
+            self.request.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&self.request).await?;
+        self.response.clear();
+        read_response(stream, &mut self.response).await
+    }
+}
+
+/// Reads one whole response; returns its status and whether the server
+/// keeps the connection open.
+async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<(u16, bool)> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let head = match response.parse(buffer) {
+            Ok(httparse::Status::Complete(head)) => head,
+            Ok(httparse::Status::Partial) => continue,
+            Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+        };
+        let status = response.code.unwrap_or(0);
+        let mut length = 0usize;
+        let mut keep_alive = true;
+        for header in response.headers.iter() {
+            if header.name.eq_ignore_ascii_case("content-length") {
+                length = std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|value| value.trim().parse().ok())
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length")
+                    })?;
+            } else if header.name.eq_ignore_ascii_case("connection") {
+                keep_alive = !header.value.eq_ignore_ascii_case(b"close");
+            }
+        }
+        while buffer.len() < head + length {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        return Ok((status, keep_alive));
+    }
+}
