@@ -78,7 +78,7 @@ impl Config {
                 max_batch: settings
                     .optional("ORDER_WRITER_BATCH", "an order count", 256usize)?
                     .max(1),
-                linger: settings.millis("ORDER_WRITER_LINGER_MS", 0)?,
+                linger: settings.millis("ORDER_WRITER_LINGER_MS", 4)?,
                 capacity: settings
                     .optional("ORDER_QUEUE_CAPACITY", "an order count", 4096usize)?
                     .max(1),

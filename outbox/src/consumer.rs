@@ -52,12 +52,28 @@ pub struct Inbound<E> {
 /// What a handler applies in one transaction.
 #[derive(Debug)]
 pub struct Batch<'a, E> {
-    /// Events whose ids were not in the inbox: apply their effects.
+    /// Events whose ids were not in the inbox (with [`Dedupe::Effect`]:
+    /// every event): apply their effects.
     pub fresh: Vec<&'a Inbound<E>>,
     /// Events already applied before (redeliveries, replays): their effect
     /// is committed. Handlers may use them to redo idempotent after-commit
     /// work that a crash could have cut short.
     pub duplicates: Vec<&'a Inbound<E>>,
+}
+
+/// How an event applied before is told from a new one. Either way each
+/// event's effect happens once; only where that is recorded differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedupe {
+    /// The consumer records every event's id in the `inbox` table, in the
+    /// batch's transaction, and hands the handler only new ones as fresh.
+    Inbox,
+    /// The effect is its own record: a row keyed by what the event is
+    /// about, a one-way state change, an upsert ordered by version. Every
+    /// event comes as fresh; the handler applies each at most once by its
+    /// effect, and says how many it found applied before. One insert (and
+    /// index entry) less per event.
+    Effect,
 }
 
 /// Why a batch did not apply.
@@ -83,11 +99,20 @@ pub trait Handler: Send + Sync + 'static {
     /// What the handler needs after the commit.
     type Outcome: Send + 'static;
 
+    /// How this handler's events are deduplicated.
+    const DEDUPE: Dedupe = Dedupe::Inbox;
+
     /// Decodes and validates an envelope; `Err` makes it a dead letter.
     fn decode(&self, envelope: &Envelope) -> std::result::Result<Self::Event, String>;
 
+    /// Of the events handed in as fresh, how many the handler found
+    /// applied before ([`Dedupe::Effect`] handlers; counted as duplicates).
+    fn applied_before(_outcome: &Self::Outcome) -> usize {
+        0
+    }
+
     /// Applies the batch inside `tx`; the caller records the inbox rows
-    /// and commits.
+    /// (with [`Dedupe::Inbox`]) and commits.
     fn apply<'a>(
         &'a self,
         tx: &'a Transaction<'_>,
@@ -453,14 +478,20 @@ impl<H: Handler> Consumer<H> {
     ) -> std::result::Result<H::Outcome, ApplyError> {
         let mut connection = self.pool.get().await.map_err(Error::from)?;
         let tx = connection.transaction().await?;
-        let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.id).collect();
-        let fresh_ids = inbox::record(&tx, &ids).await?;
-        let (fresh, duplicates): (Vec<_>, Vec<_>) = events
-            .into_iter()
-            .partition(|e| fresh_ids.contains(&e.envelope.id));
+        let (fresh, duplicates): (Vec<_>, Vec<_>) = match H::DEDUPE {
+            Dedupe::Inbox => {
+                let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.id).collect();
+                let fresh_ids = inbox::record(&tx, &ids).await?;
+                events
+                    .into_iter()
+                    .partition(|e| fresh_ids.contains(&e.envelope.id))
+            }
+            Dedupe::Effect => (events, Vec::new()),
+        };
         let batch = Batch { fresh, duplicates };
         let outcome = self.handler.apply(&tx, &batch).await?;
         tx.commit().await?;
+        let applied_before = H::applied_before(&outcome).min(batch.fresh.len());
         let now = OffsetDateTime::now_utc();
         let lag = self
             .metrics
@@ -473,8 +504,8 @@ impl<H: Handler> Consumer<H> {
                     .max(0.0),
             );
         }
-        report.applied += batch.fresh.len();
-        report.duplicates += batch.duplicates.len();
+        report.applied += batch.fresh.len() - applied_before;
+        report.duplicates += batch.duplicates.len() + applied_before;
         Ok(outcome)
     }
 }

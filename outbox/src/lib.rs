@@ -23,7 +23,8 @@
 //! - [`dead_letters`]: what consumers and the broker gave up on, kept for
 //!   an operator to list, requeue or purge.
 //! - [`topology`]: exchanges, queues, dead-letter queues, bindings.
-//! - [`retention`]: purging published rows and old inbox rows.
+//! - [`retention`]: purging published rows and old inbox rows; `vacuum`:
+//!   vacuuming as autovacuum would, where the server has it off.
 //! - [`replay`] and [`stats`]: what the `outbox` operator tool runs.
 //! - [`broker`], [`backoff`], [`metrics`], [`error`]: the supporting pieces.
 
@@ -43,6 +44,7 @@ pub mod schema;
 pub mod settings;
 pub mod stats;
 pub mod topology;
+mod vacuum;
 pub mod writer;
 
 pub use error::{Error, Result};

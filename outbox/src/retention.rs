@@ -8,7 +8,7 @@ use deadpool_postgres::Pool;
 use service::config::{ConfigError, Settings};
 use service::shutdown::Signal;
 
-use crate::{Result, inbox};
+use crate::{Result, inbox, vacuum};
 
 /// Deletes up to `$2` rows published before `$1`. A row is created before
 /// it is published, so the `created_at` bound lets the BRIN index skip
@@ -95,25 +95,30 @@ pub(crate) async fn purge_older_than(
 
 /// Purges both tables every `retention.every` until `shutdown`. When the
 /// server's autovacuum is off, also vacuums and analyzes the outbox, the
-/// inbox and `busy_tables` (the service's own): without it they bloat with
-/// dead rows and their statistics go stale.
+/// inbox, the dead letters and `busy_tables` (the service's own) as
+/// autovacuum would (`vacuum`): without it they bloat with dead rows and
+/// their statistics go stale.
 pub async fn run(
     pool: Pool,
     retention: Retention,
     busy_tables: &'static [&'static str],
     shutdown: Signal,
 ) {
-    let vacuum = autovacuum_is_off(&pool).await;
+    let vacuum = vacuum::autovacuum_is_off(&pool).await;
     if vacuum {
         tracing::warn!(
-            "PostgreSQL autovacuum is off; this service vacuums its own tables every {:?} (turn autovacuum on in production)",
+            "PostgreSQL autovacuum is off; this service vacuums its own tables as autovacuum would, looking every {:?} (turn autovacuum on in production)",
             retention.every.min(VACUUM_EVERY)
         );
     }
+    let tables: Vec<&str> = ["outbox", "inbox", "dead_letters"]
+        .into_iter()
+        .chain(busy_tables.iter().copied())
+        .collect();
     let mut next_purge = tokio::time::Instant::now();
     while !shutdown.is_fired() {
         if vacuum {
-            vacuum_tables(&pool, busy_tables, &shutdown).await;
+            vacuum::vacuum_due(&pool, &tables, &shutdown).await;
         }
         if tokio::time::Instant::now() >= next_purge {
             purge(&pool, &retention).await;
@@ -128,58 +133,8 @@ pub async fn run(
     }
 }
 
-/// How often tables are vacuumed when autovacuum is off.
+/// How often tables are looked at when autovacuum is off.
 const VACUUM_EVERY: Duration = Duration::from_secs(30);
-
-async fn autovacuum_is_off(pool: &Pool) -> bool {
-    match pool.get().await {
-        Ok(client) => match client
-            .query_one("SELECT current_setting('autovacuum')", &[])
-            .await
-        {
-            Ok(row) => row.get::<_, String>(0) == "off",
-            Err(_) => false,
-        },
-        Err(_) => false,
-    }
-}
-
-/// Vacuums the tables one by one. Shutdown cancels the VACUUM in progress
-/// (on a large table it takes seconds: a service must still exit within
-/// its drain budget) and closes its connection.
-async fn vacuum_tables(pool: &Pool, busy_tables: &[&str], shutdown: &Signal) {
-    let Ok(client) = pool.get().await else { return };
-    // Throttled as autovacuum is (2 ms pause per 200 pages' cost): an
-    // unthrottled VACUUM took a core for a second and showed in the p99.
-    if client
-        .batch_execute("SET vacuum_cost_delay = 2; SET vacuum_cost_limit = 200")
-        .await
-        .is_err()
-    {
-        return;
-    }
-    for table in ["outbox", "inbox"].iter().chain(busy_tables) {
-        // Table names are this crate's and the service's constants.
-        let statement = format!("VACUUM (ANALYZE) {table}");
-        tokio::select! {
-            result = client.batch_execute(&statement) => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, table, "vacuum failed");
-                }
-            }
-            _ = shutdown.wait() => {
-                let _ = client.cancel_token().cancel_query(tokio_postgres::NoTls).await;
-                // Not back to the pool: its VACUUM's answer is still due.
-                drop(deadpool_postgres::Object::take(client));
-                return;
-            }
-        }
-    }
-    // The connection goes back to the pool: leave its settings as found.
-    let _ = client
-        .batch_execute("RESET vacuum_cost_delay; RESET vacuum_cost_limit")
-        .await;
-}
 
 async fn purge(pool: &Pool, retention: &Retention) {
     match purge_outbox(pool, retention.outbox, retention.batch).await {

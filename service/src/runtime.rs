@@ -1,7 +1,11 @@
 //! The two runtimes a service runs on: `may` workers for the HTTP
 //! coroutines and a tokio runtime for the clients of the stores and broker.
-//! Both default to one worker per core; `MAY_WORKERS` and `TOKIO_WORKERS`
-//! override them.
+//! Each defaults to one worker per two cores (at least one): a service's
+//! two runtimes then have a thread per core between them. More threads per
+//! runtime spent more CPU parking and waking each other than they saved
+//! (on two cores, one of each cut the order service's CPU per order by a
+//! fifth: docs/PERFORMANCE.md). `MAY_WORKERS` and `TOKIO_WORKERS` override
+//! them.
 
 use crate::config::{ConfigError, Environment, Settings};
 
@@ -9,11 +13,12 @@ use crate::config::{ConfigError, Environment, Settings};
 pub fn start() -> Result<tokio::runtime::Runtime, RuntimeError> {
     let settings = Settings::new(&Environment);
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let per_runtime = (cores / 2).max(1);
     let may_workers = settings
-        .optional("MAY_WORKERS", "a thread count", cores)?
+        .optional("MAY_WORKERS", "a thread count", per_runtime)?
         .max(1);
     let tokio_workers = settings
-        .optional("TOKIO_WORKERS", "a thread count", cores)?
+        .optional("TOKIO_WORKERS", "a thread count", per_runtime)?
         .max(1);
     may::config().set_workers(may_workers);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,11 +1,13 @@
 //! `product.upserted` / `product.deleted` → the local product replica.
 //! Versions order the events: a row only takes a newer version, so
-//! redeliveries and out-of-order arrivals leave the newest state.
+//! redeliveries and out-of-order arrivals leave the newest state. That
+//! versioned upsert is the record that an event applied: no inbox row is
+//! written.
 
 use std::collections::HashMap;
 
 use deadpool_postgres::Transaction;
-use outbox::consumer::{ApplyError, Batch, Handler};
+use outbox::consumer::{ApplyError, Batch, Dedupe, Handler};
 use outbox::envelope::Envelope;
 use outbox::events::{PRODUCT_DELETED, PRODUCT_UPSERTED, ProductDeleted, ProductUpserted};
 
@@ -25,7 +27,13 @@ pub struct ProductEventHandler;
 
 impl Handler for ProductEventHandler {
     type Event = ProductState;
-    type Outcome = ();
+    /// Events that changed nothing (an older or equal version).
+    type Outcome = usize;
+    const DEDUPE: Dedupe = Dedupe::Effect;
+
+    fn applied_before(unchanged: &usize) -> usize {
+        *unchanged
+    }
 
     fn decode(&self, envelope: &Envelope) -> Result<ProductState, String> {
         let bad =
@@ -61,7 +69,7 @@ impl Handler for ProductEventHandler {
         &'a self,
         tx: &'a Transaction<'_>,
         batch: &'a Batch<'_, ProductState>,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<usize, ApplyError> {
         // One row per product, the newest of the batch: the upsert cannot
         // touch the same row twice in one statement.
         let mut newest: HashMap<i64, &ProductState> = HashMap::new();
@@ -75,7 +83,7 @@ impl Handler for ProductEventHandler {
             }
         }
         if newest.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let states: Vec<&ProductState> = newest.into_values().collect();
         let ids: Vec<i64> = states.iter().map(|s| s.id).collect();
@@ -84,10 +92,11 @@ impl Handler for ProductEventHandler {
         let versions: Vec<i64> = states.iter().map(|s| s.version).collect();
         let deleted: Vec<bool> = states.iter().map(|s| s.deleted).collect();
         let statement = tx.prepare_cached(REPLICA_UPSERT_SQL).await?;
-        tx.execute(&statement, &[&ids, &names, &prices, &versions, &deleted])
+        let changed = tx
+            .execute(&statement, &[&ids, &names, &prices, &versions, &deleted])
             .await?;
-        Ok(())
+        Ok(batch.fresh.len().saturating_sub(changed as usize))
     }
 
-    async fn after_commit(&self, _: ()) {}
+    async fn after_commit(&self, _: usize) {}
 }

@@ -1,9 +1,11 @@
 //! `stock.reserved` / `stock.rejected` → order status. A status moves once,
 //! from PENDING to CONFIRMED or REJECTED; a reply for an order already
-//! decided (a replay, a duplicate the inbox could not see) changes nothing.
+//! decided (a redelivery, a replay, the answer to a re-drive) changes
+//! nothing. That one-way move is the record that a reply applied: no inbox
+//! row is written.
 
 use deadpool_postgres::Transaction;
-use outbox::consumer::{ApplyError, Batch, Handler};
+use outbox::consumer::{ApplyError, Batch, Dedupe, Handler};
 use outbox::envelope::Envelope;
 use outbox::events::Verdict;
 use prometheus::{HistogramOpts, HistogramVec, Registry};
@@ -53,11 +55,17 @@ impl StockReplyHandler {
 impl Handler for StockReplyHandler {
     /// The order and what the stock loop decided for it.
     type Event = (Uuid, Verdict);
-    /// (status, seconds from 201 to verdict) of each order decided now.
-    type Outcome = Vec<(String, f64)>;
+    /// (status, seconds from 201 to verdict) of each order decided now,
+    /// and how many replies found their order decided already.
+    type Outcome = (Vec<(String, f64)>, usize);
+    const DEDUPE: Dedupe = Dedupe::Effect;
 
     fn decode(&self, envelope: &Envelope) -> Result<(Uuid, Verdict), String> {
         Verdict::of_reply(envelope)
+    }
+
+    fn applied_before(outcome: &Self::Outcome) -> usize {
+        outcome.1
     }
 
     async fn apply<'a>(
@@ -66,7 +74,7 @@ impl Handler for StockReplyHandler {
         batch: &'a Batch<'_, (Uuid, Verdict)>,
     ) -> Result<Self::Outcome, ApplyError> {
         if batch.fresh.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let ids: Vec<Uuid> = batch.fresh.iter().map(|reply| reply.event.0).collect();
         let statuses: Vec<&str> = batch
@@ -81,13 +89,15 @@ impl Handler for StockReplyHandler {
             .collect();
         let statement = tx.prepare_cached(DECIDE_SQL).await?;
         let rows = tx.query(&statement, &[&ids, &statuses, &reasons]).await?;
-        rows.iter()
+        let decided = rows
+            .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(Into::into)
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        let before = batch.fresh.len().saturating_sub(decided.len());
+        Ok((decided, before))
     }
 
-    async fn after_commit(&self, decided: Vec<(String, f64)>) {
+    async fn after_commit(&self, (decided, _): Self::Outcome) {
         for (status, seconds) in decided {
             self.metrics
                 .lag

@@ -60,7 +60,11 @@ const ORDER_SELECT: &str = "\
         o.fingerprint \
     FROM orders o JOIN order_items i ON i.order_id = o.id";
 
-fn order_from(row: &Row) -> StoreResult<Order> {
+/// Orders by id (`$1`, an array), with their lines.
+pub(crate) static ORDERS_BY_IDS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{ORDER_SELECT} WHERE o.id = ANY($1) GROUP BY o.id"));
+
+pub(crate) fn order_from(row: &Row) -> StoreResult<Order> {
     let status: String = row.try_get(1)?;
     let Json(items): Json<Vec<OrderLine>> = row.try_get(6)?;
     Ok(Order {

@@ -3,21 +3,24 @@
 //!
 //! Per batch, in the consumer's one transaction: lock every product the
 //! batch names (in id order), read the verdicts already recorded for its
-//! orders, decide each order not decided yet in arrival order against the
-//! locked stock, decrement with a conditional UPDATE, record the verdicts
-//! and append the replies to the outbox. An order decided before (a
-//! redelivery, a replay, a re-drive by the order service) is answered with
-//! its recorded verdict again and changes nothing: a reply that was lost
-//! is sent again, and the order cannot stay PENDING. After the commit the
-//! Redis counters take the committed values through the versioned script.
+//! orders (read after the locks: a consumer deciding the same order
+//! elsewhere has committed by then), decide each order not decided yet in
+//! arrival order against the locked stock, then in one statement
+//! decrement with a conditional UPDATE, record the verdicts and append the
+//! replies to the outbox. The reservation row, keyed by order id, is the
+//! record that the event applied (no separate inbox row): an order decided
+//! before (a redelivery, a replay, a re-drive by the order service) is
+//! answered with its recorded verdict again and changes nothing, so a
+//! reply that was lost is sent again and the order cannot stay PENDING.
+//! After the commit the Redis counters take the committed values through
+//! the versioned script.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::Transaction;
-use outbox::consumer::{ApplyError, Batch, Handler};
+use outbox::consumer::{ApplyError, Batch, Dedupe, Handler};
 use outbox::envelope::Envelope;
 use outbox::events::{ORDER_CREATED, OrderCreated, RejectReason, Verdict};
-use outbox::writer;
 use prometheus::{IntCounterVec, Opts, Registry};
 
 use crate::cache::{ProductCache, StockUpdate};
@@ -99,10 +102,22 @@ impl From<StoreError> for ApplyError {
     }
 }
 
+/// What a batch did: the counters to update after the commit, and how
+/// many of its events named orders decided before.
+pub struct Reserved {
+    pub updates: Vec<StockUpdate>,
+    pub decided_before: usize,
+}
+
 impl Handler for ReservationHandler {
     type Event = OrderCreated;
-    /// The counters to update after the commit.
-    type Outcome = Vec<StockUpdate>;
+    type Outcome = Reserved;
+    /// The reservation, keyed by order id, records that the event applied.
+    const DEDUPE: Dedupe = Dedupe::Effect;
+
+    fn applied_before(outcome: &Reserved) -> usize {
+        outcome.decided_before
+    }
 
     fn decode(&self, envelope: &Envelope) -> Result<OrderCreated, String> {
         if envelope.event_type != ORDER_CREATED {
@@ -122,7 +137,7 @@ impl Handler for ReservationHandler {
         &'a self,
         tx: &'a Transaction<'_>,
         batch: &'a Batch<'_, OrderCreated>,
-    ) -> Result<Vec<StockUpdate>, ApplyError> {
+    ) -> Result<Reserved, ApplyError> {
         // Products of duplicates too: their counters get the committed
         // values again, in case a crash cut the first after-commit short.
         let ids: BTreeSet<i64> = batch
@@ -172,21 +187,22 @@ impl Handler for ReservationHandler {
                 (taken > 0).then_some((row.id, taken))
             })
             .collect();
-        let changed = store::decrement(tx, &decrements).await?;
-        store::record_reservations(tx, &decided).await?;
-        writer::append(tx, &replies).await?;
+        let changed = store::reserve(tx, &decrements, &decided, &replies).await?;
         for reservation in &decided {
             self.metrics
                 .verdicts
                 .with_label_values(&[result_label(reservation.verdict)])
                 .inc();
         }
-        Ok(counter_updates(&locked, &changed, &decrements))
+        Ok(Reserved {
+            updates: counter_updates(&locked, &changed, &decrements),
+            decided_before: batch.fresh.len() + batch.duplicates.len() - decided.len(),
+        })
     }
 
-    async fn after_commit(&self, updates: Vec<StockUpdate>) {
+    async fn after_commit(&self, reserved: Reserved) {
         self.cache
-            .best_effort("stock_sync", self.cache.sync_stock(&updates))
+            .best_effort("stock_sync", self.cache.sync_stock(&reserved.updates))
             .await;
     }
 }

@@ -13,8 +13,8 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 pub use stock::{
-    AdjustOutcome, LockedStock, Reservation, adjust_stock, decrement, lock_products,
-    record_reservations, recorded_verdicts,
+    AdjustOutcome, LockedStock, Reservation, adjust_stock, lock_products, recorded_verdicts,
+    reserve,
 };
 
 use crate::domain::{NewProduct, Product, ProductChanges};

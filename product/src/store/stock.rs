@@ -6,9 +6,12 @@ use std::future::Future;
 
 use std::collections::HashMap;
 
+use std::sync::LazyLock;
+
 use deadpool_postgres::{Pool, Transaction};
 use outbox::events::{OrderItem, RejectReason, Verdict};
-use tokio_postgres::types::Json;
+use outbox::writer::{self, EventColumns, NewEvent};
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use super::{COLUMNS, StoreResult, product_from};
@@ -123,28 +126,69 @@ pub async fn lock_products(tx: &Transaction<'_>, ids: &[i64]) -> StoreResult<Vec
     rows.iter().map(LockedStock::from_row).collect()
 }
 
-/// The conditional decrement: a row only changes if it has the stock, so
-/// stock can never go negative whatever the caller computed.
-const DECREMENT_SQL: &str = "\
-    UPDATE products SET stock = products.stock - d.quantity, version = products.version + 1, updated_at = now() \
-    FROM unnest($1::int8[], $2::int8[]) AS d(id, quantity) \
-    WHERE products.id = d.id AND products.stock >= d.quantity \
-    RETURNING products.id, products.stock, products.version";
+/// A batch's effect in one statement: the conditional decrement (a row
+/// only changes if it has the stock, so stock can never go negative
+/// whatever the caller computed), the reservations, and the replies'
+/// outbox rows. A reservation another consumer recorded meanwhile is kept:
+/// that can only be an order none of whose products exists (an order with
+/// products is decided under their row locks, and the verdicts are read
+/// after them), a rejection that moved no stock either way. Returns the new stock and version of each product taken
+/// from. Placeholders: the decrements' two columns, the reservations' six,
+/// the outbox's five.
+static RESERVE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH decremented AS ( \
+             UPDATE products SET stock = products.stock - d.quantity, \
+                 version = products.version + 1, updated_at = now() \
+             FROM unnest($1::int8[], $2::int8[]) AS d(id, quantity) \
+             WHERE products.id = d.id AND products.stock >= d.quantity \
+             RETURNING products.id, products.stock, products.version), \
+         reserved AS ( \
+             INSERT INTO reservations (order_id, message_id, status, reason, product_id, items) \
+             SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int8[], $8::jsonb[]) \
+             ON CONFLICT (order_id) DO NOTHING), \
+         replies AS ({}) \
+         SELECT id, stock, version FROM decremented",
+        writer::insert_sql(9)
+    )
+});
 
-/// Takes `quantity` from each product; returns the new stock and version of
-/// each. Fails if any product lacked the stock (the caller checked under
-/// lock, so that would be a bug, and the batch must not commit).
-pub async fn decrement(
+/// Takes `quantity` from each product, records the reservations and
+/// appends the replies, in one statement of `tx`. Fails if any product
+/// lacked the stock (the caller decided under lock, so that would be a
+/// bug, and the batch must not commit).
+pub async fn reserve(
     tx: &Transaction<'_>,
     deltas: &[(i64, i64)],
+    reservations: &[Reservation<'_>],
+    replies: &[NewEvent],
 ) -> StoreResult<Vec<LockedStock>> {
-    if deltas.is_empty() {
-        return Ok(Vec::new());
-    }
     let ids: Vec<i64> = deltas.iter().map(|(id, _)| *id).collect();
     let quantities: Vec<i64> = deltas.iter().map(|(_, quantity)| *quantity).collect();
-    let statement = tx.prepare_cached(DECREMENT_SQL).await?;
-    let rows = tx.query(&statement, &[&ids, &quantities]).await?;
+    let orders: Vec<Uuid> = reservations.iter().map(|r| r.order_id).collect();
+    let messages: Vec<Uuid> = reservations.iter().map(|r| r.message_id).collect();
+    let columns: Vec<_> = reservations
+        .iter()
+        .map(|r| verdict_columns(r.verdict))
+        .collect();
+    let statuses: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    let reasons: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
+    let products: Vec<Option<i64>> = columns.iter().map(|c| c.2).collect();
+    let items: Vec<Json<&[OrderItem]>> = reservations.iter().map(|r| Json(r.items)).collect();
+    let events = EventColumns::of(replies);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &ids,
+        &quantities,
+        &orders,
+        &messages,
+        &statuses,
+        &reasons,
+        &products,
+        &items,
+    ];
+    params.extend(events.params());
+    let statement = tx.prepare_cached(&RESERVE_SQL).await?;
+    let rows = tx.query(&statement, &params).await?;
     if rows.len() != deltas.len() {
         return Err(super::StoreError::Constraint("products_stock_range".into()));
     }
@@ -180,36 +224,6 @@ fn verdict_from(status: &str, reason: Option<&str>, product_id: i64) -> Option<V
         }),
         _ => None,
     }
-}
-
-const RECORD_RESERVATIONS_SQL: &str = "\
-    INSERT INTO reservations (order_id, message_id, status, reason, product_id, items) \
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::jsonb[])";
-
-pub async fn record_reservations(
-    tx: &Transaction<'_>,
-    reservations: &[Reservation<'_>],
-) -> StoreResult<()> {
-    if reservations.is_empty() {
-        return Ok(());
-    }
-    let orders: Vec<Uuid> = reservations.iter().map(|r| r.order_id).collect();
-    let messages: Vec<Uuid> = reservations.iter().map(|r| r.message_id).collect();
-    let columns: Vec<_> = reservations
-        .iter()
-        .map(|r| verdict_columns(r.verdict))
-        .collect();
-    let statuses: Vec<&str> = columns.iter().map(|c| c.0).collect();
-    let reasons: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
-    let products: Vec<Option<i64>> = columns.iter().map(|c| c.2).collect();
-    let items: Vec<Json<&[OrderItem]>> = reservations.iter().map(|r| Json(r.items)).collect();
-    let statement = tx.prepare_cached(RECORD_RESERVATIONS_SQL).await?;
-    tx.execute(
-        &statement,
-        &[&orders, &messages, &statuses, &reasons, &products, &items],
-    )
-    .await?;
-    Ok(())
 }
 
 /// The verdicts recorded for these orders. A rejection recorded before

@@ -203,6 +203,7 @@ fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut request_began: Option<Instant> = None;
+    let mut applied_timeout: Option<Duration> = None;
     let mut continue_sent = false;
     loop {
         loop {
@@ -247,7 +248,12 @@ fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
                 _ => return reject(stream, shared, &mut output, &REQUEST_TIMEOUT),
             },
         };
-        stream.set_read_timeout(Some(timeout))?;
+        // may makes a system call of every change (the socket option
+        // besides its own timer); between requests the timeout is the same.
+        if applied_timeout != Some(timeout) {
+            stream.set_read_timeout(Some(timeout))?;
+            applied_timeout = Some(timeout);
+        }
         match read_some(stream, &mut input) {
             Ok(0) => return Ok(()),
             Ok(_) => {}

@@ -3,7 +3,8 @@
 //!
 //! Handlers put a [`PlaceJob`] on a bounded queue (full: 503 at once) and
 //! park on its reply. A writer task takes whatever is queued (up to
-//! `max_batch`, waiting at most `linger` for more), prices the orders from
+//! `max_batch`; committing at most once per `linger`, so that under load
+//! jobs gather while it waits), prices the orders from
 //! the product replica, then inserts orders, items and their
 //! `order.created` outbox rows in ONE statement (data-modifying `WITH`,
 //! one array per column), which is its own transaction: two round trips
@@ -47,7 +48,7 @@ use uuid::Uuid;
 
 use crate::domain::{NewOrder, Order};
 
-pub use plan::{BatchPlan, OrderColumns, Priced, Prices, created_events, plan_batch};
+pub use plan::{BatchColumns, BatchPlan, Priced, Prices, plan_batch};
 
 /// How long after its deadline a job the writer took is answered at the
 /// latest. The writer cancels a statement still running halfway through
@@ -231,8 +232,9 @@ pub struct WriterConfig {
     /// Writer tasks; each commits its own batches on its own connection.
     pub writers: usize,
     pub max_batch: usize,
-    /// How long a writer waits for more jobs once it has one; 0 takes only
-    /// what is already queued.
+    /// A writer commits at most once per this long (from the start of its
+    /// previous commit), gathering the jobs that come meanwhile; 0 takes
+    /// only what is already queued.
     pub linger: Duration,
     /// Jobs queued at most before requests get 503.
     pub capacity: usize,

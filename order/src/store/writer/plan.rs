@@ -1,10 +1,11 @@
-//! What a batch will do, decided from the replica's prices alone, and the
-//! batch laid out as one array per column for the placing statement.
+//! A batch laid out as one array per column for the placing statement,
+//! and what it came to, decided from the replica's view of its products
+//! (which the same statement returns).
 
 use std::collections::{HashMap, HashSet};
 
 use outbox::events::{ORDER_CREATED, OrderCreated, OrderItem};
-use outbox::writer::NewEvent;
+use outbox::writer::{EventColumns, NewEvent};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -90,59 +91,75 @@ fn price(order: &NewOrder, prices: &Prices) -> Result<(Vec<OrderLine>, i64), Pla
     Ok((lines, total))
 }
 
-/// The orders and items of a batch, one array per column: what the
-/// placing statement receives besides the events.
-pub struct OrderColumns<'a> {
-    pub ids: Vec<Uuid>,
-    pub totals: Vec<i64>,
-    pub keys: Vec<Option<&'a str>>,
-    pub fingerprints: Vec<&'a str>,
+/// A batch as the placing statement takes it, one array per column: every
+/// request, priced or not (the statement prices them from the replica and
+/// inserts those it can), and each one's `order.created` event.
+pub struct BatchColumns<'a> {
+    ids: Vec<Uuid>,
+    keys: Vec<Option<&'a str>>,
+    fingerprints: Vec<String>,
     item_orders: Vec<Uuid>,
     item_products: Vec<i64>,
     item_quantities: Vec<i32>,
-    item_prices: Vec<i64>,
+    events: Vec<NewEvent>,
 }
 
-impl<'a> OrderColumns<'a> {
-    pub fn of(priced: &'a [Priced]) -> Self {
-        let lines = priced
-            .iter()
-            .flat_map(|order| order.lines.iter().map(move |line| (order.id, line)));
-        let (mut item_orders, mut item_products, mut item_quantities, mut item_prices) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (id, line) in lines {
-            item_orders.push(id);
-            item_products.push(line.product_id);
-            // At most 10,000 by validation.
-            item_quantities.push(line.quantity as i32);
-            item_prices.push(line.unit_price);
-        }
-        OrderColumns {
-            ids: priced.iter().map(|order| order.id).collect(),
-            totals: priced.iter().map(|order| order.total).collect(),
-            keys: priced.iter().map(|order| order.key.as_deref()).collect(),
-            fingerprints: priced
+impl<'a> BatchColumns<'a> {
+    /// The columns of requests `(order id, order, key)`.
+    pub fn of(
+        requests: impl IntoIterator<Item = (Uuid, &'a NewOrder, Option<&'a str>)>,
+    ) -> Result<Self, outbox::Error> {
+        let mut columns = BatchColumns {
+            ids: Vec::new(),
+            keys: Vec::new(),
+            fingerprints: Vec::new(),
+            item_orders: Vec::new(),
+            item_products: Vec::new(),
+            item_quantities: Vec::new(),
+            events: Vec::new(),
+        };
+        for (id, order, key) in requests {
+            columns.ids.push(id);
+            columns.keys.push(key);
+            columns.fingerprints.push(order.fingerprint());
+            let items: Vec<OrderItem> = order
+                .items()
                 .iter()
-                .map(|order| order.fingerprint.as_str())
-                .collect(),
-            item_orders,
-            item_products,
-            item_quantities,
-            item_prices,
+                .map(|item| OrderItem {
+                    product_id: item.product_id,
+                    quantity: item.quantity,
+                })
+                .collect();
+            for item in &items {
+                columns.item_orders.push(id);
+                columns.item_products.push(item.product_id);
+                // At most 10,000 by validation.
+                columns.item_quantities.push(item.quantity as i32);
+            }
+            columns.events.push(created_event(id, &items)?);
         }
+        Ok(columns)
     }
 
-    /// The values of the placing statement's first eight placeholders.
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+    /// The order ids, in the order of the requests.
+    pub fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
+
+    /// The events' columns (the placing statement's last five placeholders).
+    pub fn event_columns(&self) -> EventColumns<'_> {
+        EventColumns::of(&self.events)
+    }
+
+    /// The values of the placing statement's first six placeholders.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 6] {
         [
             &self.ids,
-            &self.totals,
             &self.keys,
             &self.fingerprints,
             &self.item_orders,
             &self.item_products,
             &self.item_quantities,
-            &self.item_prices,
         ]
     }
 }
@@ -155,24 +172,6 @@ pub fn created_event(order_id: Uuid, items: &[OrderItem]) -> Result<NewEvent, ou
         items: items.to_vec(),
     };
     Ok(NewEvent::new(order_id, ORDER_CREATED, &event)?.with_id(order_id))
-}
-
-/// The `order.created` event of each priced order.
-pub fn created_events(priced: &[Priced]) -> Result<Vec<NewEvent>, outbox::Error> {
-    priced
-        .iter()
-        .map(|order| {
-            let items: Vec<OrderItem> = order
-                .lines
-                .iter()
-                .map(|line| OrderItem {
-                    product_id: line.product_id,
-                    quantity: line.quantity,
-                })
-                .collect();
-            created_event(order.id, &items)
-        })
-        .collect()
 }
 
 #[cfg(test)]

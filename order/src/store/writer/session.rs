@@ -1,6 +1,6 @@
-//! The writer's own PostgreSQL connection: the price read and the placing
-//! statement, prepared once, and what the writer does when a statement
-//! outlives its batch's deadline or the connection dies under it.
+//! The writer's own PostgreSQL connection: the placing statement, prepared
+//! once, and what the writer does when it outlives its batch's deadline or
+//! the connection dies under it.
 //!
 //! The connection is the writer's, not a pool's, so the writer knows the
 //! server process behind it. When the outcome of a placing statement is
@@ -12,39 +12,51 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use outbox::writer::{self, EventColumns};
+use outbox::writer;
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 use uuid::Uuid;
 
-use super::plan::{OrderColumns, Priced, Prices, created_events};
-use crate::store::{StoreError, StoreResult};
+use super::plan::{BatchColumns, Prices};
+use crate::domain::Order;
+use crate::store::{ORDERS_BY_IDS_SQL, StoreError, StoreResult, order_from};
 
-const PRICES_SQL: &str = "SELECT id, price, deleted FROM product_replica WHERE id = ANY($1)";
-
-/// Orders, their items and their `order.created` events in one statement:
-/// the items and events only of the orders it inserted (an order whose key
-/// a committed order holds is not). Placeholders: the four order columns,
-/// the four item columns, then the outbox's five.
+/// A whole batch in one statement, its own transaction: prices every
+/// order's items from the product replica, inserts the orders whose every
+/// product is known there and not deleted (an order whose key a committed
+/// order holds is skipped), their items and their `order.created` events.
+/// It returns the orders inserted (id, creation time) and the replica's
+/// view of every product of the batch (id, price, deleted; a product
+/// unknown there comes back with no price), from which the writer answers
+/// each request. Placeholders: three order columns, three item columns,
+/// then the outbox's five.
 static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH placed AS ( \
+        "WITH lines AS MATERIALIZED ( \
+             SELECT l.order_id, l.product_id, l.quantity, r.price, r.deleted \
+             FROM unnest($4::uuid[], $5::int8[], $6::int4[]) AS l(order_id, product_id, quantity) \
+             LEFT JOIN product_replica r ON r.id = l.product_id), \
+         placeable AS ( \
+             SELECT order_id, sum(quantity * price) AS total FROM lines GROUP BY order_id \
+             HAVING bool_and(price IS NOT NULL AND NOT deleted)), \
+         placed AS ( \
              INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
-             SELECT id, 'PENDING', total, key, fingerprint \
-             FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[]) AS o(id, total, key, fingerprint) \
+             SELECT o.id, 'PENDING', p.total, o.key, o.fingerprint \
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(id, key, fingerprint) \
+             JOIN placeable p ON p.order_id = o.id \
              ON CONFLICT (idempotency_key) DO NOTHING \
              RETURNING id, created_at), \
          items AS ( \
              INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
-             SELECT i.order_id, i.product_id, i.quantity, i.unit_price \
-             FROM unnest($5::uuid[], $6::int8[], $7::int4[], $8::int8[]) \
-                 AS i(order_id, product_id, quantity, unit_price) \
-             WHERE i.order_id IN (SELECT id FROM placed)), \
-         events AS ({} WHERE e.aggregate_id IN (SELECT id::text FROM placed)) \
-         SELECT id, created_at FROM placed",
-        writer::insert_sql(9)
+             SELECT order_id, product_id, quantity, price FROM lines \
+             WHERE order_id IN (SELECT id FROM placed)), \
+         events AS ({} WHERE e.message_id IN (SELECT id FROM placed)) \
+         SELECT id, created_at, NULL::int8, NULL::int8, NULL::bool FROM placed \
+         UNION ALL \
+         SELECT DISTINCT NULL::uuid, NULL::timestamptz, product_id, price, deleted FROM lines",
+        writer::insert_sql(7)
     )
 });
 
@@ -52,7 +64,7 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
 /// as unknown.
 const CANCEL_ANSWER: Duration = Duration::from_millis(200);
 
-/// The settings of the writer's sessions: custom plans as every pooled
+/// The settings of the writer's sessions: keyed access as every pooled
 /// connection has, and a `statement_timeout` so that the server stops a
 /// statement of a writer that can no longer ask it to.
 pub(super) fn settings(database: &Config, statement_timeout: Duration) -> Config {
@@ -60,16 +72,23 @@ pub(super) fn settings(database: &Config, statement_timeout: Duration) -> Config
     service::db::with_session_settings(
         database.clone(),
         &[
-            service::db::CUSTOM_PLANS,
+            service::db::KEYED_ACCESS,
             ("statement_timeout", timeout.as_str()),
         ],
     )
 }
 
+/// What a committed placing statement answered.
+pub(super) struct Placement {
+    /// The orders it inserted, with their creation time.
+    pub(super) inserted: HashMap<Uuid, OffsetDateTime>,
+    /// The replica's view of the batch's products.
+    pub(super) prices: Prices,
+}
+
 /// What became of a placing statement.
 pub(super) enum Written {
-    /// Committed: the orders it inserted, with their creation time.
-    Committed(HashMap<Uuid, OffsetDateTime>),
+    Committed(Placement),
     /// The server refused or cancelled it: nothing was written.
     Refused(StoreError),
     /// No answer came: the connection died, or stayed silent after a cancel.
@@ -81,12 +100,11 @@ pub(super) struct Session {
     client: Client,
     /// The server process serving it.
     backend_pid: i32,
-    prices: Statement,
     place: Statement,
 }
 
 impl Session {
-    /// Connects and prepares both statements.
+    /// Connects and prepares the statement.
     pub(super) async fn open(config: &Config) -> StoreResult<Session> {
         let client = service::db::connect(config)
             .await
@@ -95,12 +113,10 @@ impl Session {
             .query_one("SELECT pg_backend_pid()", &[])
             .await?
             .try_get(0)?;
-        let prices = client.prepare(PRICES_SQL).await?;
         let place = client.prepare(&PLACE_SQL).await?;
         Ok(Session {
             client,
             backend_pid,
-            prices,
             place,
         })
     }
@@ -113,29 +129,13 @@ impl Session {
         self.backend_pid
     }
 
-    /// The replica's view of `products`. Read just before the insert,
-    /// outside it: a price or deletion that lands in between is the same as
-    /// the order having come a moment earlier (the product service rejects
-    /// an order for a product deleted by then).
-    pub(super) async fn prices(&self, products: &[i64]) -> StoreResult<Prices> {
-        let rows = self.client.query(&self.prices, &[&products]).await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
-            .collect()
-    }
-
-    /// Inserts the orders with their items and events in one statement.
-    /// A statement still running at `cancel_at` is cancelled, and the
-    /// server's answer to that says whether it committed first.
-    pub(super) async fn place(&self, priced: &[Priced], cancel_at: Instant) -> Written {
-        let events = match created_events(priced) {
-            Ok(events) => events,
-            Err(error) => return Written::Refused(error.into()),
-        };
-        let columns = OrderColumns::of(priced);
-        let event_columns = EventColumns::of(&events);
-        let mut params: Vec<&(dyn ToSql + Sync)> = columns.params().to_vec();
-        params.extend(event_columns.params());
+    /// Runs the placing statement for `batch`. A statement still running
+    /// at `cancel_at` is cancelled, and the server's answer to that says
+    /// whether it committed first.
+    pub(super) async fn place(&self, batch: &BatchColumns<'_>, cancel_at: Instant) -> Written {
+        let events = batch.event_columns();
+        let mut params: Vec<&(dyn ToSql + Sync)> = batch.params().to_vec();
+        params.extend(events.params());
         let query = self.client.query(&self.place, &params);
         tokio::pin!(query);
         let result = match timeout_at(cancel_at, &mut query).await {
@@ -150,8 +150,8 @@ impl Session {
             }
         };
         match result {
-            Ok(rows) => match inserted(&rows) {
-                Ok(inserted) => Written::Committed(inserted),
+            Ok(rows) => match placement(&rows) {
+                Ok(placement) => Written::Committed(placement),
                 Err(error) => Written::Unknown(format!("committed rows unreadable: {error}")),
             },
             // The server answered with an error: the statement, which is
@@ -162,12 +162,27 @@ impl Session {
     }
 }
 
-fn inserted(
-    rows: &[tokio_postgres::Row],
-) -> Result<HashMap<Uuid, OffsetDateTime>, tokio_postgres::Error> {
-    rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect()
+/// The placing statement's rows: an order inserted (id, time), or a
+/// product of the batch as the replica sees it (id, price, deleted).
+fn placement(rows: &[tokio_postgres::Row]) -> Result<Placement, tokio_postgres::Error> {
+    let mut placement = Placement {
+        inserted: HashMap::new(),
+        prices: Prices::new(),
+    };
+    for row in rows {
+        if let Some(id) = row.try_get::<_, Option<Uuid>>(0)? {
+            placement.inserted.insert(id, row.try_get(1)?);
+        } else if let (Some(product), Some(price)) = (
+            row.try_get::<_, Option<i64>>(2)?,
+            row.try_get::<_, Option<i64>>(3)?,
+        ) {
+            placement.prices.insert(
+                product,
+                (price, row.try_get::<_, Option<bool>>(4)?.unwrap_or(false)),
+            );
+        }
+    }
+    Ok(placement)
 }
 
 /// Which of `orders` exist, after making sure the server process
@@ -178,7 +193,7 @@ pub(super) async fn settle(
     backend_pid: i32,
     orders: &[Uuid],
     by: Instant,
-) -> StoreResult<HashMap<Uuid, OffsetDateTime>> {
+) -> StoreResult<Vec<Order>> {
     let settled = timeout_at(by, async {
         let client = service::db::connect(config)
             .await
@@ -199,13 +214,8 @@ pub(super) async fn settle(
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let rows = client
-            .query(
-                "SELECT id, created_at FROM orders WHERE id = ANY($1)",
-                &[&orders],
-            )
-            .await?;
-        Ok(inserted(&rows)?)
+        let rows = client.query(ORDERS_BY_IDS_SQL.as_str(), &[&orders]).await?;
+        rows.iter().map(order_from).collect()
     })
     .await;
     settled.unwrap_or_else(|_| {

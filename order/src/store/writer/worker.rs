@@ -1,7 +1,6 @@
 //! One writer task: takes a batch off the queue, writes it, answers every
 //! job of it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,16 +12,11 @@ use tokio::time::timeout_at;
 use tokio_postgres::Config;
 use uuid::Uuid;
 
-use super::plan::{Priced, plan_batch};
-use super::session::{Session, Written, settle};
+use super::plan::{BatchColumns, Priced, plan_batch};
+use super::session::{Placement, Session, Written, settle};
 use super::{ANSWER_GRACE, PlaceError, PlaceJob, PlaceResult, Placed, WriterConfig, WriterMetrics};
 use crate::domain::{Order, OrderStatus};
 use crate::store::{OrderStore, StoreError, StoreResult};
-
-/// Pooled-connection failures a price read survives by reconnecting: the
-/// server cut the connection (a restart, `pg_terminate_backend`) while it
-/// sat idle. The read writes nothing, so trying again is safe.
-const RECONNECTS_PER_READ: usize = 3;
 
 /// The times a batch works to, from its earliest job's deadline: a
 /// statement still running at `cancel_at` is cancelled, and everything,
@@ -52,6 +46,8 @@ pub(super) struct Writer {
     store: OrderStore,
     config: WriterConfig,
     metrics: WriterMetrics,
+    /// When the previous commit started.
+    last_commit: Option<tokio::time::Instant>,
 }
 
 impl Writer {
@@ -67,6 +63,7 @@ impl Writer {
             store: OrderStore::new(pool),
             config,
             metrics,
+            last_commit: None,
         }
     }
 
@@ -83,11 +80,19 @@ impl Writer {
             if batch.is_empty() {
                 return;
             }
+            self.last_commit = Some(tokio::time::Instant::now());
             self.commit(batch).await;
         }
     }
 
     /// The next batch; empty once shutdown fired and nothing is queued.
+    ///
+    /// The writer commits at most once per `linger`, counted from the start
+    /// of its previous commit: a job that comes after the writer sat idle
+    /// that long is written at once; under load, jobs gather until then.
+    /// Each job waits at most `linger` for its batch (half that on average),
+    /// and at a few hundred orders a second the fixed cost of a commit is
+    /// shared by several orders instead of paid by each.
     async fn collect(
         &self,
         receiver: &mut mpsc::Receiver<PlaceJob>,
@@ -101,14 +106,19 @@ impl Writer {
             return Vec::new();
         };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + self.config.linger;
+        let due = self
+            .last_commit
+            .map(|started| started + self.config.linger)
+            .filter(|due| *due > tokio::time::Instant::now() && !shutdown.is_fired());
         while batch.len() < self.config.max_batch {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) if self.config.linger.is_zero() => break,
-                Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
+                Err(_) => match due {
+                    Some(due) => match tokio::time::timeout_at(due, receiver.recv()).await {
+                        Ok(Some(job)) => batch.push(job),
+                        _ => break,
+                    },
+                    None => break,
                 },
             }
         }
@@ -181,57 +191,58 @@ impl Writer {
         jobs: &[PlaceJob],
         clock: BatchClock,
     ) -> StoreResult<Vec<PlaceResult>> {
-        let products: Vec<i64> = {
-            let mut ids: Vec<i64> = jobs
-                .iter()
-                .flat_map(|job| job.order.product_ids())
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
+        let requests = || {
+            jobs.iter()
+                .map(|job| (job.id, &job.order, job.idempotency_key.as_deref()))
         };
-        let prices = self.read_prices(&products, clock.cancel_at).await?;
+        let columns = BatchColumns::of(requests())?;
+        let session = self.session(clock.cancel_at).await?;
+        let cause = match session.place(&columns, clock.cancel_at).await {
+            Written::Committed(placement) => {
+                let answers = self.answer(jobs, placement, clock).await;
+                return Ok(answers);
+            }
+            Written::Refused(error) => {
+                if error.is_transient() {
+                    self.session = None;
+                }
+                return Err(error);
+            }
+            Written::Unknown(cause) => cause,
+        };
+        let backend = session.backend_pid();
+        self.session = None;
+        Ok(self.settle(jobs, backend, &cause, clock).await)
+    }
+
+    /// The answers of a batch whose statement committed: each order
+    /// priced from the replica's view the statement returned, as the
+    /// statement itself priced it.
+    async fn answer(
+        &self,
+        jobs: &[PlaceJob],
+        placement: Placement,
+        clock: BatchClock,
+    ) -> Vec<PlaceResult> {
         let plan = plan_batch(
             jobs.iter()
                 .map(|job| (job.id, &job.order, job.idempotency_key.as_deref())),
-            &prices,
+            &placement.prices,
         );
         let mut outcomes: Vec<Option<PlaceResult>> = jobs.iter().map(|_| None).collect();
         for (job, error) in plan.answered {
             outcomes[job] = Some(Err(error));
         }
         let mut by_key = plan.by_key;
-        let inserted = self.insert(&plan.priced, clock).await?;
         for order in plan.priced {
-            let job = order.job;
-            match &inserted {
-                Inserted::Rows { rows, .. } if rows.contains_key(&order.id) => {
-                    let created_at = rows[&order.id];
-                    outcomes[job] = Some(Ok(Placed::Created(created(order, created_at))));
+            match placement.inserted.get(&order.id) {
+                Some(created_at) => {
+                    let job = order.job;
+                    outcomes[job] = Some(Ok(Placed::Created(created(order, *created_at))));
                 }
                 // Not inserted by a statement that committed: its key's
                 // order was there first.
-                Inserted::Rows { settled: false, .. } => by_key.push(job),
-                Inserted::Rows { rows, .. } if order.key.is_some() && !rows.is_empty() => {
-                    by_key.push(job)
-                }
-                Inserted::Rows { .. } => {
-                    outcomes[job] = Some(Err(PlaceError::Unavailable(
-                        "not written: its connection died before the commit".into(),
-                    )))
-                }
-                Inserted::Unknown => {
-                    outcomes[job] = Some(Err(PlaceError::OutcomeUnknown(order.id)))
-                }
-            }
-        }
-        if matches!(inserted, Inserted::Unknown) {
-            // Their key's order may or may not exist: a retry with the key
-            // says which.
-            for job in by_key.drain(..) {
-                outcomes[job] = Some(Err(PlaceError::Unavailable(
-                    "the order holding this key may not be written; retry with the key".into(),
-                )));
+                None => by_key.push(order.job),
             }
         }
         // Committed: from here on nothing may fail the batch as a whole, or
@@ -242,12 +253,46 @@ impl Writer {
                 .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())));
             outcomes[job] = Some(answer.unwrap_or_else(|error| Err(error.into())));
         }
-        Ok(outcomes
+        outcomes
             .into_iter()
             .map(|outcome| {
                 outcome.unwrap_or(Err(PlaceError::Internal("order left unanswered".into())))
             })
-            .collect())
+            .collect()
+    }
+
+    /// The answers of a batch whose connection died under its statement:
+    /// the server process that ran it is ended, then its orders looked up.
+    /// An order found was placed; one not found was not (a retry, with its
+    /// key if it has one, places it or finds its key's order). Only if the
+    /// lookup fails too is the outcome unknown.
+    async fn settle(
+        &self,
+        jobs: &[PlaceJob],
+        backend: i32,
+        cause: &str,
+        clock: BatchClock,
+    ) -> Vec<PlaceResult> {
+        let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
+        match settle(&self.database, backend, &ids, clock.answer_by).await {
+            Ok(found) => {
+                tracing::warn!(%cause, orders = ids.len(), committed = found.len(), "order batch outcome settled by a lookup");
+                jobs.iter()
+                    .map(|job| match found.iter().find(|order| order.id == job.id) {
+                        Some(order) => Ok(Placed::Created(order.clone())),
+                        None => Err(PlaceError::Unavailable(
+                            "not written: its connection died before the commit; retry".into(),
+                        )),
+                    })
+                    .collect()
+            }
+            Err(error) => {
+                tracing::error!(%cause, %error, orders = ids.len(), "order batch outcome unknown");
+                jobs.iter()
+                    .map(|job| Err(PlaceError::OutcomeUnknown(job.id)))
+                    .collect()
+            }
+        }
     }
 
     /// The writer's session, opened if it has none or its connection died.
@@ -263,95 +308,6 @@ impl Writer {
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("no session".into()))
     }
-
-    /// The batch's prices, reconnecting when the connection turns out dead.
-    async fn read_prices(
-        &mut self,
-        products: &[i64],
-        by: tokio::time::Instant,
-    ) -> StoreResult<super::Prices> {
-        let mut reconnects = 0;
-        loop {
-            let session = self.session(by).await?;
-            match timeout_at(by, session.prices(products)).await {
-                Ok(Ok(prices)) => return Ok(prices),
-                Ok(Err(error)) if error.is_transient() && reconnects < RECONNECTS_PER_READ => {
-                    tracing::debug!(%error, "the writer's connection failed a read; reconnecting");
-                    self.session = None;
-                    reconnects += 1;
-                }
-                Ok(Err(error)) => return Err(error),
-                Err(_) => {
-                    // A read still in flight: this connection is of no more use.
-                    self.session = None;
-                    return Err(StoreError::Unavailable(
-                        "the price read did not finish in time".into(),
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Runs the placing statement; `Err` means nothing was written.
-    async fn insert(&mut self, priced: &[Priced], clock: BatchClock) -> StoreResult<Inserted> {
-        if priced.is_empty() {
-            return Ok(Inserted::Rows {
-                rows: HashMap::new(),
-                settled: false,
-            });
-        }
-        let Some(session) = self.session.as_ref() else {
-            return Err(StoreError::Unavailable("no session".into()));
-        };
-        let cause = match session.place(priced, clock.cancel_at).await {
-            Written::Committed(rows) => {
-                return Ok(Inserted::Rows {
-                    rows,
-                    settled: false,
-                });
-            }
-            Written::Refused(error) => {
-                if error.is_transient() {
-                    self.session = None;
-                }
-                return Err(error);
-            }
-            Written::Unknown(cause) => cause,
-        };
-        let backend = session.backend_pid();
-        self.session = None;
-        let ids: Vec<Uuid> = priced.iter().map(|order| order.id).collect();
-        Ok(
-            match settle(&self.database, backend, &ids, clock.answer_by).await {
-                Ok(rows) => {
-                    tracing::warn!(%cause, orders = ids.len(), committed = rows.len(), "order batch outcome settled by a lookup");
-                    Inserted::Rows {
-                        rows,
-                        settled: true,
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%cause, %error, orders = ids.len(), "order batch outcome unknown");
-                    Inserted::Unknown
-                }
-            },
-        )
-    }
-}
-
-/// What the placing statement came to.
-enum Inserted {
-    /// The orders that exist now, with their creation time: from the
-    /// statement's own answer (`settled: false`; an order missing from it
-    /// lost its key to an earlier order), or from a lookup after its
-    /// connection died (`settled: true`; an order missing from it was not
-    /// written, unless its key's order was).
-    Rows {
-        rows: HashMap<Uuid, OffsetDateTime>,
-        settled: bool,
-    },
-    /// Neither the statement nor a lookup said.
-    Unknown,
 }
 
 fn created(order: Priced, created_at: OffsetDateTime) -> Order {
