@@ -85,9 +85,9 @@ impl PipelineSettings {
             consumer_prefetch: settings
                 .optional("CONSUMER_PREFETCH", "a count up to 65535", 256u16)?
                 .max(1),
-            relay_linger: settings.millis("RELAY_LINGER_MS", 20)?,
+            relay_linger: settings.millis("RELAY_LINGER_MS", 35)?,
             relay_confirm_timeout: settings.millis("RELAY_CONFIRM_TIMEOUT_MS", 10_000)?,
-            consumer_linger: settings.millis("CONSUMER_LINGER_MS", 20)?,
+            consumer_linger: settings.millis("CONSUMER_LINGER_MS", 2)?,
             retention,
             queue_expires: Some(settings.optional::<u64>(
                 "AMQP_QUEUE_EXPIRES_MS",
