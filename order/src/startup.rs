@@ -33,6 +33,10 @@ pub const MIGRATIONS: &[MigrationSource] = &[
         "V101__order_redrive",
         include_str!("../migrations/V101__order_redrive.sql"),
     ),
+    (
+        "V102__idempotency_key_partial",
+        include_str!("../migrations/V102__idempotency_key_partial.sql"),
+    ),
 ];
 
 /// Every migration the order database needs, in order.

@@ -46,7 +46,7 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
              SELECT o.id, 'PENDING', p.total, o.key, o.fingerprint \
              FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(id, key, fingerprint) \
              JOIN placeable p ON p.order_id = o.id \
-             ON CONFLICT (idempotency_key) DO NOTHING \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id, created_at), \
          items AS ( \
              INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
