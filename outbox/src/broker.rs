@@ -1,6 +1,15 @@
 //! Connecting to RabbitMQ: named connections (visible in the management
-//! UI), and URLs described for logs without their credentials.
+//! UI), failover across the nodes of a cluster, and URLs described for logs
+//! without their credentials.
+//!
+//! `AMQP_URL` holds one URL or several, separated by commas (the nodes of
+//! a cluster). A connection goes to the first of them that answers,
+//! starting from the one this process last connected to, and wrapping
+//! around; whoever holds a connection that drops connects again the same
+//! way, so a node that is gone is passed over for the next.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
@@ -12,20 +21,80 @@ use crate::Result;
 /// out of file descriptors) must be an error to retry, not a wait forever.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens a connection named after what uses it (`order relay`, …).
-pub async fn connect(url: &str, name: &str) -> Result<Connection> {
+/// Where in each list this process connected last: connections after a
+/// failover go to the node that answered, not back to a dead first one.
+static LAST_ANSWERED: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
+
+fn last_answered(list: &str) -> usize {
+    let last = LAST_ANSWERED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    last.get(list).copied().unwrap_or(0)
+}
+
+fn answered(list: &str, index: usize) {
+    let mut last = LAST_ANSWERED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    last.insert(list.to_owned(), index);
+}
+
+/// The URLs of a broker list, in order.
+pub fn urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// Opens a connection named after what uses it (`order relay`, …) to the
+/// first broker of `list` that answers (see the module's docs).
+pub async fn connect(list: &str, name: &str) -> Result<Connection> {
+    let urls = urls(list);
+    if urls.is_empty() {
+        return Err(crate::Error::Unavailable("no broker URL given".into()));
+    }
+    let start = last_answered(list) % urls.len();
+    let mut failures = Vec::new();
+    for index in (start..urls.len()).chain(0..start) {
+        let url = urls[index];
+        match connect_to(url, name).await {
+            Ok(connection) => {
+                answered(list, index);
+                if !failures.is_empty() {
+                    tracing::warn!(connection = name, broker = %describe(url), passed_over = %failures.join("; "), "connected to the next broker of the list");
+                }
+                return Ok(connection);
+            }
+            Err(error) => failures.push(format!("{}: {error}", describe(url))),
+        }
+    }
+    Err(crate::Error::Unavailable(format!(
+        "no broker answered ({})",
+        failures.join("; ")
+    )))
+}
+
+async fn connect_to(url: &str, name: &str) -> Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
         Ok(connection) => Ok(connection?),
         Err(_) => Err(crate::Error::Unavailable(format!(
-            "no AMQP handshake from {} within {CONNECT_TIMEOUT:?}",
-            describe(url)
+            "no AMQP handshake within {CONNECT_TIMEOUT:?}"
         ))),
     }
 }
 
-/// `host:port/vhost` of an AMQP URL, without user or password.
-pub fn describe(url: &str) -> String {
+/// `host:port/vhost` of each AMQP URL of a list, without user or password.
+pub fn describe(list: &str) -> String {
+    urls(list)
+        .into_iter()
+        .map(describe_one)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn describe_one(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
     rest.split('?').next().unwrap_or(rest).to_owned()
@@ -56,15 +125,22 @@ impl std::fmt::Debug for BrokerUrl {
     }
 }
 
-/// Checks that a setting holds an AMQP URL; the error names the setting.
-pub fn parse_url(name: &str, url: &str) -> Result<String, service::config::ConfigError> {
-    url.parse::<lapin::uri::AMQPUri>()
-        .map(|_| url.to_owned())
-        .map_err(|reason| service::config::ConfigError::Invalid {
-            name: name.to_owned(),
-            expected: "an amqp:// URL",
-            reason,
-        })
+/// Checks that a setting holds an AMQP URL, or several separated by
+/// commas; the error names the setting.
+pub fn parse_url(name: &str, list: &str) -> Result<String, service::config::ConfigError> {
+    let invalid = |reason: String| service::config::ConfigError::Invalid {
+        name: name.to_owned(),
+        expected: "an amqp:// URL, or several separated by commas",
+        reason,
+    };
+    let urls = urls(list);
+    if urls.is_empty() {
+        return Err(invalid("no URL".into()));
+    }
+    for url in urls {
+        url.parse::<lapin::uri::AMQPUri>().map_err(&invalid)?;
+    }
+    Ok(list.to_owned())
 }
 
 #[cfg(test)]
@@ -95,5 +171,18 @@ mod tests {
         let error = parse_url("AMQP_URL", "http://nope").unwrap_err();
         assert!(error.to_string().starts_with("AMQP_URL is not valid"));
         assert!(parse_url("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+    }
+
+    #[test]
+    fn a_list_is_every_url_of_it_checked_and_described() {
+        let list = "amqp://guest:a@rabbit-a:5681/%2f, amqp://guest:b@rabbit-b:5682/%2f";
+        assert!(parse_url("AMQP_URL", list).is_ok());
+        assert_eq!(describe(list), "rabbit-a:5681/%2f,rabbit-b:5682/%2f");
+        let error = parse_url("AMQP_URL", "amqp://rabbit-a,http://rabbit-b").unwrap_err();
+        assert!(
+            error.to_string().starts_with("AMQP_URL is not valid"),
+            "{error}"
+        );
+        assert!(parse_url("AMQP_URL", " , ").is_err());
     }
 }

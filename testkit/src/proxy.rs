@@ -22,6 +22,10 @@ struct Faults {
     cuts: watch::Sender<u64>,
     /// While true, the server's bytes are held back.
     frozen: watch::Sender<bool>,
+    /// Once true, the proxy accepts nothing more (a server that is gone).
+    stopped: watch::Sender<bool>,
+    /// Connections accepted so far.
+    accepted: AtomicI64,
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -43,13 +47,24 @@ impl Proxy {
             budget: AtomicI64::new(UNARMED),
             cuts: watch::channel(0).0,
             frozen: watch::channel(false).0,
+            stopped: watch::channel(false).0,
+            accepted: AtomicI64::new(0),
         });
         let shared = faults.clone();
+        let mut stopped = faults.stopped.subscribe();
         tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            loop {
+                let client = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((client, _)) => client,
+                        Err(_) => return,
+                    },
+                    _ = stopped.wait_for(|stopped| *stopped) => return,
+                };
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(forward(client, server, shared.clone()));
             }
         });
@@ -58,6 +73,11 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections the proxy has accepted and forwarded so far.
+    pub fn connections(&self) -> i64 {
+        self.faults.accepted.load(Ordering::SeqCst)
     }
 
     /// An AMQP URL (guest, vhost `/`) through this proxy.
@@ -86,6 +106,13 @@ impl Proxy {
     /// Cuts every connection open now; new ones work normally.
     pub fn cut_all(&self) {
         self.faults.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    /// Cuts every connection open now and refuses every new one, as a
+    /// server that went away: its port is closed.
+    pub fn stop(&self) {
+        self.faults.stopped.send_replace(true);
+        self.cut_all();
     }
 
     /// Holds back everything the server sends, on every connection.

@@ -3,6 +3,7 @@
 
 mod consumer;
 mod dead_letters;
+mod failover;
 mod helpers;
 mod relay;
 mod replay;

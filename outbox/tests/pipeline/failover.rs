@@ -1,0 +1,88 @@
+//! Failover across the brokers of an `AMQP_URL` list: a dead first address
+//! is passed over, and a broker that goes away mid-run is replaced by the
+//! next of the list, without losing a row.
+
+use outbox::broker::BrokerUrl;
+use outbox::relay::RelayConfig;
+use testkit::Proxy;
+
+use crate::helpers::{TestOutbox, amqp_url};
+
+fn events(n: usize, offset: usize) -> Vec<(String, i64)> {
+    (offset..offset + n)
+        .map(|i| (format!("agg-{}", i % 7), i as i64))
+        .collect()
+}
+
+/// An address where nothing listens: a port the system gave and took back.
+fn dead_amqp_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("amqp://guest:guest@{addr}/%2f")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_whose_first_broker_is_dead_publishes_through_the_next() {
+    let outbox = TestOutbox::new().await;
+    let rows = events(50, 0);
+    outbox.append(&rows).await;
+    let list = format!("{},{}", dead_amqp_url(), amqp_url());
+    let mut relay = outbox.relay(RelayConfig {
+        amqp_url: BrokerUrl::new(&list),
+        ..outbox.relay_config()
+    });
+    assert_eq!(outbox.drain(&mut relay).await, rows.len());
+    let received = outbox
+        .take_events(&outbox.topology.order_created_queue(), rows.len())
+        .await;
+    assert_eq!(received.len(), rows.len());
+    outbox.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_gone_mid_run_is_replaced_by_the_next_of_the_list() {
+    let outbox = TestOutbox::new().await;
+    let proxy = Proxy::start(testkit::server_addr(&amqp_url())).await;
+    // The first address is the proxy: the relay connects through it.
+    let list = format!("{},{}", proxy.amqp_url(), amqp_url());
+    let mut relay = outbox.relay(RelayConfig {
+        amqp_url: BrokerUrl::new(&list),
+        ..outbox.relay_config()
+    });
+    let before = events(40, 0);
+    outbox.append(&before).await;
+    assert_eq!(outbox.drain(&mut relay).await, before.len());
+    assert!(
+        proxy.connections() > 0,
+        "the relay never connected through the first address"
+    );
+
+    // That broker goes away: its connection is cut and its port refuses.
+    proxy.stop();
+    let after = events(40, 40);
+    outbox.append(&after).await;
+    // The batch on the dead connection may fail; the next connects again.
+    let mut published = 0;
+    for _ in 0..5 {
+        match relay.try_publish_batch().await {
+            Ok(outbox::relay::Outcome::Published(report)) => {
+                published += report.published;
+                break;
+            }
+            Ok(other) => panic!("rows waiting, yet {other:?}"),
+            Err(error) => eprintln!("batch on the lost connection: {error}"),
+        }
+    }
+    published += outbox.drain(&mut relay).await;
+    assert_eq!(published, after.len(), "rows after the failover");
+    let received = outbox
+        .take_events(
+            &outbox.topology.order_created_queue(),
+            before.len() + after.len(),
+        )
+        .await;
+    let distinct: std::collections::HashSet<_> = received.iter().map(|e| e.id).collect();
+    assert_eq!(distinct.len(), before.len() + after.len(), "a row was lost");
+    outbox.cleanup().await;
+}
