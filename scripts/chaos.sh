@@ -110,6 +110,9 @@ for fault in $FAULTS; do
   fi
   wait "$k6_pid" || true
   held=$fault_ok
+  # Orders accepted in the last moments are still on their way through the
+  # stock loop: let it drain before asking whether each was decided.
+  "$bin/perf" drain >/dev/null || held=no
   "$bin/perf" verify-accepted --log "$dir/$fault-accepted.log" --out "$dir/$fault-accepted.json" >"$dir/$fault-verify.txt" 2>&1 || held=no
   "$bin/perf" check --seed "$dir/seed.json" --out "$dir/$fault-check.json" >"$dir/$fault-check.txt" 2>&1 || held=no
   dead=$("$bin/perf" dead-letters | awk '/^dead letters:/ {print $3}')
