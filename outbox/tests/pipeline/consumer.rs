@@ -1,9 +1,6 @@
 //! The inbox consumer: duplicates apply once, poison becomes a dead letter
 //! with its reason and blocks nothing.
 
-use std::time::Duration;
-
-use outbox::consumer::StepReport;
 use outbox::envelope::{self, Envelope};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -25,29 +22,6 @@ fn body(envelopes: &[Envelope]) -> Vec<u8> {
     envelope::encode(envelopes).unwrap().body
 }
 
-/// Runs consumer steps until a step finds nothing; sums their reports.
-async fn consume_all(outbox: &TestOutbox) -> StepReport {
-    let consumer = outbox.consumer();
-    let mut session = consumer.open_session().await.unwrap();
-    let (_trigger, signal) = service::shutdown::channel();
-    let mut total = StepReport::default();
-    loop {
-        let step = consumer
-            .try_consume_batch(&mut session, Duration::from_secs(1), &signal)
-            .await
-            .unwrap();
-        if step.deliveries == 0 {
-            break;
-        }
-        total.deliveries += step.deliveries;
-        total.applied += step.applied;
-        total.duplicates += step.duplicates;
-        total.dead_lettered += step.dead_lettered;
-    }
-    session.close().await;
-    total
-}
-
 #[tokio::test]
 async fn the_same_message_delivered_three_times_applies_once() {
     let outbox = TestOutbox::new().await;
@@ -55,12 +29,12 @@ async fn the_same_message_delivered_three_times_applies_once() {
     for _ in 0..3 {
         outbox.publish_raw(&body(std::slice::from_ref(&once))).await;
     }
-    let report = consume_all(&outbox).await;
+    let report = outbox.consume_all().await;
     assert_eq!((report.applied, report.duplicates), (1, 2), "{report:?}");
     assert_eq!(outbox.effects().await["a"], (5, 1));
     // Later, in another batch and session, it is still a duplicate.
     outbox.publish_raw(&body(&[once])).await;
-    assert_eq!(consume_all(&outbox).await.duplicates, 1);
+    assert_eq!(outbox.consume_all().await.duplicates, 1);
     assert_eq!(outbox.effects().await["a"], (5, 1));
     outbox.cleanup().await;
 }
@@ -88,7 +62,7 @@ async fn poison_messages_become_dead_letters_and_the_rest_apply() {
         .publish_raw(&body(&[envelope("e", r#"{"amount": 2}"#)]))
         .await;
 
-    let report = consume_all(&outbox).await;
+    let report = outbox.consume_all().await;
     assert_eq!((report.applied, report.dead_lettered), (3, 4), "{report:?}");
     let effects = outbox.effects().await;
     assert_eq!(effects.len(), 3);
@@ -135,7 +109,7 @@ async fn a_batch_the_store_cannot_take_now_is_retried_in_place_not_dead_lettered
         .await;
     // consume_all fails the test if a step gives the batch back to the
     // broker (an error); a redelivery would also count deliveries twice.
-    let report = consume_all(&outbox).await;
+    let report = outbox.consume_all().await;
     assert_eq!(
         (report.deliveries, report.applied, report.dead_lettered),
         (1, 3, 0),

@@ -2,38 +2,13 @@
 //! full, requeued to their own queue (applied once), drained from the
 //! broker's dead-letter queues, purged.
 
-use std::time::Duration;
-
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use outbox::consumer::StepReport;
 use outbox::dead_letters::drain::Drain;
 use outbox::topology::Topology;
 
 use crate::helpers::{POISON_ONCE, TestOutbox, amqp_url};
 use crate::replay::outbox_command;
-
-/// Runs consumer steps until one finds nothing.
-async fn consume_all(outbox: &TestOutbox) -> StepReport {
-    let consumer = outbox.consumer();
-    let mut session = consumer.open_session().await.unwrap();
-    let (_trigger, signal) = service::shutdown::channel();
-    let mut total = StepReport::default();
-    loop {
-        let step = consumer
-            .try_consume_batch(&mut session, Duration::from_secs(1), &signal)
-            .await
-            .unwrap();
-        if step.deliveries == 0 {
-            break;
-        }
-        total.applied += step.applied;
-        total.duplicates += step.duplicates;
-        total.dead_lettered += step.dead_lettered;
-    }
-    session.close().await;
-    total
-}
 
 /// Runs `outbox dead-letters …` on this outbox; stdout, or a panic with
 /// stderr when it fails.
@@ -56,7 +31,7 @@ fn dead_letters(outbox: &TestOutbox, args: &[&str]) -> String {
 async fn a_malformed_message_is_listed_with_its_reason_and_can_be_read_and_purged() {
     let outbox = TestOutbox::new().await;
     outbox.publish_raw(b"{ not json at all").await;
-    assert_eq!(consume_all(&outbox).await.dead_lettered, 1);
+    assert_eq!(outbox.consume_all().await.dead_lettered, 1);
 
     let listed = dead_letters(&outbox, &["list"]);
     let queue = outbox.topology.order_created_queue();
@@ -92,7 +67,7 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
     outbox.append(&[("requeued".into(), POISON_ONCE + 7)]).await;
     let mut relay = outbox.relay(outbox.relay_config());
     assert_eq!(outbox.drain(&mut relay).await, 1);
-    assert_eq!(consume_all(&outbox).await.dead_lettered, 1);
+    assert_eq!(outbox.consume_all().await.dead_lettered, 1);
     assert!(outbox.effects().await.is_empty());
     let letter = outbox.dead_letters().await.remove(0);
     assert_eq!(letter.reason, "poison the first time (test)");
@@ -109,7 +84,7 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
     let requeued = dead_letters(&outbox, &["requeue", "--id", &id]);
     assert!(requeued.contains("requeued 1 dead letters"), "{requeued}");
     assert_eq!(outbox.drain(&mut relay).await, 1);
-    let report = consume_all(&outbox).await;
+    let report = outbox.consume_all().await;
     assert_eq!((report.applied, report.dead_lettered), (1, 0), "{report:?}");
     assert_eq!(outbox.effects().await["requeued"], (POISON_ONCE + 7, 1));
 
@@ -122,7 +97,7 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
         .output()
         .unwrap();
     assert!(replayed.status.success());
-    assert_eq!(consume_all(&outbox).await.duplicates, 1);
+    assert_eq!(outbox.consume_all().await.duplicates, 1);
     assert_eq!(outbox.effects().await["requeued"], (POISON_ONCE + 7, 1));
     let listed = dead_letters(&outbox, &["list"]);
     assert!(listed.contains("0 dead letters"), "{listed}");

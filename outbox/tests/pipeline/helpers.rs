@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
-use outbox::consumer::{ApplyError, Batch, Consumer, ConsumerConfig, Handler};
+use outbox::consumer::{ApplyError, Batch, Consumer, ConsumerConfig, Handler, StepReport};
 use outbox::envelope::{self, Envelope, Received};
 use outbox::metrics::{ConsumerMetrics, RelayMetrics};
 use outbox::relay::{Outcome, Relay, RelayConfig};
@@ -111,6 +111,29 @@ impl TestOutbox {
     pub(crate) async fn count(&self, sql: &str) -> i64 {
         let client = self.pool.get().await.unwrap();
         client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    /// Runs consumer steps until a step finds nothing; sums their reports.
+    pub(crate) async fn consume_all(&self) -> StepReport {
+        let consumer = self.consumer();
+        let mut session = consumer.open_session().await.unwrap();
+        let (_trigger, signal) = service::shutdown::channel();
+        let mut total = StepReport::default();
+        loop {
+            let step = consumer
+                .try_consume_batch(&mut session, Duration::from_secs(1), &signal)
+                .await
+                .unwrap();
+            if step.deliveries == 0 {
+                break;
+            }
+            total.deliveries += step.deliveries;
+            total.applied += step.applied;
+            total.duplicates += step.duplicates;
+            total.dead_lettered += step.dead_lettered;
+        }
+        session.close().await;
+        total
     }
 
     pub(crate) fn consumer(&self) -> Consumer<CountingHandler> {
