@@ -7,12 +7,18 @@
 //! starting from the one this process last connected to, and wrapping
 //! around; whoever holds a connection that drops connects again the same
 //! way, so a node that is gone is passed over for the next.
+//!
+//! lapin bounds none of its requests: a broker that answers the handshake
+//! and then sits on a request would hold its caller forever. Everything
+//! here is bounded: the handshake, the setup after it ([`open`]) and the
+//! close.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 
 use crate::Result;
 
@@ -20,6 +26,16 @@ use crate::Result;
 /// connection but never finishes the AMQP handshake (seen here: RabbitMQ
 /// out of file descriptors) must be an error to retry, not a wait forever.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest the setup after the handshake may take: the channel, the
+/// topology's declarations, qos, the subscription. RabbitMQ answers these
+/// in milliseconds; one that sits on them (seen here: after a restart of
+/// the broker, one of three consumers of a service never subscribed again
+/// and its queue grew for minutes) is left for a new connection.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest a close may wait for the broker's Close-Ok.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where in each list this process connected last: connections after a
 /// failover go to the node that answered, not back to a dead first one.
@@ -83,6 +99,47 @@ async fn connect_to(url: &str, name: &str) -> Result<Connection> {
             "no AMQP handshake within {CONNECT_TIMEOUT:?}"
         ))),
     }
+}
+
+/// Connects (see [`connect`]), opens a channel and lets `prepare` set it
+/// up (declarations, qos, confirms, a subscription), all of it within
+/// `limit` after the handshake; on failure or timeout the connection is
+/// closed and the error says which step did not finish.
+pub async fn open<T, F, Fut>(
+    list: &str,
+    name: &str,
+    limit: Duration,
+    prepare: F,
+) -> Result<(Connection, Channel, T)>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let connection = connect(list, name).await?;
+    let setup = async {
+        let channel = connection.create_channel().await?;
+        let prepared = prepare(channel.clone()).await?;
+        Ok((channel, prepared))
+    };
+    match tokio::time::timeout(limit, setup).await {
+        Ok(Ok((channel, prepared))) => Ok((connection, channel, prepared)),
+        Ok(Err(error)) => {
+            close(&connection, "setup failed").await;
+            Err(error)
+        }
+        Err(_) => {
+            close(&connection, "setup timed out").await;
+            Err(crate::Error::Unavailable(format!(
+                "{name}: the broker did not finish the channel's setup within {limit:?}"
+            )))
+        }
+    }
+}
+
+/// Closes a connection, waiting a bounded time for the broker's answer (a
+/// connection already broken closes at once).
+pub async fn close(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
 }
 
 /// `host:port/vhost` of each AMQP URL of a list, without user or password.

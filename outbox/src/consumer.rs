@@ -134,6 +134,9 @@ pub struct ConsumerConfig {
     /// Once a delivery arrives, wait up to this long for more to fill the
     /// batch: fewer, larger transactions for a few milliseconds of latency.
     pub linger: Duration,
+    /// Longest the setup after the handshake may take (see
+    /// [`broker::SETUP_TIMEOUT`]).
+    pub setup_timeout: Duration,
 }
 
 impl ConsumerConfig {
@@ -144,6 +147,7 @@ impl ConsumerConfig {
             connection_name: format!("consumer {queue}"),
             prefetch: 256,
             linger: Duration::ZERO,
+            setup_timeout: broker::SETUP_TIMEOUT,
         }
     }
 }
@@ -156,7 +160,7 @@ pub struct Session {
 
 impl Session {
     pub async fn close(self) {
-        let _ = self.connection.close(200, "consumer stopping".into()).await;
+        broker::close(&self.connection, "consumer stopping").await;
     }
 
     pub fn connection(&self) -> &Connection {
@@ -199,23 +203,30 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    /// Connects, declares the topology and subscribes.
+    /// Connects, declares the topology and subscribes, within the
+    /// configured setup timeout.
     pub async fn open_session(&self) -> Result<Session> {
-        let connection =
-            broker::connect(&self.config.amqp_url, &self.config.connection_name).await?;
-        let channel = connection.create_channel().await?;
-        self.topology.declare(&channel).await?;
-        channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        let deliveries = channel
-            .basic_consume(
-                self.config.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let config = &self.config;
+        let (connection, _channel, deliveries) = broker::open(
+            &config.amqp_url,
+            &config.connection_name,
+            config.setup_timeout,
+            |channel| async move {
+                self.topology.declare(&channel).await?;
+                channel
+                    .basic_qos(config.prefetch, BasicQosOptions::default())
+                    .await?;
+                Ok(channel
+                    .basic_consume(
+                        config.queue.as_str().into(),
+                        "".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?)
+            },
+        )
+        .await?;
         Ok(Session {
             connection,
             deliveries,
@@ -227,7 +238,11 @@ impl<H: Handler> Consumer<H> {
     pub async fn run(self, shutdown: Signal) {
         let mut backoff = Backoff::default();
         while !shutdown.is_fired() {
-            let mut session = match self.open_session().await {
+            let opened = tokio::select! {
+                opened = self.open_session() => opened,
+                _ = shutdown.wait() => break,
+            };
+            let mut session = match opened {
                 Ok(session) => session,
                 Err(error) => {
                     tracing::warn!(%error, queue = %self.config.queue, "consumer could not subscribe; will retry");

@@ -3,7 +3,9 @@
 //! fail. It can cut the connection carrying the next N bytes towards the
 //! server, cut every open connection at once, or freeze the server's side
 //! (nothing it sends reaches the client until thawed, as with a server
-//! that stops answering without closing anything).
+//! that stops answering without closing anything), on every connection or
+//! on the next one after its first few AMQP frames (a broker that finishes
+//! the handshake, then sits on the next request).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,9 @@ struct Faults {
     stopped: watch::Sender<bool>,
     /// Connections accepted so far.
     accepted: AtomicI64,
+    /// The next connection accepted passes this many AMQP frames from the
+    /// server, then nothing more.
+    silent_after_frames: AtomicI64,
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -49,6 +54,7 @@ impl Proxy {
             frozen: watch::channel(false).0,
             stopped: watch::channel(false).0,
             accepted: AtomicI64::new(0),
+            silent_after_frames: AtomicI64::new(UNARMED),
         });
         let shared = faults.clone();
         let mut stopped = faults.stopped.subscribe();
@@ -65,7 +71,8 @@ impl Proxy {
                     continue;
                 };
                 shared.accepted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(forward(client, server, shared.clone()));
+                let frames = shared.silent_after_frames.swap(UNARMED, Ordering::SeqCst);
+                tokio::spawn(forward(client, server, shared.clone(), frames));
             }
         });
         Proxy { addr, faults }
@@ -120,13 +127,76 @@ impl Proxy {
         self.faults.frozen.send_replace(true);
     }
 
+    /// The next connection made passes the server's first `frames` AMQP
+    /// frames (3: the handshake's Start, Tune and Open-Ok), then holds back
+    /// everything else the server sends for as long as it stays open.
+    /// Connections made afterwards work normally.
+    pub fn silence_next_after_frames(&self, frames: i64) {
+        self.faults
+            .silent_after_frames
+            .store(frames, Ordering::SeqCst);
+    }
+
     /// Lets the held bytes and everything after them through again.
     pub fn thaw(&self) {
         self.faults.frozen.send_replace(false);
     }
 }
 
-async fn forward(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
+/// Counts the AMQP frames in a byte stream (type, channel, size, payload,
+/// frame end), so a connection can be silenced at a frame boundary.
+struct FrameCounter {
+    /// Bytes of the current frame's header read so far.
+    header: Vec<u8>,
+    /// Bytes left of the current frame's payload and end octet.
+    rest: usize,
+    frames: i64,
+}
+
+impl FrameCounter {
+    fn new() -> Self {
+        FrameCounter {
+            header: Vec::with_capacity(7),
+            rest: 0,
+            frames: 0,
+        }
+    }
+
+    /// How many of `bytes` to pass so that no more than `limit` frames have
+    /// passed in all.
+    fn allowed(&mut self, bytes: &[u8], limit: i64) -> usize {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.frames >= limit {
+                return at;
+            }
+            if self.rest > 0 {
+                let take = self.rest.min(bytes.len() - at);
+                self.rest -= take;
+                at += take;
+                if self.rest == 0 {
+                    self.frames += 1;
+                }
+                continue;
+            }
+            self.header.push(bytes[at]);
+            at += 1;
+            if self.header.len() == 7 {
+                let size = u32::from_be_bytes([
+                    self.header[3],
+                    self.header[4],
+                    self.header[5],
+                    self.header[6],
+                ]);
+                self.rest = size as usize + 1;
+                self.header.clear();
+            }
+        }
+        at
+    }
+}
+
+async fn forward(client: TcpStream, server: TcpStream, faults: Arc<Faults>, frames: i64) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let mut cuts = faults.cuts.subscribe();
@@ -150,6 +220,7 @@ async fn forward(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
     };
     let downstream = async {
         let mut frozen = faults.frozen.subscribe();
+        let mut counter = FrameCounter::new();
         let mut buffer = vec![0u8; 16 * 1024];
         loop {
             let n = match server_read.read(&mut buffer).await {
@@ -159,8 +230,17 @@ async fn forward(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
             if frozen.wait_for(|frozen| !*frozen).await.is_err() {
                 return;
             }
+            let n = if frames == UNARMED {
+                n
+            } else {
+                counter.allowed(&buffer[..n], frames)
+            };
             if client_write.write_all(&buffer[..n]).await.is_err() {
                 return;
+            }
+            if frames != UNARMED && counter.frames >= frames {
+                // Silent from here on, the connection left open.
+                std::future::pending::<()>().await;
             }
         }
     };
@@ -224,5 +304,31 @@ mod tests {
         proxy.cut_all();
         let after_cut = socket.read(&mut buffer).await;
         assert!(matches!(after_cut, Ok(0) | Err(_)), "{after_cut:?}");
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![1, 0, 0];
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame.push(0xCE);
+        frame
+    }
+
+    #[test]
+    fn frames_are_counted_across_reads_and_cut_at_a_boundary() {
+        let stream: Vec<u8> =
+            [frame(b"start"), frame(b""), frame(b"open-ok"), frame(b"x")].concat();
+        let third_ends = frame(b"start").len() + frame(b"").len() + frame(b"open-ok").len();
+        let mut counter = FrameCounter::new();
+        let mut passed = 0;
+        for chunk in stream.chunks(5) {
+            let allowed = counter.allowed(chunk, 3);
+            passed += allowed;
+            if allowed < chunk.len() {
+                break;
+            }
+        }
+        assert_eq!(passed, third_ends);
+        assert_eq!(counter.frames, 3);
     }
 }

@@ -74,16 +74,20 @@ impl Drain {
             shutdown.sleep(pause).await;
         }
         if let Some((connection, _)) = session {
-            let _ = connection.close(200, "stopping".into()).await;
+            broker::close(&connection, "stopping").await;
         }
     }
 
     /// A connection and a channel, the topology declared (the dead-letter
     /// queues exist before anything is read from them).
     pub async fn connect(&self) -> Result<(Connection, Channel)> {
-        let connection = broker::connect(&self.amqp_url, "dead-letter drain").await?;
-        let channel = connection.create_channel().await?;
-        self.topology.declare(&channel).await?;
+        let (connection, channel, ()) = broker::open(
+            &self.amqp_url,
+            "dead-letter drain",
+            broker::SETUP_TIMEOUT,
+            |channel| async move { self.topology.declare(&channel).await },
+        )
+        .await?;
         Ok((connection, channel))
     }
 

@@ -25,15 +25,19 @@ pub struct Publisher {
 
 impl Publisher {
     /// Connects; with a topology, declares it first (relays do, so nothing
-    /// they publish is unroutable; replay publishes to what exists).
+    /// they publish is unroutable; replay publishes to what exists). The
+    /// setup after the handshake is bounded by [`broker::SETUP_TIMEOUT`].
     pub async fn connect(url: &str, name: &str, topology: Option<&Topology>) -> Result<Self> {
-        let connection = broker::connect(url, name).await?;
-        let channel = connection.create_channel().await?;
-        if let Some(topology) = topology {
-            topology.declare(&channel).await?;
-        }
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
+        let (connection, channel, ()) =
+            broker::open(url, name, broker::SETUP_TIMEOUT, |channel| async move {
+                if let Some(topology) = topology {
+                    topology.declare(&channel).await?;
+                }
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                Ok(())
+            })
             .await?;
         Ok(Publisher {
             connection,
@@ -103,6 +107,6 @@ impl Publisher {
     }
 
     pub async fn close(&self) {
-        let _ = self.connection.close(200, "relay stopping".into()).await;
+        broker::close(&self.connection, "relay stopping").await;
     }
 }

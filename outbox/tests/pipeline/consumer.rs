@@ -1,12 +1,16 @@
 //! The inbox consumer: duplicates apply once, poison becomes a dead letter
-//! with its reason and blocks nothing.
+//! with its reason and blocks nothing; a broker that sits on the
+//! subscription is left for a new connection.
 
+use std::time::Duration;
+
+use outbox::broker::BrokerUrl;
 use outbox::envelope::{self, Envelope};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::helpers::{BROKEN_DEPLOY, OUTAGE, TestOutbox};
+use crate::helpers::{BROKEN_DEPLOY, OUTAGE, TestOutbox, amqp_url};
 
 fn envelope(aggregate: &str, payload: &str) -> Envelope {
     Envelope {
@@ -119,5 +123,41 @@ async fn a_batch_the_store_cannot_take_now_is_retried_in_place_not_dead_lettered
     assert_eq!(effects["a"], (5, 1));
     assert_eq!(effects["b"], (OUTAGE + 3, 1));
     assert_eq!(effects["c"], (BROKEN_DEPLOY + 2, 1));
+    outbox.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_sits_on_the_subscription_is_left_for_a_new_connection() {
+    let outbox = TestOutbox::new().await;
+    outbox
+        .publish_raw(&body(&[envelope("a", r#"{"amount": 7}"#)]))
+        .await;
+    // The consumer's first connection finishes the handshake (Start, Tune,
+    // Open-Ok), then never hears back: its channel is never opened, as
+    // with a broker restarting that accepts connections before it serves.
+    let proxy = testkit::Proxy::start(testkit::server_addr(&amqp_url())).await;
+    proxy.silence_next_after_frames(3);
+    let mut config = outbox.consumer_config();
+    config.amqp_url = BrokerUrl::new(&proxy.amqp_url());
+    config.setup_timeout = Duration::from_millis(500);
+    let (trigger, signal) = service::shutdown::channel();
+    let running = tokio::spawn(outbox.consumer_with(config).run(signal));
+    let mut applied = None;
+    for _ in 0..100 {
+        applied = outbox.effects().await.get("a").copied();
+        if applied.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trigger.fire();
+    running.await.unwrap();
+    assert_eq!(
+        applied,
+        Some((7, 1)),
+        "the consumer stayed on the silent connection ({} connections)",
+        proxy.connections()
+    );
+    assert!(proxy.connections() >= 2, "{}", proxy.connections());
     outbox.cleanup().await;
 }

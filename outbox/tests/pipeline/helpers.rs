@@ -137,7 +137,14 @@ impl TestOutbox {
     }
 
     pub(crate) fn consumer(&self) -> Consumer<CountingHandler> {
-        let config = ConsumerConfig::new(&amqp_url(), &self.topology.order_created_queue());
+        self.consumer_with(self.consumer_config())
+    }
+
+    pub(crate) fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig::new(&amqp_url(), &self.topology.order_created_queue())
+    }
+
+    pub(crate) fn consumer_with(&self, config: ConsumerConfig) -> Consumer<CountingHandler> {
         Consumer::new(
             Arc::new(CountingHandler),
             self.pool.clone(),
