@@ -5,7 +5,7 @@ ENV_FILE ?= $(if $(wildcard .env),.env,.env.example)
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help up build services test lint fmt load fuzz chaos scale clean
+.PHONY: help up build services test lint fmt load fuzz chaos scale cluster cluster-down cluster-chaos clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,6 +20,8 @@ services: ## Make sure PostgreSQL, Redis and RabbitMQ answer (start them if inst
 	@scripts/services.sh
 
 test: services ## The whole test suite, unit and integration, against the real local servers.
+	@if scripts/cluster.sh url >/dev/null 2>&1; then echo "test: the three-node RabbitMQ cluster answers: its test runs"; \
+	else echo "test: no three-node RabbitMQ cluster (make cluster): its test is skipped"; fi
 	$(CARGO) test --workspace
 
 lint: ## rustfmt and clippy, as CI runs them.
@@ -41,6 +43,15 @@ chaos: build ## Faults under load (stops its own stack; restarts local RabbitMQ 
 
 scale: build ## 1 vs 2 instances of every process under the same load (stop make up first): RATE=2000 DURATION=30s.
 	@set -a; . ./$(ENV_FILE); set +a; scripts/scale.sh
+
+cluster: ## Start a three-node RabbitMQ cluster (rabbit-a/b/c on 5681-5683) beside the local broker; prints its AMQP_URL.
+	@scripts/cluster.sh up
+
+cluster-down: ## Stop the three cluster nodes and remove their folders (.state/rabbitmq-cluster).
+	@scripts/cluster.sh down
+
+cluster-chaos: build ## Orders against the cluster, its order-created leader killed at +10 s, restarted at +25 s: RATE=500 DURATION=40.
+	@set -a; . ./$(ENV_FILE); set +a; scripts/cluster-chaos.sh
 
 clean: ## Remove build output and load reports.
 	$(CARGO) clean

@@ -50,6 +50,15 @@ for name, service in services.items():
     for dependency, condition in (service.get("depends_on") or {}).items():
         if condition.get("condition") != "service_healthy":
             problems.append(f"{name} depends on {dependency} without waiting for it to be healthy")
+for name in ["rabbit-a", "rabbit-b", "rabbit-c"]:
+    node = services.get(name)
+    if node is None:
+        problems.append(f"cluster node {name} is missing")
+        continue
+    if "cluster" not in node.get("profiles", []):
+        problems.append(f"{name} is not under the cluster profile")
+    if "healthcheck" not in node:
+        problems.append(f"{name} has no health check")
 if "load" not in services.get("k6", {}).get("profiles", []):
     problems.append("k6 is not under the load profile")
 

@@ -13,7 +13,7 @@
 //! here is bounded: the handshake, the setup after it ([`open`]) and the
 //! close.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
@@ -40,6 +40,22 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where in each list this process connected last: connections after a
 /// failover go to the node that answered, not back to a dead first one.
 static LAST_ANSWERED: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
+
+/// The node each named connection of this process went to last, for
+/// `/readyz` (which node a relay or consumer is on after a failover).
+static CONNECTIONS: LazyLock<Mutex<BTreeMap<String, String>>> = LazyLock::new(Default::default);
+
+/// Each named connection of this process and the node (`host:port/vhost`)
+/// it last connected to, by name.
+pub fn connections() -> Vec<(String, String)> {
+    let connections = CONNECTIONS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    connections
+        .iter()
+        .map(|(name, node)| (name.clone(), node.clone()))
+        .collect()
+}
 
 fn last_answered(list: &str) -> usize {
     let last = LAST_ANSWERED
@@ -77,6 +93,10 @@ pub async fn connect(list: &str, name: &str) -> Result<Connection> {
         match connect_to(url, name).await {
             Ok(connection) => {
                 answered(list, index);
+                CONNECTIONS
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(name.to_owned(), describe_one(url));
                 if !failures.is_empty() {
                     tracing::warn!(connection = name, broker = %describe(url), passed_over = %failures.join("; "), "connected to the next broker of the list");
                 }

@@ -76,7 +76,10 @@ impl OrderApi {
             .with_label_values(&[&self.state.stock_replies_queue])
             .get()
             == 1;
-        ops::readiness(&[("postgres", database, true), ("rabbitmq", broker, false)])
+        ops::readiness(
+            &[("postgres", database, true), ("rabbitmq", broker, false)],
+            &outbox::broker::connections(),
+        )
     }
 }
 

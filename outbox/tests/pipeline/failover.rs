@@ -84,5 +84,12 @@ async fn a_broker_gone_mid_run_is_replaced_by_the_next_of_the_list() {
         .await;
     let distinct: std::collections::HashSet<_> = received.iter().map(|e| e.id).collect();
     assert_eq!(distinct.len(), before.len() + after.len(), "a row was lost");
+    // What /readyz shows: the relay's connection is on the second broker.
+    let relay_name = outbox.relay_config().connection_name;
+    let on = outbox::broker::connections()
+        .into_iter()
+        .find(|(name, _)| *name == relay_name)
+        .map(|(_, node)| node);
+    assert_eq!(on, Some(outbox::broker::describe(&amqp_url())));
     outbox.cleanup().await;
 }

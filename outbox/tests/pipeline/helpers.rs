@@ -115,7 +115,12 @@ impl TestOutbox {
 
     /// Runs consumer steps until a step finds nothing; sums their reports.
     pub(crate) async fn consume_all(&self) -> StepReport {
-        let consumer = self.consumer();
+        self.consume_all_with(self.consumer_config()).await
+    }
+
+    /// [`Self::consume_all`] with a consumer of this configuration.
+    pub(crate) async fn consume_all_with(&self, config: ConsumerConfig) -> StepReport {
+        let consumer = self.consumer_with(config);
         let mut session = consumer.open_session().await.unwrap();
         let (_trigger, signal) = service::shutdown::channel();
         let mut total = StepReport::default();

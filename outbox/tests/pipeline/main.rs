@@ -1,6 +1,7 @@
 //! The outbox library against real PostgreSQL and RabbitMQ: every test has
 //! its own database and its own exchange and queue names.
 
+mod cluster;
 mod consumer;
 mod dead_letters;
 mod failover;

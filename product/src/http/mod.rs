@@ -88,11 +88,14 @@ impl ProductApi {
             .with_label_values(&[&self.state.order_created_queue])
             .get()
             == 1;
-        ops::readiness(&[
-            ("postgres", database, true),
-            ("redis", redis, true),
-            ("rabbitmq", broker, false),
-        ])
+        ops::readiness(
+            &[
+                ("postgres", database, true),
+                ("redis", redis, true),
+                ("rabbitmq", broker, false),
+            ],
+            &outbox::broker::connections(),
+        )
     }
 }
 

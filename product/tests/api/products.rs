@@ -148,6 +148,15 @@ async fn health_readiness_and_metrics_answer() {
         (body["postgres"].as_str(), body["redis"].as_str()),
         (Some("up"), Some("up"))
     );
+    // Which broker node each connection is on (after a failover: the next
+    // of the AMQP_URL list).
+    let node = outbox::broker::describe(&testkit::amqp_url());
+    assert!(
+        body["brokers"].as_object().is_some_and(|brokers| brokers
+            .values()
+            .any(|on| on.as_str() == Some(node.as_str()))),
+        "{body}"
+    );
 
     let id = app.create_product("Metric", 1, 1).await["id"]
         .as_i64()

@@ -13,7 +13,9 @@ pub fn liveness() -> Response {
 
 /// `GET /readyz`: 200 when every required dependency is up, else 503.
 /// `checks` are (name, up, required); an optional one is reported only.
-pub fn readiness(checks: &[(&str, bool, bool)]) -> Response {
+/// `brokers` names where each of the process's broker connections went
+/// (connection name, node), under `"brokers"`.
+pub fn readiness(checks: &[(&str, bool, bool)], brokers: &[(String, String)]) -> Response {
     let ready = checks.iter().all(|(_, up, required)| *up || !*required);
     let mut body = Map::new();
     body.insert(
@@ -23,6 +25,11 @@ pub fn readiness(checks: &[(&str, bool, bool)]) -> Response {
     for (name, up, _) in checks {
         body.insert((*name).into(), Value::from(if *up { "up" } else { "down" }));
     }
+    let brokers: Map<String, Value> = brokers
+        .iter()
+        .map(|(connection, node)| (connection.clone(), Value::from(node.as_str())))
+        .collect();
+    body.insert("brokers".into(), Value::Object(brokers));
     let response = Response::json(if ready { 200 } else { 503 }, &body);
     if ready {
         response
