@@ -23,6 +23,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATE=${CLUSTER_STATE:-$PWD/.state/rabbitmq-cluster}
+# A checkout the rabbitmq user cannot reach (under /root, say) keeps the
+# nodes' folders under /var/tmp instead, named after the checkout.
+if [ -z "${CLUSTER_STATE:-}" ] && [ "$(id -u)" = 0 ] && ! runuser -u rabbitmq -- test -x "$PWD" 2>/dev/null; then
+  STATE=/var/tmp/rabbitmq-cluster-$(echo "$PWD" | cksum | cut -d' ' -f1)
+fi
 NODES=(a b c)
 BIN=/usr/lib/rabbitmq/bin
 [ -x "$BIN/rabbitmq-server" ] || BIN=$(dirname "$(command -v rabbitmq-server 2>/dev/null || echo /nonexistent/x)")
@@ -33,7 +38,7 @@ node_of() { port_of "$1" >/dev/null; echo "rabbit-$1@localhost"; }
 
 # Runs a command as the user the nodes run as: rabbitmq when we are root.
 as_owner() {
-  if [ "$(id -u)" = 0 ]; then runuser -u rabbitmq -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u rabbitmq -- "$@"); else "$@"; fi
 }
 
 node_env() {
