@@ -64,28 +64,43 @@ impl Config {
                 service::db::parse_url("ORDER_DATABASE_URL", &database_url)?,
                 "order",
             ),
-            database_pool_size: settings
-                .optional("ORDER_DATABASE_POOL_SIZE", "a connection count", 16usize)?
-                .max(2),
+            database_pool_size: settings.optional_in(
+                "ORDER_DATABASE_POOL_SIZE",
+                "a connection count, at least 2",
+                16usize,
+                2..,
+            )?,
             host: settings.optional("ORDER_HOST", "an address to bind", "0.0.0.0".to_owned())?,
             port: settings.required("ORDER_PORT", "a port number")?,
             product_url: product_url.trim_end_matches('/').to_owned(),
             writer: WriterConfig {
                 statement_timeout: request_timeout,
-                writers: settings
-                    .optional("ORDER_WRITERS", "a task count", 1usize)?
-                    .max(1),
-                max_batch: settings
-                    .optional("ORDER_WRITER_BATCH", "an order count", 256usize)?
-                    .max(1),
+                writers: settings.optional_in(
+                    "ORDER_WRITERS",
+                    "a task count, at least 1",
+                    1usize,
+                    1..,
+                )?,
+                max_batch: settings.optional_in(
+                    "ORDER_WRITER_BATCH",
+                    "an order count, at least 1",
+                    256usize,
+                    1..,
+                )?,
                 linger: settings.millis("ORDER_WRITER_LINGER_MS", 4)?,
-                capacity: settings
-                    .optional("ORDER_QUEUE_CAPACITY", "an order count", 4096usize)?
-                    .max(1),
+                capacity: settings.optional_in(
+                    "ORDER_QUEUE_CAPACITY",
+                    "an order count, at least 1",
+                    4096usize,
+                    1..,
+                )?,
             },
-            max_in_flight: settings
-                .optional("ORDER_MAX_IN_FLIGHT", "a request count", 4096usize)?
-                .max(1),
+            max_in_flight: settings.optional_in(
+                "ORDER_MAX_IN_FLIGHT",
+                "a request count, at least 1",
+                4096usize,
+                1..,
+            )?,
             request_timeout,
             redrive: RedriveConfig {
                 after: redrive_after(settings)?,

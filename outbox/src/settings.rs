@@ -48,9 +48,12 @@ pub struct PipelineSettings {
 
 impl PipelineSettings {
     pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
-        let relay_workers = settings
-            .optional("RELAY_WORKERS", "a relay count", 1usize)?
-            .clamp(1, 16);
+        let relay_workers = settings.optional_in(
+            "RELAY_WORKERS",
+            "a relay count from 1 to 16",
+            1usize,
+            1..=16,
+        )?;
         let amqp_url = settings.required::<String>("AMQP_URL", "an amqp:// URL")?;
         crate::broker::parse_url("AMQP_URL", &amqp_url)?;
         let retention = Retention::read(settings)?;
@@ -64,27 +67,38 @@ impl PipelineSettings {
             )?,
             relay_enabled: settings.optional("RELAY_ENABLED", "true or false", true)?,
             relay_workers,
-            relay_batch_size: settings
-                .optional("RELAY_BATCH_SIZE", "a row count", 1000usize)?
-                .max(1),
+            relay_batch_size: settings.optional_in(
+                "RELAY_BATCH_SIZE",
+                "a row count, at least 1",
+                1000usize,
+                1..,
+            )?,
             // Unset, the partitions are shared evenly between this process's relays.
-            relay_claim_partitions: settings
-                .optional(
-                    "RELAY_CLAIM_PARTITIONS",
-                    "1 to 16",
-                    16 / relay_workers as i64,
-                )?
-                .clamp(1, 16),
-            relay_events_per_message: settings
-                .optional("RELAY_EVENTS_PER_MESSAGE", "a count", 1usize)?
-                .max(1),
+            relay_claim_partitions: settings.optional_in(
+                "RELAY_CLAIM_PARTITIONS",
+                "a partition count from 1 to 16",
+                16 / relay_workers as i64,
+                1..=16,
+            )?,
+            relay_events_per_message: settings.optional_in(
+                "RELAY_EVENTS_PER_MESSAGE",
+                "an event count, at least 1",
+                1usize,
+                1..,
+            )?,
             relay_poll_interval: settings.millis("RELAY_POLL_INTERVAL_MS", 500)?,
-            relay_max_attempts: settings
-                .optional("RELAY_MAX_ATTEMPTS", "a count", 5i32)?
-                .max(1),
-            consumer_prefetch: settings
-                .optional("CONSUMER_PREFETCH", "a count up to 65535", 256u16)?
-                .max(1),
+            relay_max_attempts: settings.optional_in(
+                "RELAY_MAX_ATTEMPTS",
+                "an attempt count, at least 1",
+                5i32,
+                1..,
+            )?,
+            consumer_prefetch: settings.optional_in(
+                "CONSUMER_PREFETCH",
+                "a count from 1 to 65535",
+                256u16,
+                1..,
+            )?,
             relay_linger: settings.millis("RELAY_LINGER_MS", 35)?,
             relay_confirm_timeout: settings.millis("RELAY_CONFIRM_TIMEOUT_MS", 10_000)?,
             consumer_linger: settings.millis("CONSUMER_LINGER_MS", 2)?,
@@ -169,5 +183,42 @@ impl PipelineSettings {
             linger: self.consumer_linger,
             ..ConsumerConfig::new(&self.amqp_url, queue)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: (&str, &str) = ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+
+    fn read(pairs: &[(&'static str, &'static str)]) -> Result<PipelineSettings, ConfigError> {
+        let mut source = vec![URL];
+        source.extend_from_slice(pairs);
+        PipelineSettings::read(&Settings::new(&source))
+    }
+
+    #[test]
+    fn relay_settings_out_of_range_stop_the_start_naming_the_setting() {
+        for (name, value) in [
+            ("RELAY_WORKERS", "0"),
+            ("RELAY_WORKERS", "17"),
+            ("RELAY_CLAIM_PARTITIONS", "0"),
+            ("RELAY_CLAIM_PARTITIONS", "32"),
+            ("RELAY_BATCH_SIZE", "0"),
+            ("RELAY_EVENTS_PER_MESSAGE", "0"),
+            ("RELAY_MAX_ATTEMPTS", "0"),
+            ("CONSUMER_PREFETCH", "0"),
+        ] {
+            let error = read(&[(name, value)])
+                .map(|_| ())
+                .expect_err(&format!("{name}={value} was accepted"));
+            assert!(error.to_string().starts_with(name), "{error}");
+        }
+        let settings = read(&[("RELAY_WORKERS", "4")]).unwrap();
+        assert_eq!(
+            (settings.relay_workers, settings.relay_claim_partitions),
+            (4, 4)
+        );
     }
 }

@@ -52,16 +52,20 @@ impl Config {
                 "a key prefix",
                 String::new(),
             )?,
-            cache_ttl: Duration::from_secs(
-                settings
-                    .optional("PRODUCT_CACHE_TTL_SECS", "a number of seconds", 300u64)?
-                    .max(1),
-            ),
+            cache_ttl: Duration::from_secs(settings.optional_in(
+                "PRODUCT_CACHE_TTL_SECS",
+                "a number of seconds, at least 1",
+                300u64,
+                1..,
+            )?),
             host: settings.optional("PRODUCT_HOST", "an address to bind", "0.0.0.0".to_owned())?,
             port: settings.required("PRODUCT_PORT", "a port number")?,
-            max_in_flight: settings
-                .optional("PRODUCT_MAX_IN_FLIGHT", "a request count", 4096usize)?
-                .max(1),
+            max_in_flight: settings.optional_in(
+                "PRODUCT_MAX_IN_FLIGHT",
+                "a request count, at least 1",
+                4096usize,
+                1..,
+            )?,
             request_timeout: settings.millis("PRODUCT_REQUEST_TIMEOUT_MS", 5000)?,
             pipeline: PipelineSettings::read(settings)?,
         })

@@ -1,10 +1,12 @@
 //! Settings from the environment (twelve-factor), with errors that name the
-//! setting. A missing or malformed setting stops the program at start.
+//! setting. A missing, malformed or out-of-range setting stops the program
+//! at start: nothing is clamped into range behind the operator's back.
 //!
 //! Values are never echoed back in errors: some of them (database and broker
 //! URLs) carry credentials.
 
 use std::fmt::Display;
+use std::ops::RangeBounds;
 use std::str::FromStr;
 
 /// A setting that is missing or does not parse.
@@ -95,6 +97,31 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// [`Self::optional`] that must also lie in `range`; `expected` says
+    /// which range ("a relay count from 1 to 16").
+    pub fn optional_in<T>(
+        &self,
+        name: &str,
+        expected: &'static str,
+        default: T,
+        range: impl RangeBounds<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd,
+        T::Err: Display,
+    {
+        let value = self.optional(name, expected, default)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                expected,
+                reason: "out of range".into(),
+            })
+        }
+    }
+
     /// A number of milliseconds, as a duration.
     pub fn millis(&self, name: &str, default_ms: u64) -> Result<std::time::Duration, ConfigError> {
         self.optional(name, "a whole number of milliseconds", default_ms)
@@ -137,6 +164,36 @@ mod tests {
             .required::<u16>("OTHER", "a port number")
             .unwrap_err();
         assert!(missing.to_string().starts_with("OTHER is not set"));
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_not_clamped() {
+        let source = vec![("WORKERS", "0"), ("PARTITIONS", "17"), ("BATCH", "5")];
+        let settings = Settings::new(&source);
+        let error = settings
+            .optional_in("WORKERS", "a count, at least 1", 1usize, 1..)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "WORKERS is not valid (a count, at least 1): out of range"
+        );
+        assert!(
+            settings
+                .optional_in("PARTITIONS", "1 to 16", 16i64, 1..=16)
+                .is_err()
+        );
+        assert_eq!(
+            settings
+                .optional_in("BATCH", "a count", 1usize, 1..)
+                .unwrap(),
+            5
+        );
+        assert_eq!(
+            settings
+                .optional_in("ABSENT", "a count", 7usize, 1..)
+                .unwrap(),
+            7
+        );
     }
 
     #[test]

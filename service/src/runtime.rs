@@ -14,12 +14,18 @@ pub fn start() -> Result<tokio::runtime::Runtime, RuntimeError> {
     let settings = Settings::new(&Environment);
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let per_runtime = (cores / 2).max(1);
-    let may_workers = settings
-        .optional("MAY_WORKERS", "a thread count", per_runtime)?
-        .max(1);
-    let tokio_workers = settings
-        .optional("TOKIO_WORKERS", "a thread count", per_runtime)?
-        .max(1);
+    let may_workers = settings.optional_in(
+        "MAY_WORKERS",
+        "a thread count, at least 1",
+        per_runtime,
+        1..,
+    )?;
+    let tokio_workers = settings.optional_in(
+        "TOKIO_WORKERS",
+        "a thread count, at least 1",
+        per_runtime,
+        1..,
+    )?;
     may::config().set_workers(may_workers);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(tokio_workers)
