@@ -29,9 +29,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest the setup after the handshake may take: the channel, the
 /// topology's declarations, qos, the subscription. RabbitMQ answers these
-/// in milliseconds; one that sits on them (seen here: after a restart of
-/// the broker, one of three consumers of a service never subscribed again
-/// and its queue grew for minutes) is left for a new connection.
+/// in milliseconds; one that sits on them is left for a new connection
+/// (unbounded, this wait was the one place where a consumer could stay
+/// unsubscribed without end, as one did after a broker restart in `make
+/// chaos`: docs/RELIABILITY.md).
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Longest a close may wait for the broker's Close-Ok.
@@ -124,7 +125,7 @@ async fn connect_to(url: &str, name: &str) -> Result<Connection> {
 /// Connects (see [`connect`]), opens a channel and lets `prepare` set it
 /// up (declarations, qos, confirms, a subscription), all of it within
 /// `limit` after the handshake; on failure or timeout the connection is
-/// closed and the error says which step did not finish.
+/// closed and the error returned.
 pub async fn open<T, F, Fut>(
     list: &str,
     name: &str,
