@@ -108,6 +108,24 @@ impl TestOutbox {
         }
     }
 
+    /// [`Self::drain`] once the relay's broker connection was lost: the
+    /// first batches, on the dead connection, may fail (a few at most);
+    /// the next connects again.
+    pub(crate) async fn drain_after_loss(&self, relay: &mut Relay) -> usize {
+        let mut published = 0;
+        for _ in 0..5 {
+            match relay.try_publish_batch().await {
+                Ok(Outcome::Published(report)) => {
+                    published += report.published;
+                    break;
+                }
+                Ok(other) => panic!("rows waiting, yet {other:?}"),
+                Err(error) => eprintln!("batch on the lost connection: {error}"),
+            }
+        }
+        published + self.drain(relay).await
+    }
+
     pub(crate) async fn count(&self, sql: &str) -> i64 {
         let client = self.pool.get().await.unwrap();
         client.query_one(sql, &[]).await.unwrap().get(0)
