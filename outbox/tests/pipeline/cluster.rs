@@ -12,10 +12,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use outbox::broker::BrokerUrl;
-use outbox::relay::RelayConfig;
 use testkit::Proxy;
 
-use crate::helpers::TestOutbox;
+use crate::helpers::{TestOutbox, events};
 
 const MAKE_CLUSTER_URL: &str = "amqp://guest:guest@127.0.0.1:5681/%2f,\
     amqp://guest:guest@127.0.0.1:5682/%2f,amqp://guest:guest@127.0.0.1:5683/%2f";
@@ -48,12 +47,6 @@ fn cluster() -> Option<Vec<String>> {
     None
 }
 
-fn events(n: usize, offset: usize) -> Vec<(String, i64)> {
-    (offset..offset + n)
-        .map(|i| (format!("agg-{}", i % 7), i as i64))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_lost_mid_run_costs_no_event_on_a_three_node_cluster() {
     let Some(nodes) = cluster() else { return };
@@ -61,10 +54,7 @@ async fn a_node_lost_mid_run_costs_no_event_on_a_three_node_cluster() {
     // The relay's first node is behind a proxy; the other two are direct.
     let proxy = Proxy::start(testkit::server_addr(&nodes[0])).await;
     let relay_list = format!("{},{},{}", proxy.amqp_url(), nodes[1], nodes[2]);
-    let mut relay = outbox.relay(RelayConfig {
-        amqp_url: BrokerUrl::new(&relay_list),
-        ..outbox.relay_config()
-    });
+    let mut relay = outbox.relay_on(&relay_list);
     let before = events(40, 0);
     outbox.append(&before).await;
     assert_eq!(outbox.drain(&mut relay).await, before.len());

@@ -2,17 +2,9 @@
 //! is passed over, and a broker that goes away mid-run is replaced by the
 //! next of the list, without losing a row.
 
-use outbox::broker::BrokerUrl;
-use outbox::relay::RelayConfig;
 use testkit::Proxy;
 
-use crate::helpers::{TestOutbox, amqp_url};
-
-fn events(n: usize, offset: usize) -> Vec<(String, i64)> {
-    (offset..offset + n)
-        .map(|i| (format!("agg-{}", i % 7), i as i64))
-        .collect()
-}
+use crate::helpers::{TestOutbox, amqp_url, events};
 
 /// An address where nothing listens: a port the system gave and took back.
 fn dead_amqp_url() -> String {
@@ -28,10 +20,7 @@ async fn a_list_whose_first_broker_is_dead_publishes_through_the_next() {
     let rows = events(50, 0);
     outbox.append(&rows).await;
     let list = format!("{},{}", dead_amqp_url(), amqp_url());
-    let mut relay = outbox.relay(RelayConfig {
-        amqp_url: BrokerUrl::new(&list),
-        ..outbox.relay_config()
-    });
+    let mut relay = outbox.relay_on(&list);
     assert_eq!(outbox.drain(&mut relay).await, rows.len());
     let received = outbox
         .take_events(&outbox.topology.order_created_queue(), rows.len())
@@ -46,10 +35,7 @@ async fn a_broker_gone_mid_run_is_replaced_by_the_next_of_the_list() {
     let proxy = Proxy::start(testkit::server_addr(&amqp_url())).await;
     // The first address is the proxy: the relay connects through it.
     let list = format!("{},{}", proxy.amqp_url(), amqp_url());
-    let mut relay = outbox.relay(RelayConfig {
-        amqp_url: BrokerUrl::new(&list),
-        ..outbox.relay_config()
-    });
+    let mut relay = outbox.relay_on(&list);
     let before = events(40, 0);
     outbox.append(&before).await;
     assert_eq!(outbox.drain(&mut relay).await, before.len());

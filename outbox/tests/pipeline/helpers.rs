@@ -81,6 +81,14 @@ impl TestOutbox {
         config
     }
 
+    /// A relay whose `AMQP_URL` is `list`.
+    pub(crate) fn relay_on(&self, list: &str) -> Relay {
+        self.relay(RelayConfig {
+            amqp_url: outbox::broker::BrokerUrl::new(list),
+            ..self.relay_config()
+        })
+    }
+
     pub(crate) fn relay(&self, config: RelayConfig) -> Relay {
         Relay::new(
             self.pool.clone(),
@@ -240,6 +248,14 @@ impl TestOutbox {
         let _ = connection.close(200, "done".into()).await;
         service::db::drop_database(&self.database).await.unwrap();
     }
+}
+
+/// `n` events `(aggregate, amount)` over seven aggregates, amounts
+/// `offset..offset + n`.
+pub(crate) fn events(n: usize, offset: usize) -> Vec<(String, i64)> {
+    (offset..offset + n)
+        .map(|i| (format!("agg-{}", i % 7), i as i64))
+        .collect()
 }
 
 pub(crate) fn new_events(events: &[(String, i64)]) -> Vec<NewEvent> {
