@@ -13,6 +13,8 @@
 //! - [`events`]: the stock-reply and product-event consumers.
 //! - [`catalog`]: asking the product service about an unknown product.
 //! - [`openapi`]: the API description served at `/openapi.json`.
+//! - `migrations`: the service's own tables (its `migrations` folder,
+//!   embedded at build time), applied after the outbox library's.
 
 pub mod catalog;
 pub mod config;
@@ -22,3 +24,5 @@ pub mod http;
 pub mod openapi;
 pub mod startup;
 pub mod store;
+
+refinery::embed_migrations!("migrations");

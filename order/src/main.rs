@@ -1,14 +1,14 @@
 //! `order`: serves the order API, its relay and its consumers.
 
-use order::{config::Config, startup::Application};
+use order::config::Config;
 
 fn main() -> anyhow::Result<()> {
-    service::telemetry::init();
+    platform::telemetry::init();
     let config = Config::from_env()?;
-    service::runtime::start()?.block_on(async {
-        let application = Application::build(config).await?;
-        application
-            .run_until_stopped(service::shutdown::signal())
+    http_api::runtime::start()?.block_on(async {
+        order::startup::build(config)
+            .await?
+            .run_until_stopped(platform::shutdown::signal())
             .await;
         Ok(())
     })

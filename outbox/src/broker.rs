@@ -205,8 +205,8 @@ impl std::fmt::Debug for BrokerUrl {
 
 /// Checks that a setting holds an AMQP URL, or several separated by
 /// commas; the error names the setting.
-pub fn parse_url(name: &str, list: &str) -> Result<String, service::config::ConfigError> {
-    let invalid = |reason: String| service::config::ConfigError::Invalid {
+pub fn parse_url(name: &str, list: &str) -> Result<String, platform::settings::ConfigError> {
+    let invalid = |reason: String| platform::settings::ConfigError::Invalid {
         name: name.to_owned(),
         expected: "an amqp:// URL, or several separated by commas",
         reason,

@@ -1,5 +1,7 @@
 //! The outbox library's error type.
 
+use platform::db::StoreError;
+
 /// What can fail in the outbox library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,7 +27,7 @@ impl Error {
     /// unreachable), as opposed to an error in the data itself.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Postgres(error) => is_transient_postgres(error),
+            Error::Postgres(error) => platform::db::is_transient(error),
             Error::Pool(_) | Error::Broker(_) | Error::Unavailable(_) => true,
             Error::Refused(_) | Error::Json(_) | Error::Invalid(_) => false,
         }
@@ -53,18 +55,34 @@ impl Error {
     }
 }
 
-/// Whether a PostgreSQL error may go away by itself: the connection was
-/// lost or refused (SQLSTATE class 08, or no SQLSTATE and an I/O cause),
-/// the transaction lost a race (40: serialization failure, deadlock), the
-/// server is short of resources or shutting down (53, 57, 58), or a lock
-/// was not available (55). Everything else (bad data, constraint
-/// violations, a parameter that cannot be encoded) will fail again.
-pub fn is_transient_postgres(error: &tokio_postgres::Error) -> bool {
-    if let Some(code) = error.code() {
-        return matches!(&code.code()[..2], "08" | "40" | "53" | "55" | "57" | "58");
+/// A service's store error, as the outbox library reports it (a consumer
+/// handler's store call, say): an unreachable store stays transient, a
+/// refused value stays in the data.
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable { .. } => Error::Unavailable(error.to_string()),
+            StoreError::Constraint(_) | StoreError::Invalid(_) => Error::Invalid(error.to_string()),
+            StoreError::Database(error) => Error::Postgres(error),
+        }
     }
-    error.is_closed()
-        || std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
+}
+
+/// What a service's store makes of an outbox error (appending its events
+/// in its own transaction).
+impl From<Error> for StoreError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Postgres(error) => error.into(),
+            Error::Pool(error) => error.into(),
+            Error::Unavailable(_) => StoreError::database_unavailable(error),
+            Error::Broker(_) | Error::Refused(_) => StoreError::Unavailable {
+                store: "the broker",
+                cause: error.to_string(),
+            },
+            Error::Json(_) | Error::Invalid(_) => StoreError::Invalid(error.to_string()),
+        }
+    }
 }
 
 /// The outbox library's result type.

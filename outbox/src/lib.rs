@@ -13,6 +13,8 @@
 //!   between the services).
 //! - [`settings`]: broker, relay, consumer and retention settings from the
 //!   environment, shared by both services.
+//! - [`pipeline`]: a service's relays, consumers, dead-letter drain and
+//!   retention, started in one call.
 //! - [`envelope`]: the event envelope and its AMQP encoding (one event per
 //!   message, or a packed run of events).
 //! - [`schema`]: the outbox and inbox tables, as migrations services include.
@@ -37,6 +39,7 @@ pub mod error;
 pub mod events;
 pub mod inbox;
 pub mod metrics;
+pub mod pipeline;
 pub mod relay;
 pub mod replay;
 pub mod retention;

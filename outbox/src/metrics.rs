@@ -181,4 +181,9 @@ impl ConsumerMetrics {
     pub fn unregistered() -> Self {
         Self::register(&Registry::new()).expect("a fresh registry accepts every metric")
     }
+
+    /// Whether the consumer of `queue` is subscribed.
+    pub fn is_connected(&self, queue: &str) -> bool {
+        self.connected.with_label_values(&[queue]).get() == 1
+    }
 }

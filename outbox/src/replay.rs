@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::Result;
 use crate::envelope::OutgoingMessage;
-use crate::relay::{OutboxRow, Publisher, ROW_COLUMNS, Verdict, pack};
+use crate::relay::{ConfirmOutcome, OutboxRow, Publisher, ROW_COLUMNS, pack};
 
 /// Which rows to replay; every field narrows the selection.
 #[derive(Debug, Clone, Default)]
@@ -132,12 +132,12 @@ pub async fn replay(
             .iter()
             .map(|group| group.message())
             .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
-        let verdicts = publisher.publish(exchange, &messages).await?;
+        let outcomes = publisher.publish(exchange, &messages).await?;
         let mut confirmed: Vec<i64> = Vec::with_capacity(rows.len());
-        for (group, verdict) in groups.iter().zip(verdicts) {
-            match verdict {
-                Verdict::Confirmed => confirmed.extend(&group.row_ids),
-                Verdict::Refused(reason) => {
+        for (group, outcome) in groups.iter().zip(outcomes) {
+            match outcome {
+                ConfirmOutcome::Confirmed => confirmed.extend(&group.row_ids),
+                ConfirmOutcome::Refused(reason) => {
                     tracing::warn!(rows = ?group.row_ids, %reason, "replayed row refused");
                     report.refused += group.row_ids.len() as u64;
                 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use service::config::{ConfigError, Settings};
-use service::shutdown::Signal;
+use platform::settings::{ConfigError, Settings};
+use platform::shutdown::Signal;
 
 use crate::{Result, inbox, vacuum};
 
@@ -116,7 +116,7 @@ pub async fn run(
         .chain(busy_tables.iter().copied())
         .collect();
     let mut next_purge = tokio::time::Instant::now();
-    while !shutdown.is_fired() {
+    while !shutdown.is_cancelled() {
         if vacuum {
             vacuum::vacuum_due(&pool, &tables, &shutdown).await;
         }
@@ -129,7 +129,7 @@ pub async fn run(
         } else {
             retention.every
         };
-        shutdown.sleep(pause).await;
+        platform::shutdown::sleep(&shutdown, pause).await;
     }
 }
 

@@ -3,15 +3,10 @@
 
 use std::time::Duration;
 
-use service::config::{ConfigError, Settings};
-
-use service::shutdown::Signal;
-use tokio::task::JoinHandle;
+use platform::settings::{ConfigError, Settings};
 
 use crate::consumer::ConsumerConfig;
-use crate::dead_letters::drain::Drain;
-use crate::metrics::{ConsumerMetrics, RelayMetrics};
-use crate::relay::{Relay, RelayConfig};
+use crate::relay::RelayConfig;
 use crate::retention::Retention;
 use crate::topology::{QueueType, Topology};
 
@@ -121,29 +116,6 @@ impl PipelineSettings {
         }
     }
 
-    /// Starts the service's in-process relays (none when `RELAY_ENABLED`
-    /// is false), sharing one set of metrics.
-    pub fn start_relays(
-        &self,
-        pool: &deadpool_postgres::Pool,
-        database: &tokio_postgres::Config,
-        exchange: &str,
-        name: &str,
-        metrics: &RelayMetrics,
-        shutdown: &Signal,
-    ) -> Vec<JoinHandle<()>> {
-        if !self.relay_enabled {
-            return Vec::new();
-        }
-        (1..=self.relay_workers)
-            .map(|n| {
-                let config = self.relay_config(exchange, &format!("{name} {n}"));
-                let relay = Relay::new(pool.clone(), self.topology(), config, metrics.clone());
-                tokio::spawn(relay.run(database.clone(), shutdown.clone()))
-            })
-            .collect()
-    }
-
     /// The relay of a service whose events go to `exchange`.
     pub fn relay_config(&self, exchange: &str, connection_name: &str) -> RelayConfig {
         RelayConfig {
@@ -159,23 +131,7 @@ impl PipelineSettings {
         }
     }
 
-    /// The drain of the dead-letter queues of `queues` (the ones this
-    /// service consumes) into its `dead_letters` table.
-    pub fn dead_letter_drain(
-        &self,
-        pool: &deadpool_postgres::Pool,
-        queues: Vec<String>,
-        metrics: &ConsumerMetrics,
-    ) -> Drain {
-        Drain {
-            pool: pool.clone(),
-            amqp_url: self.amqp_url.clone(),
-            topology: self.topology(),
-            queues,
-            gauge: metrics.dead_letters.clone(),
-        }
-    }
-
+    /// The consumer of `queue`.
     pub fn consumer_config(&self, queue: &str, connection_name: &str) -> ConsumerConfig {
         ConsumerConfig {
             connection_name: connection_name.to_owned(),

@@ -9,7 +9,7 @@
 //! table's indexes, whatever changed.)
 
 use deadpool_postgres::Pool;
-use service::shutdown::Signal;
+use platform::shutdown::Signal;
 
 /// Per table: whether autovacuum would vacuum it now (for its dead rows,
 /// or for rows inserted since its last vacuum) and whether it would
@@ -88,7 +88,7 @@ pub(crate) async fn vacuum_due(pool: &Pool, tables: &[&str], shutdown: &Signal) 
                     tracing::debug!(%error, statement, "vacuum failed");
                 }
             }
-            _ = shutdown.wait() => {
+            _ = shutdown.cancelled() => {
                 let _ = client.cancel_token().cancel_query(tokio_postgres::NoTls).await;
                 // Not back to the pool: its VACUUM's answer is still due.
                 drop(deadpool_postgres::Object::take(client));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use service::bridge::Bridge;
+use http_api::bridge::Bridge;
 
 fn bridge(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()

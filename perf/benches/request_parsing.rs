@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use criterion::{Criterion, criterion_group, criterion_main};
-use service::http::codec::{self, Decoded, Limits};
+use http_api::codec::{self, Decoded, Limits};
 
 const REQUEST: &[u8] = b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: k6/1.1.0\r\n\
 Content-Type: application/json\r\nContent-Length: 33\r\nIdempotency-Key: 0193a0c4-7b3e\r\n\r\n\

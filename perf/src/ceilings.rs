@@ -59,13 +59,13 @@ pub async fn postgres(
 ) -> anyhow::Result<(f64, f64)> {
     let mut scratch = base.clone();
     scratch.dbname(format!("perf_ceiling_{}", Uuid::new_v4().simple()));
-    service::db::ensure_exists(&scratch).await?;
-    let setup = service::db::connect(&scratch).await?;
+    platform::db::ensure_exists(&scratch).await?;
+    let setup = platform::db::connect(&scratch).await?;
     setup.batch_execute(SCHEMA).await?;
     let single = orders_per_second(&scratch, seconds, connections, 1).await;
     let batched = orders_per_second(&scratch, seconds, connections, 100).await;
     drop(setup);
-    service::db::drop_database(&scratch).await?;
+    platform::db::drop_database(&scratch).await?;
     Ok((single?, batched?))
 }
 
@@ -81,7 +81,7 @@ async fn orders_per_second(
     for _ in 0..connections {
         let database = database.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = service::db::connect(&database).await?;
+            let mut client = platform::db::connect(&database).await?;
             let (orders, items, outbox) = (
                 client.prepare(INSERT_ORDERS).await?,
                 client.prepare(INSERT_ITEMS).await?,

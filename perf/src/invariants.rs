@@ -36,8 +36,8 @@ impl Stores {
             config
         };
         Ok(Stores {
-            orders: service::db::connect(&named(orders)).await?,
-            products: service::db::connect(&named(products)).await?,
+            orders: platform::db::connect(&named(orders)).await?,
+            products: platform::db::connect(&named(products)).await?,
             redis: redis::Client::open(redis_url)?
                 .get_multiplexed_async_connection()
                 .await?,
@@ -222,7 +222,7 @@ pub async fn dead_letters(
 ) -> anyhow::Result<Vec<(String, u64)>> {
     let mut counts = Vec::new();
     for (name, database) in databases {
-        let client = service::db::connect(database).await?;
+        let client = platform::db::connect(database).await?;
         for (queue, waiting) in outbox::dead_letters::waiting(&client).await? {
             counts.push((format!("{name}: {queue}"), waiting as u64));
         }

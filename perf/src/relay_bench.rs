@@ -38,9 +38,9 @@ pub async fn measure(
     let mut database = base.clone();
     let id = Uuid::new_v4().simple().to_string();
     database.dbname(format!("perf_relay_{id}"));
-    service::db::ensure_exists(&database).await?;
-    service::db::migrate(&database, outbox::schema::MIGRATIONS).await?;
-    let pool = service::db::pool(&database, 4)?;
+    platform::db::ensure_exists(&database).await?;
+    platform::db::migrate(&database, &outbox::schema::migrations()).await?;
+    let pool = platform::db::pool(&database, 4)?;
     let topology = Topology::new(&format!("perf.{}.", &id[..12]), QueueType::Quorum)
         .expiring_after(Duration::from_secs(300));
     let payload =
@@ -115,7 +115,7 @@ pub async fn measure(
         topology.delete(&channel).await?;
     }
     pool.close();
-    service::db::drop_database(&database).await?;
+    platform::db::drop_database(&database).await?;
     Ok(RelayFigures {
         rows: events,
         events_per_message,

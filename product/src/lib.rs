@@ -14,6 +14,8 @@
 //! - [`events`]: the `order.created` consumer.
 //! - [`reconcile`]: rebuilding the Redis counters from PostgreSQL.
 //! - [`openapi`]: the API description served at `/openapi.json`.
+//! - `migrations`: the service's own tables (its `migrations` folder,
+//!   embedded at build time), applied after the outbox library's.
 
 pub mod cache;
 pub mod config;
@@ -24,3 +26,5 @@ pub mod openapi;
 pub mod reconcile;
 pub mod startup;
 pub mod store;
+
+refinery::embed_migrations!("migrations");

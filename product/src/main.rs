@@ -2,7 +2,7 @@
 //! rebuilds the Redis stock counters from PostgreSQL.
 
 use clap::{Parser, Subcommand};
-use product::{config::Config, reconcile, startup::Application};
+use product::{config::Config, reconcile};
 
 #[derive(Parser)]
 #[command(version, about = "The product service")]
@@ -21,14 +21,14 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service::telemetry::init();
+    platform::telemetry::init();
     let config = Config::from_env()?;
-    service::runtime::start()?.block_on(async {
+    http_api::runtime::start()?.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
-                Application::build(config)
+                product::startup::build(config)
                     .await?
-                    .run_until_stopped(service::shutdown::signal())
+                    .run_until_stopped(platform::shutdown::signal())
                     .await
             }
             Command::Reconcile => reconcile::run(&config).await?.print(),

@@ -1,11 +1,5 @@
 //! The OpenAPI 3 description of the product API, served at
 //! `GET /openapi.json` (and checked against the service by schemathesis).
 
-use service::http::Response;
-
 /// The description, kept beside the code as `product/openapi.json`.
 pub const DOCUMENT: &str = include_str!("../openapi.json");
-
-pub fn response() -> Response {
-    Response::with_body(200, "application/json", DOCUMENT)
-}

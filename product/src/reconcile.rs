@@ -20,7 +20,9 @@ pub enum ReconcileError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
-    Database(#[from] service::db::DbError),
+    Database(#[from] platform::db::DbError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A counter that was missing or wrong, and what PostgreSQL says.
@@ -61,9 +63,8 @@ impl ReconcileReport {
 
 /// Connects with the service's settings and reconciles every product.
 pub async fn run(config: &Config) -> Result<ReconcileReport, ReconcileError> {
-    let pool = service::db::pool(&config.database, 2)?;
-    let metrics = CacheMetrics::register(&prometheus::Registry::new())
-        .map_err(|error| ReconcileError::Store(StoreError::Unavailable(error.to_string())))?;
+    let pool = platform::db::pool(&config.database.config, 2)?;
+    let metrics = CacheMetrics::register(&prometheus::Registry::new())?;
     let cache = ProductCache::new(
         &config.redis_url,
         &config.redis_key_prefix,

@@ -2,28 +2,11 @@
 
 use std::collections::BTreeSet;
 
+use http_api::json::{InputError, JsonObject};
 use outbox::events::{MAX_ITEMS, MAX_QUANTITY, Verdict};
 use serde::Serialize;
-use service::json::{BodyError, JsonObject};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// Why a request was refused: a body of the wrong shape (400) or a value
-/// that breaks a rule (422).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    #[error(transparent)]
-    Body(#[from] BodyError),
-    #[error("{message}")]
-    Invalid { code: &'static str, message: String },
-}
-
-fn invalid(code: &'static str, message: impl Into<String>) -> InputError {
-    InputError::Invalid {
-        code,
-        message: message.into(),
-    }
-}
 
 /// One line of an order request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,7 +29,7 @@ impl NewOrder {
         let object = JsonObject::parse(body, &["product_id", "quantity", "items"])?;
         let items = if object.has("items") {
             if object.has("product_id") || object.has("quantity") {
-                return Err(invalid(
+                return Err(InputError::invalid(
                     "ambiguous_order",
                     "give either items or product_id and quantity, not both",
                 ));
@@ -61,14 +44,14 @@ impl NewOrder {
 
     pub fn new(mut items: Vec<ItemRequest>) -> Result<Self, InputError> {
         if items.is_empty() || items.len() > MAX_ITEMS {
-            return Err(invalid(
+            return Err(InputError::invalid(
                 "invalid_items",
                 format!("an order has 1 to {MAX_ITEMS} items, not {}", items.len()),
             ));
         }
         let distinct: BTreeSet<i64> = items.iter().map(|item| item.product_id).collect();
         if distinct.len() != items.len() {
-            return Err(invalid(
+            return Err(InputError::invalid(
                 "duplicate_product",
                 "each product may appear once in an order",
             ));
@@ -96,24 +79,20 @@ impl NewOrder {
 }
 
 fn item(object: &JsonObject) -> Result<ItemRequest, InputError> {
-    let range = |error: BodyError, code: &'static str| match error {
-        BodyError::OutOfRange { field } => invalid(code, format!("{field} is out of range")),
-        other => InputError::Body(other),
-    };
     let product_id = object
         .required_i64("product_id")
-        .map_err(|e| range(e, "invalid_product_id"))?;
+        .map_err(InputError::out_of_range_as("invalid_product_id"))?;
     let quantity = object
         .required_i64("quantity")
-        .map_err(|e| range(e, "invalid_quantity"))?;
+        .map_err(InputError::out_of_range_as("invalid_quantity"))?;
     if product_id <= 0 {
-        return Err(invalid(
+        return Err(InputError::invalid(
             "invalid_product_id",
             "product_id is a positive integer",
         ));
     }
     if !(1..=MAX_QUANTITY).contains(&quantity) {
-        return Err(invalid(
+        return Err(InputError::invalid(
             "invalid_quantity",
             format!("quantity is from 1 to {MAX_QUANTITY}"),
         ));
@@ -188,14 +167,7 @@ pub struct Order {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn code(error: InputError) -> String {
-        match error {
-            InputError::Invalid { code, .. } => code.into(),
-            InputError::Body(body) if body.is_malformed() => "malformed".into(),
-            InputError::Body(body) => format!("value: {body}"),
-        }
-    }
+    use http_api::HttpError;
 
     #[test]
     fn both_shapes_parse_to_the_same_request() {
@@ -220,7 +192,7 @@ mod tests {
 
     #[test]
     fn every_rule_is_enforced() {
-        let parse = |body: &str| NewOrder::parse(body.as_bytes()).map_err(code);
+        let parse = |body: &str| NewOrder::parse(body.as_bytes()).map_err(|error| error.code());
         assert_eq!(
             parse(r#"{"product_id": 1, "quantity": 0}"#).unwrap_err(),
             "invalid_quantity"
@@ -255,17 +227,13 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"product_id": "1", "quantity": 1}"#).unwrap_err(),
-            "malformed"
+            "malformed_body"
         );
         assert_eq!(
             parse(r#"{"items": {"product_id": 1}}"#).unwrap_err(),
-            "malformed"
+            "malformed_body"
         );
-        assert!(
-            parse(r#"{"quantity": 1}"#)
-                .unwrap_err()
-                .starts_with("value")
-        );
+        assert_eq!(parse(r#"{"quantity": 1}"#).unwrap_err(), "invalid_value");
         let many: Vec<String> = (1..=101)
             .map(|id| format!(r#"{{"product_id": {id}, "quantity": 1}}"#))
             .collect();

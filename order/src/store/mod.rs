@@ -12,43 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::{Order, OrderLine, OrderStatus};
 
-/// Why the store could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be reached; worth retrying later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(#[source] tokio_postgres::Error),
-    #[error(transparent)]
-    Outbox(#[from] outbox::Error),
-}
-
-impl StoreError {
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Unavailable(_) => true,
-            StoreError::Database(error) => outbox::error::is_transient_postgres(error),
-            StoreError::Outbox(error) => error.is_transient(),
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        if outbox::error::is_transient_postgres(&error) {
-            StoreError::Unavailable(error.to_string())
-        } else {
-            StoreError::Database(error)
-        }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for StoreError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
-        StoreError::Unavailable(error.to_string())
-    }
-}
+pub use platform::db::StoreError;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -175,12 +139,5 @@ impl OrderStore {
             )
             .await?;
         Ok(())
-    }
-
-    pub async fn ping(&self) -> bool {
-        match self.pool.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-            Err(_) => false,
-        }
     }
 }

@@ -14,33 +14,43 @@
 //! `FOR UPDATE SKIP LOCKED` and its next due time moves forward in the
 //! same transaction.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
 use outbox::events::OrderItem;
 use outbox::writer;
+use platform::shutdown::Signal;
 use prometheus::{IntCounter, Registry};
-use service::shutdown::Signal;
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::domain::OrderStatus;
 use crate::store::writer::plan::created_event;
 
 /// Pending orders placed before `$2` (a UUIDv7 floor), after the cursor
 /// `$1`, in id order (`orders_by_status` serves it).
-const PAGE_SQL: &str = "\
-    SELECT id FROM orders WHERE status = 'PENDING' AND id > $1 AND id < $2 ORDER BY id LIMIT $3";
+static PAGE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id FROM orders WHERE status = '{}' AND id > $1 AND id < $2 ORDER BY id LIMIT $3",
+        OrderStatus::Pending.as_str()
+    )
+});
 
 /// Claims the due orders of a page and moves their next due time: 2, 4,
 /// then 8 times `$2` seconds after this re-drive.
-const CLAIM_SQL: &str = "\
-    UPDATE orders SET redrives = redrives + 1, \
-        redrive_at = now() + make_interval(secs => LEAST($2 * power(2, redrives + 1), $2 * 8)) \
-    WHERE id IN ( \
-        SELECT id FROM orders WHERE id = ANY($1) AND status = 'PENDING' \
-            AND (redrive_at IS NULL OR redrive_at <= now()) \
-        FOR UPDATE SKIP LOCKED) \
-    RETURNING id";
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE orders SET redrives = redrives + 1, \
+             redrive_at = now() + make_interval(secs => LEAST($2 * power(2, redrives + 1), $2 * 8)) \
+         WHERE id IN ( \
+             SELECT id FROM orders WHERE id = ANY($1) AND status = '{}' \
+                 AND (redrive_at IS NULL OR redrive_at <= now()) \
+             FOR UPDATE SKIP LOCKED) \
+         RETURNING id",
+        OrderStatus::Pending.as_str()
+    )
+});
 
 const ITEMS_SQL: &str = "\
     SELECT order_id, product_id, quantity FROM order_items WHERE order_id = ANY($1) \
@@ -98,7 +108,10 @@ impl Redriver {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let page: Vec<Uuid> = tx
-            .query(PAGE_SQL, &[&self.cursor, &cutoff, &self.config.page])
+            .query(
+                PAGE_SQL.as_str(),
+                &[&self.cursor, &cutoff, &self.config.page],
+            )
             .await?
             .iter()
             .map(|row| row.try_get(0))
@@ -117,7 +130,7 @@ impl Redriver {
         }
         let after = self.config.after.as_secs_f64();
         let due: Vec<Uuid> = tx
-            .query(CLAIM_SQL, &[&page, &after])
+            .query(CLAIM_SQL.as_str(), &[&page, &after])
             .await?
             .iter()
             .map(|row| row.try_get(0))
@@ -139,7 +152,7 @@ impl Redriver {
     pub async fn run(mut self, shutdown: Signal) {
         let pause =
             (self.config.after / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
-        while !shutdown.is_fired() {
+        while !shutdown.is_cancelled() {
             let full = match self.sweep_once().await {
                 Ok(report) => {
                     if report.redriven > 0 {
@@ -158,7 +171,7 @@ impl Redriver {
                 }
             };
             if !full {
-                shutdown.sleep(pause).await;
+                platform::shutdown::sleep(&shutdown, pause).await;
             }
         }
     }

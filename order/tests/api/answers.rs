@@ -12,7 +12,7 @@ use crate::helpers::{Options, TestPipeline, spawn_pipeline_with, spawn_pipeline_
 /// A transaction of the test's own holding `LOCK TABLE orders IN
 /// EXCLUSIVE MODE`: every insert into orders waits for it.
 async fn lock_orders(pipeline: &TestPipeline) -> tokio_postgres::Client {
-    let client = service::db::connect(&pipeline.order_database)
+    let client = platform::db::connect(&pipeline.order_database)
         .await
         .unwrap();
     client

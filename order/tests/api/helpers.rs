@@ -5,9 +5,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use perf::invariants::{self, Stores};
+use platform::settings::Settings;
+use platform::shutdown::Signal;
 use serde_json::{Value, json};
-use service::config::Settings;
-use service::shutdown::Trigger;
+
+/// Runs a started service until its signal is cancelled.
+fn serve(app: http_api::lifecycle::Running) -> (Signal, tokio::task::JoinHandle<()>) {
+    let stop = Signal::new();
+    let running = tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));
+    (stop, running)
+}
 use uuid::Uuid;
 
 pub(crate) struct TestPipeline {
@@ -24,7 +31,7 @@ pub(crate) struct TestPipeline {
     /// The product service's settings, to restart it on the same port.
     product_config: product::config::Config,
     /// Stops of the order service (first) and the product service (second).
-    stops: Vec<(Trigger, tokio::task::JoinHandle<()>)>,
+    stops: Vec<(Signal, tokio::task::JoinHandle<()>)>,
 }
 
 /// How a test wants its pipeline: settings that replace the defaults of
@@ -48,7 +55,7 @@ pub(crate) async fn spawn_pipeline_with(order_overrides: &[(&str, &str)]) -> Tes
 }
 
 pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPipeline {
-    service::telemetry::init_for_tests();
+    platform::telemetry::init_for_tests();
     let id = Uuid::new_v4().simple().to_string();
     let namespace = format!("test.{}.", &id[..12]);
     let prefix = format!("test:{id}:");
@@ -74,12 +81,12 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     product_settings.extend(shared);
     let mut product_config =
         product::config::Config::read(&Settings::new(&product_settings)).unwrap();
-    let product_database = product_config.database.clone();
-    let product_app = product::startup::Application::build(product_config.clone())
+    let product_database = product_config.database.config.clone();
+    let product_app = product::startup::build(product_config.clone())
         .await
         .unwrap();
     // A restart binds the same port, so the order service still finds it.
-    product_config.port = product_app.port();
+    product_config.http.port = product_app.port();
     let product_address = format!("http://127.0.0.1:{}", product_app.port());
 
     let order_db_direct = testkit::database_url(&format!("order_test_{id}"));
@@ -100,23 +107,11 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     let order_config = order::config::Config::read(&Settings::new(&order_settings)).unwrap();
     // The test's own connections go straight to the server, never
     // through the proxy it may cut.
-    let order_database = service::db::parse_url("order test database", &order_db_direct).unwrap();
-    let order_app = order::startup::Application::build(order_config)
-        .await
-        .unwrap();
+    let order_database = platform::db::parse_url("order test database", &order_db_direct).unwrap();
+    let order_app = order::startup::build(order_config).await.unwrap();
     let order_address = format!("http://127.0.0.1:{}", order_app.port());
 
-    let mut stops = Vec::new();
-    let (stop, signal) = service::shutdown::channel();
-    stops.push((
-        stop,
-        tokio::spawn(order_app.run_until_stopped(async move { signal.wait().await })),
-    ));
-    let (stop, signal) = service::shutdown::channel();
-    stops.push((
-        stop,
-        tokio::spawn(product_app.run_until_stopped(async move { signal.wait().await })),
-    ));
+    let stops = vec![serve(order_app), serve(product_app)];
     // Both services subscribed: their topology is declared before a test
     // publishes anything.
     for address in [&order_address, &product_address] {
@@ -267,7 +262,7 @@ impl TestPipeline {
     /// Stops the product service; it drains first.
     pub(crate) async fn stop_product(&mut self) {
         let (stop, stopped) = self.stops.remove(1);
-        stop.fire();
+        stop.cancel();
         stopped.await.unwrap();
     }
 
@@ -285,12 +280,8 @@ impl TestPipeline {
     ) {
         let mut config = self.product_config.clone();
         adjust(&mut config);
-        let app = product::startup::Application::build(config).await.unwrap();
-        let (stop, signal) = service::shutdown::channel();
-        self.stops.push((
-            stop,
-            tokio::spawn(app.run_until_stopped(async move { signal.wait().await })),
-        ));
+        let app = product::startup::build(config).await.unwrap();
+        self.stops.push(serve(app));
     }
 
     /// Terminates every server connection to both test databases, as a
@@ -298,7 +289,7 @@ impl TestPipeline {
     pub(crate) async fn terminate_database_connections(&self) -> i64 {
         let mut maintenance = self.order_database.clone();
         maintenance.dbname("postgres");
-        let client = service::db::connect(&maintenance).await.unwrap();
+        let client = platform::db::connect(&maintenance).await.unwrap();
         let names = [
             self.order_database.get_dbname().unwrap(),
             self.product_database.get_dbname().unwrap(),
@@ -316,7 +307,7 @@ impl TestPipeline {
 
     pub(crate) async fn stop(self) {
         for (stop, stopped) in self.stops {
-            stop.fire();
+            stop.cancel();
             stopped.await.unwrap();
         }
         drop(self.stores);
@@ -333,10 +324,10 @@ impl TestPipeline {
             }
             let _ = connection.close(200, "done".into()).await;
         }
-        service::db::drop_database(&self.order_database)
+        platform::db::drop_database(&self.order_database)
             .await
             .unwrap();
-        service::db::drop_database(&self.product_database)
+        platform::db::drop_database(&self.product_database)
             .await
             .unwrap();
     }

@@ -15,8 +15,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
+use platform::shutdown::Signal;
 use prometheus::IntGaugeVec;
-use service::shutdown::Signal;
 
 use super::{DeadLetter, Source, record, waiting};
 use crate::backoff::Backoff;
@@ -47,7 +47,7 @@ impl Drain {
     pub async fn run(self, shutdown: Signal) {
         let mut backoff = Backoff::default();
         let mut session: Option<(Connection, Channel)> = None;
-        while !shutdown.is_fired() {
+        while !shutdown.is_cancelled() {
             let drained = async {
                 if session.as_ref().is_none_or(|(connection, channel)| {
                     !connection.status().connected() || !channel.status().connected()
@@ -71,7 +71,7 @@ impl Drain {
                     backoff.next_delay()
                 }
             };
-            shutdown.sleep(pause).await;
+            platform::shutdown::sleep(&shutdown, pause).await;
         }
         if let Some((connection, _)) = session {
             broker::close(&connection, "stopping").await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use service::shutdown::Signal;
+use platform::shutdown::Signal;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Config, NoTls};
 
@@ -16,12 +16,12 @@ pub(crate) const CHANNEL: &str = "outbox";
 /// Keeps a LISTEN connection open until `shutdown`, waking `wake` on each
 /// notification and after each (re)connect.
 pub(crate) async fn listen(config: Config, wake: Arc<Notify>, shutdown: Signal) {
-    while !shutdown.is_fired() {
+    while !shutdown.is_cancelled() {
         match listen_once(&config, &wake, &shutdown).await {
             Ok(()) => tracing::debug!("outbox listener connection ended"),
             Err(error) => tracing::debug!(%error, "outbox listener failed"),
         }
-        shutdown.sleep(Duration::from_secs(1)).await;
+        platform::shutdown::sleep(&shutdown, Duration::from_secs(1)).await;
     }
 }
 
@@ -47,7 +47,7 @@ async fn listen_once(
     wake.notify_one();
     tokio::select! {
         _ = &mut pump => {}
-        _ = shutdown.wait() => pump.abort(),
+        _ = shutdown.cancelled() => pump.abort(),
     }
     Ok(())
 }

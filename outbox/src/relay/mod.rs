@@ -38,13 +38,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, Transaction};
-use service::shutdown::Signal;
+use platform::shutdown::Signal;
 use tokio::sync::Notify;
 
 pub(crate) use claim::ROW_COLUMNS;
 pub use claim::{OutboxRow, claim};
 pub(crate) use pack::pack;
-pub use publisher::{Publisher, Verdict};
+pub use publisher::{ConfirmOutcome, Publisher};
 
 use crate::backoff::Backoff;
 use crate::envelope::OutgoingMessage;
@@ -211,7 +211,7 @@ impl Relay {
             self.config.events_per_message,
             self.config.max_message_bytes,
         );
-        let verdicts = self.publish_groups(&groups).await?;
+        let outcomes = self.publish_groups(&groups).await?;
         let mut sent = SentBatch {
             confirmed: Vec::with_capacity(rows.len()),
             refused: Vec::new(),
@@ -221,39 +221,41 @@ impl Relay {
         // A packed message refused while others passed, or the only
         // message of the batch: its rows go again one per message, so that
         // a row refused for itself can be told from its neighbours.
-        let unpack = verdicts.contains(&Verdict::Confirmed) || groups.len() == 1;
+        let unpack = outcomes.contains(&ConfirmOutcome::Confirmed) || groups.len() == 1;
         let mut singles = Vec::new();
-        for (group, verdict) in groups.into_iter().zip(verdicts) {
-            match verdict {
-                Verdict::Confirmed => sent.confirmed.extend(&group.row_ids),
-                Verdict::Refused(_) if unpack && group.row_ids.len() > 1 => {
+        for (group, outcome) in groups.into_iter().zip(outcomes) {
+            match outcome {
+                ConfirmOutcome::Confirmed => sent.confirmed.extend(&group.row_ids),
+                ConfirmOutcome::Refused(_) if unpack && group.row_ids.len() > 1 => {
                     singles.extend(group.unpacked())
                 }
-                Verdict::Refused(reason) => sent
+                ConfirmOutcome::Refused(reason) => sent
                     .refused
                     .extend(group.row_ids.iter().map(|id| (*id, reason.clone()))),
             }
         }
         if !singles.is_empty() {
             sent.messages += singles.len();
-            for (group, verdict) in singles.iter().zip(self.publish_groups(&singles).await?) {
-                match verdict {
-                    Verdict::Confirmed => sent.confirmed.extend(&group.row_ids),
-                    Verdict::Refused(reason) => sent.refused.push((group.row_ids[0], reason)),
+            for (group, outcome) in singles.iter().zip(self.publish_groups(&singles).await?) {
+                match outcome {
+                    ConfirmOutcome::Confirmed => sent.confirmed.extend(&group.row_ids),
+                    ConfirmOutcome::Refused(reason) => {
+                        sent.refused.push((group.row_ids[0], reason))
+                    }
                 }
             }
         }
         Ok(Some(sent))
     }
 
-    /// Encodes and publishes one message per group; one verdict each.
-    async fn publish_groups(&mut self, groups: &[pack::Group]) -> Result<Vec<Verdict>> {
+    /// Encodes and publishes one message per group; one outcome each.
+    async fn publish_groups(&mut self, groups: &[pack::Group]) -> Result<Vec<ConfirmOutcome>> {
         let messages = groups
             .iter()
             .map(pack::Group::message)
             .collect::<std::result::Result<Vec<OutgoingMessage>, _>>()?;
         match self.publish(&messages).await {
-            Ok(verdicts) => Ok(verdicts),
+            Ok(outcomes) => Ok(outcomes),
             Err(error) => {
                 // The connection is suspect: drop it and reconnect next time.
                 self.publisher = None;
@@ -279,7 +281,7 @@ impl Relay {
         })
     }
 
-    async fn publish(&mut self, messages: &[OutgoingMessage]) -> Result<Vec<Verdict>> {
+    async fn publish(&mut self, messages: &[OutgoingMessage]) -> Result<Vec<ConfirmOutcome>> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
@@ -320,7 +322,7 @@ impl Relay {
         let listener = tokio::spawn(listener::listen(listen, wake.clone(), shutdown.clone()));
         let mut backoff = Backoff::default();
         let mut gauges_updated = Instant::now() - Duration::from_secs(60);
-        while !shutdown.is_fired() {
+        while !shutdown.is_cancelled() {
             if gauges_updated.elapsed() >= Duration::from_secs(2) {
                 self.update_gauges().await;
                 gauges_updated = Instant::now();
@@ -345,7 +347,7 @@ impl Relay {
                     tokio::select! {
                         _ = wake.notified() => {}
                         _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.wait() => {}
+                        _ = shutdown.cancelled() => {}
                     }
                     Some(self.config.linger)
                 }
@@ -356,7 +358,7 @@ impl Relay {
                 }
             };
             if let Some(pause) = pause.filter(|pause| !pause.is_zero()) {
-                shutdown.sleep(pause).await;
+                platform::shutdown::sleep(&shutdown, pause).await;
             }
         }
         if let Some(publisher) = self.publisher.take() {

@@ -11,7 +11,7 @@ use crate::{Result, broker};
 
 /// What the broker said about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum ConfirmOutcome {
     Confirmed,
     /// Nacked, or returned as unroutable: counted as an attempt.
     Refused(String),
@@ -57,13 +57,13 @@ impl Publisher {
 
     /// Publishes every message to `exchange` (a message for one queue
     /// goes to that queue), then waits for all confirms. Returns one
-    /// verdict per message, in order. A broken channel or connection is an
+    /// outcome per message, in order. A broken channel or connection is an
     /// `Err`: nothing can be said about any message of the batch.
     pub async fn publish(
         &self,
         exchange: &str,
         messages: &[OutgoingMessage],
-    ) -> Result<Vec<Verdict>> {
+    ) -> Result<Vec<ConfirmOutcome>> {
         let options = BasicPublishOptions {
             // Unroutable messages come back instead of vanishing.
             mandatory: true,
@@ -87,23 +87,23 @@ impl Publisher {
                 .await?;
             pending.push(confirm);
         }
-        let mut verdicts = Vec::with_capacity(pending.len());
+        let mut outcomes = Vec::with_capacity(pending.len());
         for confirm in pending {
-            verdicts.push(match confirm.await? {
-                Confirmation::Ack(None) => Verdict::Confirmed,
+            outcomes.push(match confirm.await? {
+                Confirmation::Ack(None) => ConfirmOutcome::Confirmed,
                 Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                    Verdict::Refused(format!(
+                    ConfirmOutcome::Refused(format!(
                         "returned by the broker: {} {}",
                         returned.reply_code, returned.reply_text
                     ))
                 }
-                Confirmation::Nack(None) => Verdict::Refused("nacked by the broker".into()),
+                Confirmation::Nack(None) => ConfirmOutcome::Refused("nacked by the broker".into()),
                 Confirmation::NotRequested => {
-                    Verdict::Refused("channel is not in confirm mode".into())
+                    ConfirmOutcome::Refused("channel is not in confirm mode".into())
                 }
             });
         }
-        Ok(verdicts)
+        Ok(outcomes)
     }
 
     pub async fn close(&self) {

@@ -140,8 +140,8 @@ async fn a_broker_that_sits_on_the_subscription_is_left_for_a_new_connection() {
     let mut config = outbox.consumer_config();
     config.amqp_url = BrokerUrl::new(&proxy.amqp_url());
     config.setup_timeout = Duration::from_millis(500);
-    let (trigger, signal) = service::shutdown::channel();
-    let running = tokio::spawn(outbox.consumer_with(config).run(signal));
+    let stop = platform::shutdown::Signal::new();
+    let running = tokio::spawn(outbox.consumer_with(config).run(stop.clone()));
     let mut applied = None;
     for _ in 0..100 {
         applied = outbox.effects().await.get("a").copied();
@@ -150,7 +150,7 @@ async fn a_broker_that_sits_on_the_subscription_is_left_for_a_new_connection() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    trigger.fire();
+    stop.cancel();
     running.await.unwrap();
     assert_eq!(
         applied,

@@ -16,6 +16,7 @@ use outbox::metrics::{ConsumerMetrics, RelayMetrics};
 use outbox::relay::{Outcome, Relay, RelayConfig};
 use outbox::topology::{QueueType, Topology};
 use outbox::writer::{self, NewEvent};
+use platform::db::Migration;
 use tokio_postgres::Config;
 use uuid::Uuid;
 
@@ -42,16 +43,16 @@ pub(crate) struct TestOutbox {
 
 impl TestOutbox {
     pub(crate) async fn new() -> Self {
-        service::telemetry::init_for_tests();
+        platform::telemetry::init_for_tests();
         let id = Uuid::new_v4().simple().to_string();
         let mut database =
-            service::db::parse_url("TEST_DATABASE_URL", &base_database_url()).unwrap();
+            platform::db::parse_url("TEST_DATABASE_URL", &base_database_url()).unwrap();
         database.dbname(format!("outbox_test_{id}"));
-        service::db::ensure_exists(&database).await.unwrap();
-        let mut migrations = outbox::schema::MIGRATIONS.to_vec();
-        migrations.push(EFFECTS_MIGRATION);
-        service::db::migrate(&database, &migrations).await.unwrap();
-        let pool = service::db::pool(&database, 8).unwrap();
+        platform::db::ensure_exists(&database).await.unwrap();
+        let mut migrations = outbox::schema::migrations();
+        migrations.push(Migration::unapplied(EFFECTS_MIGRATION.0, EFFECTS_MIGRATION.1).unwrap());
+        platform::db::migrate(&database, &migrations).await.unwrap();
+        let pool = platform::db::pool(&database, 8).unwrap();
         let topology = Topology::new(&format!("test.{}.", &id[..12]), QueueType::Quorum)
             .expiring_after(Duration::from_secs(60));
         let connection = outbox::broker::connect(&amqp_url(), "test setup")
@@ -148,7 +149,7 @@ impl TestOutbox {
     pub(crate) async fn consume_all_with(&self, config: ConsumerConfig) -> StepReport {
         let consumer = self.consumer_with(config);
         let mut session = consumer.open_session().await.unwrap();
-        let (_trigger, signal) = service::shutdown::channel();
+        let signal = platform::shutdown::Signal::new();
         let mut total = StepReport::default();
         loop {
             let step = consumer
@@ -246,7 +247,7 @@ impl TestOutbox {
         let channel = connection.create_channel().await.unwrap();
         let _ = self.topology.delete(&channel).await;
         let _ = connection.close(200, "done".into()).await;
-        service::db::drop_database(&self.database).await.unwrap();
+        platform::db::drop_database(&self.database).await.unwrap();
     }
 }
 

@@ -46,7 +46,7 @@ async fn two_relays_publish_every_row_once_in_order_per_aggregate() {
     for chunk in all.chunks(500) {
         outbox.append(chunk).await;
     }
-    let (trigger, signal) = service::shutdown::channel();
+    let stop = platform::shutdown::Signal::new();
     let mut handles = Vec::new();
     for _ in 0..2 {
         let config = RelayConfig {
@@ -56,13 +56,13 @@ async fn two_relays_publish_every_row_once_in_order_per_aggregate() {
         };
         let relay = outbox.relay(config);
         handles.push(tokio::spawn(
-            relay.run(outbox.database.clone(), signal.clone()),
+            relay.run(outbox.database.clone(), stop.clone()),
         ));
     }
     let received = outbox
         .take_events(&outbox.topology.order_created_queue(), all.len())
         .await;
-    trigger.fire();
+    stop.cancel();
     for handle in handles {
         handle.await.unwrap();
     }
@@ -166,7 +166,7 @@ async fn a_relay_killed_between_publish_and_mark_resends_and_the_inbox_applies_o
 
     let consumer = outbox.consumer();
     let mut session = consumer.open_session().await.unwrap();
-    let (_trigger, signal) = service::shutdown::channel();
+    let signal = platform::shutdown::Signal::new();
     let mut applied = 0;
     let mut duplicates = 0;
     loop {

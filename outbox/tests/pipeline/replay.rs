@@ -18,7 +18,7 @@ async fn filters_select_rows_and_a_replay_of_n_rows_sends_n() {
     let queue = outbox.topology.order_created_queue();
     assert_eq!(outbox.take_events(&queue, 30).await.len(), 30);
 
-    let client = service::db::connect(&outbox.database).await.unwrap();
+    let client = platform::db::connect(&outbox.database).await.unwrap();
     let by_aggregate = Filter {
         aggregate_id: Some("agg-1".into()),
         ..Filter::default()

@@ -1,8 +1,8 @@
 //! Validated product types: a handler cannot hold a name, price, stock or
 //! delta that breaks the rules, because only `parse` makes one.
 
+use http_api::json::{InputError, JsonObject};
 use serde::{Deserialize, Serialize};
-use service::json::{BodyError, JsonObject};
 use time::OffsetDateTime;
 
 /// Names have 1 to this many characters.
@@ -11,25 +11,6 @@ pub const MAX_NAME_CHARS: usize = 199;
 pub const MAX_PRICE: i64 = 1_000_000_000_000;
 /// Stock is at most 10^9 units.
 pub const MAX_STOCK: i64 = 1_000_000_000;
-
-/// Why input was refused: a body of the wrong shape (400) or a value that
-/// breaks a rule (422).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    #[error(transparent)]
-    Body(#[from] BodyError),
-    #[error("{message}")]
-    Invalid { code: &'static str, message: String },
-}
-
-impl InputError {
-    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        InputError::Invalid {
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductName(String);
@@ -106,7 +87,7 @@ impl StockDelta {
         let object = JsonObject::parse(body, &["delta"])?;
         let delta = object
             .required_i64("delta")
-            .map_err(out_of_range_as("invalid_delta"))?;
+            .map_err(InputError::out_of_range_as("invalid_delta"))?;
         if delta == 0 || delta.unsigned_abs() > MAX_STOCK.unsigned_abs() {
             return Err(InputError::invalid(
                 "invalid_delta",
@@ -146,12 +127,12 @@ impl NewProduct {
             price: Price::parse(
                 object
                     .required_i64("price")
-                    .map_err(out_of_range_as("invalid_price"))?,
+                    .map_err(InputError::out_of_range_as("invalid_price"))?,
             )?,
             stock: Stock::parse(
                 object
                     .required_i64("stock")
-                    .map_err(out_of_range_as("invalid_stock"))?,
+                    .map_err(InputError::out_of_range_as("invalid_stock"))?,
             )?,
         })
     }
@@ -175,12 +156,12 @@ impl ProductChanges {
                 .transpose()?,
             price: object
                 .optional_i64("price")
-                .map_err(out_of_range_as("invalid_price"))?
+                .map_err(InputError::out_of_range_as("invalid_price"))?
                 .map(Price::parse)
                 .transpose()?,
             stock: object
                 .optional_i64("stock")
-                .map_err(out_of_range_as("invalid_stock"))?
+                .map_err(InputError::out_of_range_as("invalid_stock"))?
                 .map(Stock::parse)
                 .transpose()?,
         };
@@ -201,16 +182,6 @@ impl From<NewProduct> for ProductChanges {
             price: Some(product.price),
             stock: Some(product.stock),
         }
-    }
-}
-
-/// A too-large integer is a rule broken (422), named like the rule.
-fn out_of_range_as(code: &'static str) -> impl Fn(BodyError) -> InputError {
-    move |error| match error {
-        BodyError::OutOfRange { field } => {
-            InputError::invalid(code, format!("{field} is out of range"))
-        }
-        other => InputError::Body(other),
     }
 }
 
@@ -240,13 +211,10 @@ pub struct Product {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_api::HttpError;
 
-    fn code(error: InputError) -> String {
-        match error {
-            InputError::Invalid { code, .. } => code.to_owned(),
-            InputError::Body(body) if body.is_malformed() => "malformed".into(),
-            InputError::Body(body) => format!("value: {body}"),
-        }
+    fn code(error: InputError) -> &'static str {
+        error.code()
     }
 
     #[test]
@@ -306,11 +274,11 @@ mod tests {
         );
         assert_eq!(
             code(NewProduct::parse(body("1.5", "1").as_bytes()).unwrap_err()),
-            "malformed"
+            "malformed_body"
         );
         assert_eq!(
             code(NewProduct::parse(body("\"1\"", "1").as_bytes()).unwrap_err()),
-            "malformed"
+            "malformed_body"
         );
         assert!(NewProduct::parse(body("0", "1000000000").as_bytes()).is_ok());
     }

@@ -24,7 +24,7 @@ use outbox::events::{ORDER_CREATED, OrderCreated, RejectReason, Verdict};
 use prometheus::{IntCounterVec, Opts, Registry};
 
 use crate::cache::{ProductCache, StockUpdate};
-use crate::store::{self, LockedStock, Reservation, StoreError};
+use crate::store::{self, LockedStock, Reservation};
 
 /// Reservations by result, for `/metrics`.
 #[derive(Clone)]
@@ -84,21 +84,6 @@ fn result_label(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Reserved => "reserved",
         Verdict::Rejected { reason, .. } => reason.as_str(),
-    }
-}
-
-impl From<StoreError> for ApplyError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Outbox(error) => ApplyError::Failed(error),
-            StoreError::Database(error) => ApplyError::Failed(error.into()),
-            StoreError::Unavailable(message) | StoreError::Cache(message) => {
-                ApplyError::Failed(outbox::Error::Unavailable(message))
-            }
-            StoreError::Constraint(name) => ApplyError::Failed(outbox::Error::Invalid(format!(
-                "constraint {name} refused the batch"
-            ))),
-        }
     }
 }
 

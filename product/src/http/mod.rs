@@ -1,18 +1,17 @@
-//! The product service's HTTP layer: routing, request parsing, and the
-//! handlers. Handlers run as `may` coroutines and reach the stores through
-//! the bridge.
+//! The product service's HTTP layer: its routes and handlers, and its own
+//! errors. Handlers run as `may` coroutines and reach the stores through
+//! the bridge. The operational routes (`/healthz`, `/readyz` with Redis
+//! required, `/metrics`, `/openapi.json`) are the same in both services:
+//! [`http_api::ops`].
 
 mod error;
 mod products;
 
-use std::sync::Arc;
+use http_api::bridge::Bridge;
+use http_api::ops::StoreProbe;
+use http_api::router::{Route, Routes};
 
-use outbox::metrics::ConsumerMetrics;
-use service::bridge::Bridge;
-use service::http::{HttpError, Request, Response, Service, ops};
-use service::metrics::Metrics;
-
-pub use error::ApiError;
+pub use error::ProductError;
 
 use crate::cache::ProductCache;
 use crate::store::ProductStore;
@@ -22,88 +21,23 @@ pub struct AppState {
     pub bridge: Bridge,
     pub store: ProductStore,
     pub cache: ProductCache,
-    pub metrics: Metrics,
-    pub consumer_metrics: ConsumerMetrics,
-    /// The queue whose subscription readiness reports.
-    pub order_created_queue: String,
 }
 
-/// The router.
-pub struct ProductApi {
-    state: Arc<AppState>,
-}
+/// The product API's own routes.
+impl Routes for AppState {
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::new("GET", "/products", products::list),
+        Route::new("POST", "/products", products::create),
+        Route::new("GET", "/products/:id", products::get),
+        Route::new("PUT", "/products/:id", products::replace),
+        Route::new("PATCH", "/products/:id", products::patch),
+        Route::new("DELETE", "/products/:id", products::delete),
+        Route::new("POST", "/products/:id/stock", products::adjust_stock),
+    ];
 
-impl ProductApi {
-    pub fn new(state: Arc<AppState>) -> Self {
-        ProductApi { state }
-    }
-
-    fn route(&self, request: &Request) -> (&'static str, Result<Response, ApiError>) {
-        let path = request.path();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let method = request.method();
-        let state = &self.state;
-        match (segments.as_slice(), method) {
-            (["products"], "POST") => ("/products", products::create(state, request)),
-            (["products"], "GET") => ("/products", products::list(state, request)),
-            (["products"], _) => ("/products", Err(ApiError::MethodNotAllowed("GET, POST"))),
-            (["products", id], "GET") => ("/products/:id", products::get(state, id)),
-            (["products", id], "PUT") => ("/products/:id", products::replace(state, id, request)),
-            (["products", id], "PATCH") => ("/products/:id", products::patch(state, id, request)),
-            (["products", id], "DELETE") => ("/products/:id", products::delete(state, id)),
-            (["products", _], _) => (
-                "/products/:id",
-                Err(ApiError::MethodNotAllowed("GET, PUT, PATCH, DELETE")),
-            ),
-            (["products", id, "stock"], "POST") => (
-                "/products/:id/stock",
-                products::adjust_stock(state, id, request),
-            ),
-            (["products", _, "stock"], _) => (
-                "/products/:id/stock",
-                Err(ApiError::MethodNotAllowed("POST")),
-            ),
-            (["healthz"], "GET") => ("/healthz", Ok(ops::liveness())),
-            (["readyz"], "GET") => ("/readyz", Ok(self.readiness())),
-            (["metrics"], "GET") => ("/metrics", Ok(ops::metrics(&state.metrics))),
-            (["openapi.json"], "GET") => ("/openapi.json", Ok(crate::openapi::response())),
-            (["healthz" | "readyz" | "metrics" | "openapi.json"], _) => {
-                ("ops", Err(ApiError::MethodNotAllowed("GET")))
-            }
-            _ => ("unmatched", Err(ApiError::RouteNotFound(path.to_owned()))),
-        }
-    }
-
-    fn readiness(&self) -> Response {
-        let state = self.state.clone();
-        let checks = self.state.bridge.run(async move {
-            let (database, redis) = tokio::join!(state.store.ping(), state.cache.ping());
-            (database, redis)
-        });
-        let (database, redis) = checks.unwrap_or((false, false));
-        let broker = self
-            .state
-            .consumer_metrics
-            .connected
-            .with_label_values(&[&self.state.order_created_queue])
-            .get()
-            == 1;
-        ops::readiness(
-            &[
-                ("postgres", database, true),
-                ("redis", redis, true),
-                ("rabbitmq", broker, false),
-            ],
-            &outbox::broker::connections(),
-        )
-    }
-}
-
-impl Service for ProductApi {
-    fn call(&self, request: Request) -> Response {
-        let (route, result) = self.route(&request);
-        result
-            .unwrap_or_else(|error| error.to_response())
-            .with_route(route)
+    /// The cache and the live stock counters are in Redis: writes need it.
+    fn required_stores(&self) -> Vec<(&'static str, StoreProbe)> {
+        let cache = self.cache.clone();
+        vec![("redis", Box::pin(async move { cache.ping().await }))]
     }
 }

@@ -2,27 +2,23 @@
 //! the store and cache work on tokio through the bridge. Writes invalidate
 //! the product's cache entry after their commit, before answering.
 
-use serde::Serialize;
-use service::http::{Request, Response, query};
+use http_api::paging::PageRequest;
+use http_api::{ApiError, Request, Response, json, query};
 
-use super::{ApiError, AppState};
+use super::{AppState, ProductError};
 use crate::cache::{ProductCache, StockUpdate};
 use crate::domain::{NewProduct, Product, ProductChanges, StockDelta, parse_id};
 use crate::store::{AdjustOutcome, Created, StoreError, StoreResult};
 
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 1000;
+/// How the cache is named when a write cannot reach it.
+const CACHE: &str = "the cache (Redis)";
 
-fn require_json(request: &Request) -> Result<(), ApiError> {
-    if request.declares_json() {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
-    }
+fn not_found(segment: &str) -> ApiError {
+    ProductError::NotFound(segment.to_owned()).into()
 }
 
 fn product_id(segment: &str) -> Result<i64, ApiError> {
-    parse_id(segment).ok_or_else(|| ApiError::ProductNotFound(segment.to_owned()))
+    parse_id(segment).ok_or_else(|| not_found(segment))
 }
 
 /// Before a write commits: raises the product's fence to the version being
@@ -36,7 +32,10 @@ async fn invalidate_before_commit(cache: &ProductCache, id: i64, version: i64) -
             .write_failures
             .with_label_values(&["invalidate"])
             .inc();
-        StoreError::Cache(error.to_string())
+        StoreError::Unavailable {
+            store: CACHE,
+            cause: error.to_string(),
+        }
     })
 }
 
@@ -55,13 +54,10 @@ async fn after_write(cache: &ProductCache, product: &Product) {
 
 /// With an Idempotency-Key, a retry (same key, same body) answers 200 with
 /// the product the first request created, and never creates a second.
-pub(super) fn create(state: &AppState, request: &Request) -> Result<Response, ApiError> {
-    require_json(request)?;
-    let key = request
-        .idempotency_key()
-        .map_err(|_| ApiError::InvalidIdempotencyKey)?
-        .map(str::to_owned);
-    let new = NewProduct::parse(request.body())?;
+pub(super) fn create(state: &AppState, request: &Request, _: &str) -> Result<Response, ApiError> {
+    let body = json::body(request)?;
+    let key = request.idempotency_key()?.map(str::to_owned);
+    let new = NewProduct::parse(body)?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let created = state.bridge.run(async move {
         let created = store.create(&new, key.as_deref()).await?;
@@ -74,22 +70,20 @@ pub(super) fn create(state: &AppState, request: &Request) -> Result<Response, Ap
         Created::New(product) => (201, product),
         Created::Repeated(product) => (200, product),
         Created::KeyReused => return Err(ApiError::IdempotencyKeyReused),
-        Created::Deleted(id) => return Err(ApiError::ProductNotFound(id.to_string())),
+        Created::Deleted(id) => return Err(not_found(&id.to_string())),
     };
     Ok(Response::json(status, &product)
         .with_header("Location", format!("/products/{}", product.id)))
 }
 
-pub(super) fn get(state: &AppState, segment: &str) -> Result<Response, ApiError> {
+pub(super) fn get(state: &AppState, _: &Request, segment: &str) -> Result<Response, ApiError> {
     let id = product_id(segment)?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let product = state
         .bridge
         .run(async move { read_through(&store, &cache, id).await })??;
-    match product {
-        Some(product) => Ok(Response::json(200, &product)),
-        None => Err(ApiError::ProductNotFound(segment.to_owned())),
-    }
+    let product = product.ok_or_else(|| not_found(segment))?;
+    Ok(Response::json(200, &product))
 }
 
 /// Redis first (entry and live counter), PostgreSQL on a miss, filling
@@ -124,26 +118,15 @@ async fn read_through(
     Ok(product)
 }
 
-#[derive(Serialize)]
-struct Page {
-    items: Vec<Product>,
-    /// Pass as `after` for the next page; null on the last page.
-    next_after: Option<i64>,
-}
-
-pub(super) fn list(state: &AppState, request: &Request) -> Result<Response, ApiError> {
-    let limit = query::integer(request.query(), "limit", DEFAULT_PAGE, 1..=MAX_PAGE)
-        .map_err(ApiError::BadQuery)?;
-    let after =
-        query::integer(request.query(), "after", 0, 0..=i64::MAX).map_err(ApiError::BadQuery)?;
-    let store = state.store.clone();
-    let items = state
+pub(super) fn list(state: &AppState, request: &Request, _: &str) -> Result<Response, ApiError> {
+    let page = PageRequest::parse(request, |text| {
+        query::integer_in("after", text, 0..=i64::MAX)
+    })?;
+    let (store, after, limit) = (state.store.clone(), page.after.unwrap_or(0), page.limit);
+    let products = state
         .bridge
         .run(async move { store.list(after, limit).await })??;
-    let next_after = (items.len() as i64 == limit)
-        .then(|| items.last().map(|p| p.id))
-        .flatten();
-    Ok(Response::json(200, &Page { items, next_after }))
+    Ok(page.answer(products, |product| product.id))
 }
 
 fn update(state: &AppState, segment: &str, changes: ProductChanges) -> Result<Response, ApiError> {
@@ -160,32 +143,33 @@ fn update(state: &AppState, segment: &str, changes: ProductChanges) -> Result<Re
         }
         Ok::<_, ApiError>(product)
     })??;
-    product
-        .map(|product| Response::json(200, &product))
-        .ok_or_else(|| ApiError::ProductNotFound(segment.to_owned()))
+    let product = product.ok_or_else(|| not_found(segment))?;
+    Ok(Response::json(200, &product))
 }
 
 pub(super) fn replace(
     state: &AppState,
-    segment: &str,
     request: &Request,
+    segment: &str,
 ) -> Result<Response, ApiError> {
     product_id(segment)?;
-    require_json(request)?;
-    update(state, segment, NewProduct::parse(request.body())?.into())
+    update(
+        state,
+        segment,
+        NewProduct::parse(json::body(request)?)?.into(),
+    )
 }
 
 pub(super) fn patch(
     state: &AppState,
-    segment: &str,
     request: &Request,
+    segment: &str,
 ) -> Result<Response, ApiError> {
     product_id(segment)?;
-    require_json(request)?;
-    update(state, segment, ProductChanges::parse(request.body())?)
+    update(state, segment, ProductChanges::parse(json::body(request)?)?)
 }
 
-pub(super) fn delete(state: &AppState, segment: &str) -> Result<Response, ApiError> {
+pub(super) fn delete(state: &AppState, _: &Request, segment: &str) -> Result<Response, ApiError> {
     let id = product_id(segment)?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let deleted = state.bridge.run(async move {
@@ -204,23 +188,21 @@ pub(super) fn delete(state: &AppState, segment: &str) -> Result<Response, ApiErr
     if deleted {
         Ok(Response::empty(204))
     } else {
-        Err(ApiError::ProductNotFound(segment.to_owned()))
+        Err(not_found(segment))
     }
 }
 
 pub(super) fn adjust_stock(
     state: &AppState,
-    segment: &str,
     request: &Request,
+    segment: &str,
 ) -> Result<Response, ApiError> {
     let id = product_id(segment)?;
     let key = request
-        .idempotency_key()
-        .map_err(|_| ApiError::InvalidIdempotencyKey)?
+        .idempotency_key()?
         .ok_or(ApiError::MissingIdempotencyKey)?
         .to_owned();
-    require_json(request)?;
-    let delta = StockDelta::parse(request.body())?;
+    let delta = StockDelta::parse(json::body(request)?)?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let outcome = state.bridge.run(async move {
         let outcome = crate::store::adjust_stock(store.pool(), id, &key, delta, |id, version| {
@@ -237,7 +219,7 @@ pub(super) fn adjust_stock(
             Ok(Response::json(200, &product))
         }
         AdjustOutcome::KeyReused => Err(ApiError::IdempotencyKeyReused),
-        AdjustOutcome::NotFound => Err(ApiError::ProductNotFound(segment.to_owned())),
-        AdjustOutcome::OutOfRange { stock } => Err(ApiError::StockOutOfRange { stock }),
+        AdjustOutcome::NotFound => Err(not_found(segment)),
+        AdjustOutcome::OutOfRange { stock } => Err(ProductError::StockOutOfRange { stock }.into()),
     }
 }

@@ -10,7 +10,6 @@ use deadpool_postgres::{Pool, Transaction};
 use outbox::events::{PRODUCT_DELETED, PRODUCT_UPSERTED, ProductDeleted, ProductUpserted};
 use outbox::writer::{self, NewEvent};
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 pub use stock::{
     AdjustOutcome, LockedStock, Reservation, adjust_stock, lock_products, recorded_verdicts,
@@ -19,44 +18,7 @@ pub use stock::{
 
 use crate::domain::{NewProduct, Product, ProductChanges};
 
-/// Why the store could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be reached; worth retrying later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// A check constraint refused a value (named by the constraint).
-    #[error("value refused by constraint {0}")]
-    Constraint(String),
-    #[error("database error: {0}")]
-    Database(#[source] tokio_postgres::Error),
-    #[error(transparent)]
-    Outbox(#[from] outbox::Error),
-    /// The cache could not take the invalidation a write needs before it
-    /// commits; the write was rolled back.
-    #[error("cache unavailable: {0}")]
-    Cache(String),
-}
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        match error.as_db_error() {
-            Some(db) if db.code() == &SqlState::CHECK_VIOLATION => {
-                StoreError::Constraint(db.constraint().unwrap_or("unknown").to_owned())
-            }
-            _ if outbox::error::is_transient_postgres(&error) => {
-                StoreError::Unavailable(error.to_string())
-            }
-            _ => StoreError::Database(error),
-        }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for StoreError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
-        StoreError::Unavailable(error.to_string())
-    }
-}
+pub use platform::db::StoreError;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -244,14 +206,6 @@ impl ProductStore {
         before_commit(id, version).await?;
         tx.commit().await?;
         Ok(Some(version))
-    }
-
-    /// Whether the database answers.
-    pub async fn ping(&self) -> bool {
-        match self.pool.get().await {
-            Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-            Err(_) => false,
-        }
     }
 }
 

@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use platform::settings::Settings;
+use platform::shutdown::Signal;
 use product::config::Config;
-use product::startup::Application;
 use redis::AsyncCommands;
 use serde_json::Value;
-use service::config::Settings;
-use service::shutdown::Trigger;
 use uuid::Uuid;
 
 fn env_or(name: &str, default: &str) -> String {
@@ -25,7 +24,7 @@ pub(crate) struct TestApp {
     /// Prefix of this app's exchanges and queues.
     pub(crate) namespace: String,
     database: tokio_postgres::Config,
-    stop: Trigger,
+    stop: Signal,
     stopped: tokio::task::JoinHandle<()>,
 }
 
@@ -36,7 +35,7 @@ pub(crate) async fn spawn_app() -> TestApp {
 /// A product service whose settings `overrides` replace (the test itself
 /// still reaches the real servers).
 pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    service::telemetry::init_for_tests();
+    platform::telemetry::init_for_tests();
     let id = Uuid::new_v4().simple().to_string();
     let base = env_or(
         "TEST_DATABASE_URL",
@@ -66,14 +65,14 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("RELAY_POLL_INTERVAL_MS", "100"),
     ]);
     let config = Config::read(&Settings::new(&source)).expect("test settings are valid");
-    let database = config.database.clone();
-    let application = Application::build(config)
+    let database = config.database.config.clone();
+    let application = product::startup::build(config)
         .await
         .expect("the application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
-    let (stop, signal) = service::shutdown::channel();
-    let stopped = tokio::spawn(application.run_until_stopped(async move { signal.wait().await }));
-    let pool = service::db::pool(&database, 2).unwrap();
+    let stop = Signal::new();
+    let stopped = tokio::spawn(application.run_until_stopped(stop.clone().cancelled_owned()));
+    let pool = platform::db::pool(&database, 2).unwrap();
     let redis = redis::Client::open(redis_url)
         .unwrap()
         .get_multiplexed_async_connection()
@@ -251,7 +250,7 @@ impl TestApp {
     }
 
     pub(crate) async fn stop(self) {
-        self.stop.fire();
+        self.stop.cancel();
         self.stopped.await.unwrap();
         delete_topology(&self.namespace).await;
         self.pool.close();
@@ -263,7 +262,7 @@ impl TestApp {
         if !keys.is_empty() {
             let _: () = redis.del(keys).await.unwrap();
         }
-        service::db::drop_database(&self.database).await.unwrap();
+        platform::db::drop_database(&self.database).await.unwrap();
     }
 }
 

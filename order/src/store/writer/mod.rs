@@ -39,9 +39,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use http_api::bridge::{Answer, BridgeError, Reply, reply_channel};
+use platform::shutdown::Signal;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
-use service::bridge::{Answer, BridgeError, Reply, reply_channel};
-use service::shutdown::Signal;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;

@@ -20,7 +20,7 @@ use tokio_postgres::{Client, Config, NoTls, Statement};
 use uuid::Uuid;
 
 use super::plan::{BatchColumns, Prices};
-use crate::domain::Order;
+use crate::domain::{Order, OrderStatus};
 use crate::store::{ORDERS_BY_IDS_SQL, StoreError, StoreResult, order_from};
 
 /// A whole batch in one statement, its own transaction: prices every
@@ -43,7 +43,7 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
              HAVING bool_and(price IS NOT NULL AND NOT deleted)), \
          placed AS ( \
              INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
-             SELECT o.id, 'PENDING', p.total, o.key, o.fingerprint \
+             SELECT o.id, '{pending}', p.total, o.key, o.fingerprint \
              FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(id, key, fingerprint) \
              JOIN placeable p ON p.order_id = o.id \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
@@ -56,7 +56,8 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
          SELECT id, created_at, NULL::int8, NULL::int8, NULL::bool FROM placed \
          UNION ALL \
          SELECT DISTINCT NULL::uuid, NULL::timestamptz, product_id, price, deleted FROM lines",
-        writer::insert_sql(7)
+        writer::insert_sql(7),
+        pending = OrderStatus::Pending.as_str(),
     )
 });
 
@@ -69,10 +70,10 @@ const CANCEL_ANSWER: Duration = Duration::from_millis(200);
 /// statement of a writer that can no longer ask it to.
 pub(super) fn settings(database: &Config, statement_timeout: Duration) -> Config {
     let timeout = statement_timeout.as_millis().to_string();
-    service::db::with_session_settings(
+    platform::db::with_session_settings(
         database.clone(),
         &[
-            service::db::KEYED_ACCESS,
+            platform::db::KEYED_ACCESS,
             ("statement_timeout", timeout.as_str()),
         ],
     )
@@ -106,9 +107,9 @@ pub(super) struct Session {
 impl Session {
     /// Connects and prepares the statement.
     pub(super) async fn open(config: &Config) -> StoreResult<Session> {
-        let client = service::db::connect(config)
+        let client = platform::db::connect(config)
             .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+            .map_err(StoreError::database_unavailable)?;
         let backend_pid = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await?
@@ -195,9 +196,9 @@ pub(super) async fn settle(
     by: Instant,
 ) -> StoreResult<Vec<Order>> {
     let settled = timeout_at(by, async {
-        let client = service::db::connect(config)
+        let client = platform::db::connect(config)
             .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+            .map_err(StoreError::database_unavailable)?;
         client
             .execute("SELECT pg_terminate_backend($1)", &[&backend_pid])
             .await?;
@@ -219,8 +220,8 @@ pub(super) async fn settle(
     })
     .await;
     settled.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(
-            "the lookup did not finish in time".into(),
+        Err(StoreError::database_unavailable(
+            "the lookup did not finish in time",
         ))
     })
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deadpool_postgres::Pool;
-use service::shutdown::Signal;
+use platform::shutdown::Signal;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::timeout_at;
@@ -100,7 +100,7 @@ impl Writer {
     ) -> Vec<PlaceJob> {
         let first = tokio::select! {
             job = receiver.recv() => job,
-            _ = shutdown.wait() => receiver.try_recv().ok(),
+            _ = shutdown.cancelled() => receiver.try_recv().ok(),
         };
         let Some(first) = first else {
             return Vec::new();
@@ -109,7 +109,7 @@ impl Writer {
         let due = self
             .last_commit
             .map(|started| started + self.config.linger)
-            .filter(|due| *due > tokio::time::Instant::now() && !shutdown.is_fired());
+            .filter(|due| *due > tokio::time::Instant::now() && !shutdown.is_cancelled());
         while batch.len() < self.config.max_batch {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
@@ -250,7 +250,7 @@ impl Writer {
         for job in by_key {
             let answer = timeout_at(clock.answer_by, answer_from_key(&self.store, &jobs[job]))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())));
+                .unwrap_or_else(|_| Err(StoreError::database_unavailable("no answer in time")));
             outcomes[job] = Some(answer.unwrap_or_else(|error| Err(error.into())));
         }
         outcomes
@@ -301,12 +301,14 @@ impl Writer {
             self.session = None;
             let opened = timeout_at(by, Session::open(&self.database))
                 .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("no connection in time".into())))?;
+                .unwrap_or_else(|_| {
+                    Err(StoreError::database_unavailable("no connection in time"))
+                })?;
             self.session = Some(opened);
         }
         self.session
             .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("no session".into()))
+            .ok_or_else(|| StoreError::database_unavailable("no session"))
     }
 }
 

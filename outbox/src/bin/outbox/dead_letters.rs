@@ -79,7 +79,7 @@ impl Which {
 
 pub(crate) async fn run(args: DeadLetterArgs) -> anyhow::Result<()> {
     let database = args.target.database()?;
-    let mut client = service::db::connect(&database).await?;
+    let mut client = platform::db::connect(&database).await?;
     match args.command {
         DeadLetterCommand::List { all, limit } => {
             let rows = operate::list(&client, all, limit).await?;

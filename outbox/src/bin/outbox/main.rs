@@ -13,7 +13,7 @@ use outbox::retention::Retention;
 use outbox::settings::PipelineSettings;
 use outbox::topology::{QueueType, Topology};
 use outbox::{broker, stats};
-use service::config::{Environment, Layered, Settings};
+use platform::settings::{Environment, Layered, Settings};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -171,7 +171,7 @@ impl Target {
             }
             (None, None) => bail!("say which outbox: --service order|product, or --database-url"),
         };
-        Ok(service::db::parse_url(name, &url)?)
+        Ok(platform::db::parse_url(name, &url)?)
     }
 
     fn exchange(&self, namespace: &str) -> anyhow::Result<String> {
@@ -187,7 +187,7 @@ impl Target {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service::telemetry::init();
+    platform::telemetry::init();
     match Cli::parse().command {
         Command::Relay(args) => relay(args).await,
         Command::Replay(args) => replay(args).await,
@@ -205,20 +205,20 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         .map(|(name, value)| (*name, value.as_str()))
         .collect();
     let settings = PipelineSettings::read(&Settings::new(&Layered(&flags, &Environment)))?;
-    let pool = service::db::pool(&database, 4)?;
+    let pool = platform::db::pool(&database, 4)?;
     let connection_name = format!("standalone relay {exchange} (pid {})", std::process::id());
     let config = settings.relay_config(&exchange, &connection_name);
-    tracing::info!(database = %service::db::describe(&database), broker = %broker::describe(&settings.amqp_url), %exchange, "standalone relay starting");
-    let (trigger, signal) = service::shutdown::channel();
+    tracing::info!(database = %platform::db::describe(&database), broker = %broker::describe(&settings.amqp_url), %exchange, "standalone relay starting");
+    let stop = platform::shutdown::Signal::new();
     let relay = Relay::new(
         pool,
         settings.topology(),
         config,
         outbox::metrics::RelayMetrics::unregistered(),
     );
-    let running = tokio::spawn(relay.run(database, signal));
-    service::shutdown::signal().await;
-    trigger.fire();
+    let running = tokio::spawn(relay.run(database, stop.clone()));
+    platform::shutdown::signal().await;
+    stop.cancel();
     running.await?;
     tracing::info!("standalone relay stopped");
     Ok(())
@@ -239,7 +239,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         );
     }
     let database = args.target.database()?;
-    let client = service::db::connect(&database).await?;
+    let client = platform::db::connect(&database).await?;
     let matching = replay::count(&client, &filter).await?;
     let inbox_window = Retention::read(&Settings::new(&Environment))?.inbox;
     let too_old = replay::count_older_than(&client, &filter, inbox_window).await?;
@@ -309,9 +309,9 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
 
 async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
     let database = args.target.database()?;
-    let client = service::db::connect(&database).await?;
+    let client = platform::db::connect(&database).await?;
     let stats = stats::collect(&client).await?;
-    println!("outbox of {}", service::db::describe(&database));
+    println!("outbox of {}", platform::db::describe(&database));
     println!("  pending rows:            {}", stats.pending.rows);
     match stats.oldest_pending_at {
         Some(at) => println!(

@@ -1,0 +1,133 @@
+//! The routes every service serves the same way around its own: liveness,
+//! readiness with one line per dependency, Prometheus metrics and the
+//! service's OpenAPI description. [`crate::router`] puts them around a
+//! service's own routes.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use deadpool_postgres::Pool;
+use platform::metrics::Metrics;
+use serde_json::{Map, Value};
+
+use crate::Response;
+use crate::bridge::Bridge;
+use crate::error::ApiError;
+
+/// A route's name (the metrics label) and its answer.
+pub type Routed = (&'static str, Result<Response, ApiError>);
+
+/// Whether a store answers, checked on tokio.
+pub type StoreProbe = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// Whether the broker is reached, and where each of the process's broker
+/// connections went (connection name, node).
+pub type BrokerProbe = Box<dyn Fn() -> (bool, Vec<(String, String)>) + Send + Sync>;
+
+/// What the operational routes read.
+pub struct Ops {
+    pub metrics: Metrics,
+    /// The service's OpenAPI description (JSON), served at `/openapi.json`.
+    pub openapi: &'static str,
+    /// How readiness reaches the stores without blocking a may worker.
+    pub bridge: Bridge,
+    /// The service's database, which readiness pings.
+    pub database: Pool,
+    /// The broker is reported, not required: the outbox holds events while
+    /// it is away and requests are still served.
+    pub broker: BrokerProbe,
+}
+
+impl Ops {
+    /// The operational route `segments` name, if they name one; `stores`
+    /// gives the service's required stores for readiness.
+    pub fn route(
+        &self,
+        segments: &[&str],
+        method: &str,
+        stores: impl FnOnce() -> Vec<(&'static str, StoreProbe)>,
+    ) -> Option<Routed> {
+        Some(match (segments, method) {
+            (["healthz"], "GET") => ("/healthz", Ok(liveness())),
+            (["readyz"], "GET") => ("/readyz", Ok(self.readiness(stores()))),
+            (["metrics"], "GET") => (
+                "/metrics",
+                Ok(Response::with_body(
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                )),
+            ),
+            (["openapi.json"], "GET") => (
+                "/openapi.json",
+                Ok(Response::with_body(200, "application/json", self.openapi)),
+            ),
+            (["healthz" | "readyz" | "metrics" | "openapi.json"], _) => {
+                ("ops", Err(ApiError::MethodNotAllowed("GET".into())))
+            }
+            _ => return None,
+        })
+    }
+
+    /// Pings the database and `stores` on tokio (through the bridge) and
+    /// asks the broker probe.
+    fn readiness(&self, stores: Vec<(&'static str, StoreProbe)>) -> Response {
+        let database = self.database.clone();
+        let (names, probes): (Vec<_>, Vec<_>) = stores.into_iter().unzip();
+        let store_count = names.len();
+        let stores = async move {
+            let mut up = Vec::with_capacity(probes.len());
+            for probe in probes {
+                up.push(probe.await);
+            }
+            up
+        };
+        let checked = self
+            .bridge
+            .run(async move { tokio::join!(platform::db::ping(&database), stores) });
+        // No answer in time (or too much in flight) counts every store down.
+        let (database, stores) = checked.unwrap_or((false, vec![false; store_count]));
+        let (broker, brokers) = (self.broker)();
+        let mut checks = vec![("postgres", database, true)];
+        checks.extend(
+            names
+                .into_iter()
+                .zip(stores)
+                .map(|(name, up)| (name, up, true)),
+        );
+        checks.push(("rabbitmq", broker, false));
+        readiness(&checks, &brokers)
+    }
+}
+
+/// `GET /healthz`: the process answers.
+pub fn liveness() -> Response {
+    Response::json(200, &serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 when every required dependency is up, else 503.
+/// `checks` are (name, up, required); an optional one is reported only.
+/// `brokers` names where each of the process's broker connections went
+/// (connection name, node), under `"brokers"`.
+pub fn readiness(checks: &[(&str, bool, bool)], brokers: &[(String, String)]) -> Response {
+    let ready = checks.iter().all(|(_, up, required)| *up || !*required);
+    let mut body = Map::new();
+    body.insert(
+        "status".into(),
+        Value::from(if ready { "ready" } else { "unavailable" }),
+    );
+    for (name, up, _) in checks {
+        body.insert((*name).into(), Value::from(if *up { "up" } else { "down" }));
+    }
+    let brokers: Map<String, Value> = brokers
+        .iter()
+        .map(|(connection, node)| (connection.clone(), Value::from(node.as_str())))
+        .collect();
+    body.insert("brokers".into(), Value::Object(brokers));
+    let response = Response::json(if ready { 200 } else { 503 }, &body);
+    if ready {
+        response
+    } else {
+        response.with_header("Retry-After", "1")
+    }
+}

@@ -1,0 +1,132 @@
+//! Routing: a service's routes as a table ([`Route`]s of its [`Routes`]),
+//! matched by method and path pattern, with the operational routes
+//! ([`crate::ops`]) around them. A path that matches a pattern but not its
+//! method is a 405 naming the methods the table has for it; a path no
+//! pattern matches is a 404.
+
+use crate::error::{ApiError, HttpError};
+use crate::ops::{Ops, Routed, StoreProbe};
+use crate::server::Service;
+use crate::{Request, Response};
+
+/// A handler: the service's state, the request, and the path segment the
+/// pattern's `:id` matched (empty for a pattern without one).
+pub type Handler<S> = fn(&S, &Request, &str) -> Result<Response, ApiError>;
+
+/// One line of a service's route table.
+pub struct Route<S> {
+    method: &'static str,
+    /// `/products/:id/stock`; also the route's label in the metrics.
+    pattern: &'static str,
+    handler: Handler<S>,
+}
+
+impl<S> Route<S> {
+    pub const fn new(method: &'static str, pattern: &'static str, handler: Handler<S>) -> Self {
+        Route {
+            method,
+            pattern,
+            handler,
+        }
+    }
+
+    /// The `:id` segment when `segments` fit the pattern (`""` when the
+    /// pattern has none); `None` when they do not.
+    fn matches<'a>(&self, segments: &[&'a str]) -> Option<&'a str> {
+        let mut pattern = self.pattern.trim_start_matches('/').split('/');
+        let mut id = "";
+        for have in segments {
+            let want = pattern.next()?;
+            if want.starts_with(':') {
+                id = have;
+            } else if want != *have {
+                return None;
+            }
+        }
+        pattern.next().is_none().then_some(id)
+    }
+}
+
+/// What a service's state serves: its route table, and the stores it needs.
+pub trait Routes: Send + Sync + Sized + 'static {
+    /// The service's routes; a path's methods are listed in `Allow` in
+    /// this order.
+    const ROUTES: &'static [Route<Self>];
+
+    /// Stores besides PostgreSQL without which the service is not ready,
+    /// each with its probe.
+    fn required_stores(&self) -> Vec<(&'static str, StoreProbe)> {
+        Vec::new()
+    }
+}
+
+/// A service's routes and the operational ones, as the server calls them.
+pub struct Api<S> {
+    state: S,
+    ops: Ops,
+}
+
+impl<S: Routes> Api<S> {
+    pub fn new(state: S, ops: Ops) -> Self {
+        Api { state, ops }
+    }
+
+    /// The route label and answer of the service's own routes, if the path
+    /// is one of theirs.
+    fn own(&self, segments: &[&str], request: &Request) -> Option<Routed> {
+        let mut allowed: Vec<&str> = Vec::new();
+        let mut label = None;
+        for route in S::ROUTES {
+            let Some(id) = route.matches(segments) else {
+                continue;
+            };
+            if route.method == request.method() {
+                return Some((route.pattern, (route.handler)(&self.state, request, id)));
+            }
+            label.get_or_insert(route.pattern);
+            allowed.push(route.method);
+        }
+        let label = label?;
+        Some((label, Err(ApiError::MethodNotAllowed(allowed.join(", ")))))
+    }
+}
+
+impl<S: Routes> Service for Api<S> {
+    fn call(&self, request: Request) -> Response {
+        let path = request.path();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let (route, result) = self
+            .own(&segments, &request)
+            .or_else(|| {
+                self.ops
+                    .route(&segments, request.method(), || self.state.required_stores())
+            })
+            .unwrap_or_else(|| ("unmatched", Err(ApiError::RouteNotFound(path.to_owned()))));
+        result
+            .unwrap_or_else(|error| error.to_response())
+            .with_route(route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(pattern: &'static str) -> Route<()> {
+        Route::new("GET", pattern, |_, _, _| Ok(Response::empty(204)))
+    }
+
+    #[test]
+    fn patterns_match_whole_paths_and_give_the_id() {
+        let split =
+            |path: &'static str| path.trim_start_matches('/').split('/').collect::<Vec<_>>();
+        let item = pattern("/products/:id");
+        assert_eq!(item.matches(&split("/products/42")), Some("42"));
+        assert_eq!(item.matches(&split("/products")), None);
+        assert_eq!(item.matches(&split("/products/42/stock")), None);
+        assert_eq!(item.matches(&split("/orders/42")), None);
+        let collection = pattern("/products");
+        assert_eq!(collection.matches(&split("/products")), Some(""));
+        assert_eq!(collection.matches(&split("/products/")), None);
+    }
+}
