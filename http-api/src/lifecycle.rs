@@ -38,6 +38,9 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     Dependency(String),
+    /// The service's share of the pipeline could not start.
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,

@@ -44,7 +44,8 @@ pub async fn build(config: Config) -> Result<Running, StartupError> {
     let (pool, stop) = (&starting.pool, &starting.stop);
     let pipeline = config
         .pipeline
-        .start(plan, pool, &config.database.config, registry, stop)?;
+        .start(plan, pool, &config.database.config, registry, stop)
+        .await?;
     // The writers stop with the other workers, after the HTTP drain, so
     // every request still in flight gets its commit.
     let (writer, mut workers) = writer::start(

@@ -19,14 +19,17 @@
 //!   message, or a packed run of events).
 //! - [`schema`]: the outbox and inbox tables, as migrations services include.
 //! - [`writer`]: appending events inside the caller's transaction.
-//! - [`relay`]: claim, publish with confirms, mark; LISTEN/NOTIFY and polling;
-//!   setting aside rows the broker keeps refusing.
+//! - [`relay`]: claim, publish with confirms, move the cursor;
+//!   LISTEN/NOTIFY and polling; setting aside rows the broker keeps
+//!   refusing.
 //! - [`consumer`] and [`inbox`]: batch consumption with dedupe.
 //! - [`dead_letters`]: what consumers and the broker gave up on, kept for
 //!   an operator to list, requeue or purge.
 //! - [`topology`]: exchanges, queues, dead-letter queues, bindings.
-//! - [`retention`]: purging published rows and old inbox rows; `vacuum`:
-//!   vacuuming as autovacuum would, where the server has it off.
+//! - [`partitions`]: the outbox's time partitions, made ahead and dropped
+//!   whole once sent and past the window; [`retention`]: when, and the
+//!   inbox's purge; `vacuum`: vacuuming as autovacuum would, where the
+//!   server has it off.
 //! - [`replay`] and [`stats`]: what the `outbox` operator tool runs.
 //! - [`broker`], [`backoff`], [`metrics`], [`error`]: the supporting pieces.
 
@@ -39,6 +42,7 @@ pub mod error;
 pub mod events;
 pub mod inbox;
 pub mod metrics;
+pub mod partitions;
 pub mod pipeline;
 pub mod relay;
 pub mod replay;

@@ -103,18 +103,22 @@ impl Started {
 }
 
 impl PipelineSettings {
-    /// Starts `plan`'s relays (none when `RELAY_ENABLED` is false),
+    /// Makes the outbox's partitions ahead (before anything is written),
+    /// then starts `plan`'s relays (none when `RELAY_ENABLED` is false),
     /// consumers, dead-letter drain and retention on `pool`, each watching
     /// `shutdown`; their metrics go to `registry`. `database` is where the
     /// relays LISTEN for new rows.
-    pub fn start(
+    pub async fn start(
         &self,
         plan: Plan,
         pool: &Pool,
         database: &tokio_postgres::Config,
         registry: &Registry,
         shutdown: &Signal,
-    ) -> prometheus::Result<Started> {
+    ) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
+        let client = pool.get().await.map_err(crate::Error::from)?;
+        crate::partitions::make_ahead(&client, &self.retention.slicing()).await?;
+        drop(client);
         let consumers = ConsumerMetrics::register(registry)?;
         let relays = RelayMetrics::register(registry)?;
         let mut workers = Vec::new();

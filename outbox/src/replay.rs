@@ -6,8 +6,9 @@
 //! consumer already applied changes nothing there, as long as its inbox
 //! still holds those ids: rows older than the consumer's inbox window
 //! ([`count_older_than`]) are replayed only when the operator insists.
-//! A replayed set-aside row that the broker confirms is marked published
-//! and leaves the set-aside list.
+//! Rows are read from the outbox's time partitions still kept, and from
+//! the set-aside rows (kept apart, whatever their age). A replayed
+//! set-aside row that the broker confirms leaves the set-aside list.
 
 use std::time::Duration;
 
@@ -63,11 +64,18 @@ const MATCHES: &str = "\
     AND ($6::int8 IS NULL OR id <= $6) \
     AND id > $7";
 
-/// Marks rows the broker confirmed during a replay: a set-aside row is
-/// back in the published state.
-const MARK_REPLAYED_SQL: &str = "\
-    UPDATE outbox SET published_at = COALESCE(published_at, now()), set_aside_at = NULL \
-    WHERE id = ANY($1)";
+/// What replay reads: the outbox, and set-aside rows whose time partition
+/// is gone (the rest are in the outbox too).
+const REPLAYABLE: &str = "( \
+    SELECT id, message_id, aggregate_id, event_type, payload, created_at, queue FROM outbox \
+    UNION ALL \
+    SELECT id, message_id, aggregate_id, event_type, payload, created_at, queue \
+    FROM outbox_refused r \
+    WHERE r.set_aside_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.id = r.id))";
+
+/// Rows the broker confirmed during a replay: a refused or set-aside row
+/// is sent, and leaves `outbox_refused`.
+const FORGET_REPLAYED_SQL: &str = "DELETE FROM outbox_refused WHERE id = ANY($1)";
 
 /// How many matching rows were created before `window` ago: for a
 /// consumer whose inbox window that is, their ids may have left its inbox,
@@ -83,7 +91,7 @@ pub async fn count_older_than(client: &Client, filter: &Filter, window: Duration
 
 /// How many rows match.
 pub async fn count(client: &Client, filter: &Filter) -> Result<i64> {
-    let sql = format!("SELECT count(*) FROM outbox WHERE {MATCHES}");
+    let sql = format!("SELECT count(*) FROM {REPLAYABLE} o WHERE {MATCHES}");
     let row = client.query_one(&sql, &filter.params(&0)).await?;
     Ok(row.try_get(0)?)
 }
@@ -95,7 +103,8 @@ pub async fn page(
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<OutboxRow>> {
-    let sql = format!("SELECT {ROW_COLUMNS} FROM outbox o WHERE {MATCHES} ORDER BY id LIMIT $8");
+    let sql =
+        format!("SELECT {ROW_COLUMNS} FROM {REPLAYABLE} o WHERE {MATCHES} ORDER BY id LIMIT $8");
     let mut params = filter.params(&after_id).to_vec();
     params.push(&limit);
     let rows = client.query(&sql, &params).await?;
@@ -144,7 +153,7 @@ pub async fn replay(
             }
         }
         report.refused += unsendable.len() as u64;
-        client.execute(MARK_REPLAYED_SQL, &[&confirmed]).await?;
+        client.execute(FORGET_REPLAYED_SQL, &[&confirmed]).await?;
         report.sent += confirmed.len() as u64;
         progress(report.sent + report.refused);
     }

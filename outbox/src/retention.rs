@@ -1,6 +1,7 @@
-//! Retention: published outbox rows are kept for a window (default 7 days)
-//! so `outbox replay` can reach them, then purged in bounded batches; the
-//! inbox is purged after its own, longer window.
+//! Retention: outbox rows are kept for a window (default 7 days) so
+//! `outbox replay` can reach them, then leave with their time partition
+//! ([`crate::partitions`]), once sent; the inbox is purged after its own,
+//! longer window, in bounded batches.
 
 use std::time::Duration;
 
@@ -8,16 +9,8 @@ use deadpool_postgres::Pool;
 use platform::settings::{ConfigError, Settings};
 use platform::shutdown::Signal;
 
+use crate::partitions::{self, Slicing};
 use crate::{Result, inbox, vacuum};
-
-/// Deletes up to `$2` rows published before `$1`. A row is created before
-/// it is published, so the `created_at` bound lets the BRIN index skip
-/// every recent block: a purge with nothing to purge reads almost nothing
-/// (measured: the scan by id alone read the whole table, 140 ms at 80,000
-/// rows), and no index on published_at slows every mark-published.
-pub const PURGE_OUTBOX_SQL: &str = "\
-    DELETE FROM outbox WHERE id IN ( \
-        SELECT id FROM outbox WHERE created_at < $1 AND published_at < $1 LIMIT $2)";
 
 /// How long rows are kept and how much one statement deletes.
 ///
@@ -29,8 +22,8 @@ pub const PURGE_OUTBOX_SQL: &str = "\
 /// refuses rows older than the consumer's inbox window instead.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// How long published rows of this service's outbox are kept
-    /// (`OUTBOX_RETENTION_HOURS`).
+    /// How long rows of this service's outbox are kept
+    /// (`OUTBOX_RETENTION_HOURS`, fractions allowed: 0.25 is 15 minutes).
     pub outbox: Duration,
     /// How long this service's inbox remembers the events it applied
     /// (`INBOX_RETENTION_HOURS`).
@@ -43,16 +36,24 @@ pub struct Retention {
 impl Retention {
     /// The two windows from their settings.
     pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
-        let hours = |name: &str, default: u64| {
-            settings
-                .optional(name, "a whole number of hours", default)
-                .map(|hours: u64| Duration::from_secs(hours * 3600))
-        };
+        let outbox_hours = settings.optional_in(
+            "OUTBOX_RETENTION_HOURS",
+            "a number of hours from 0.05 (3 minutes) to 87600",
+            7.0 * 24.0,
+            0.05..=87_600.0,
+        )?;
+        let inbox_hours: u64 =
+            settings.optional("INBOX_RETENTION_HOURS", "a whole number of hours", 14 * 24)?;
         Ok(Retention {
-            outbox: hours("OUTBOX_RETENTION_HOURS", 7 * 24)?,
-            inbox: hours("INBOX_RETENTION_HOURS", 14 * 24)?,
+            outbox: Duration::from_secs_f64(outbox_hours * 3600.0),
+            inbox: Duration::from_secs(inbox_hours * 3600),
             ..Retention::default()
         })
+    }
+
+    /// The outbox's time partitions for this window.
+    pub fn slicing(&self) -> Slicing {
+        Slicing::for_retention(self.outbox)
     }
 }
 
@@ -65,12 +66,6 @@ impl Default for Retention {
             every: Duration::from_secs(60),
         }
     }
-}
-
-/// Purges published outbox rows older than `window`; returns how many.
-pub async fn purge_outbox(pool: &Pool, window: Duration, batch: i64) -> Result<u64> {
-    let client = pool.get().await?;
-    purge_older_than(&client, PURGE_OUTBOX_SQL, window, batch).await
 }
 
 /// Runs a purge statement (`$1`: the cutoff time, `$2`: rows per statement)
@@ -93,11 +88,14 @@ pub(crate) async fn purge_older_than(
     }
 }
 
-/// Purges both tables every `retention.every` until `shutdown`. When the
-/// server's autovacuum is off, also vacuums and analyzes the outbox, the
-/// inbox, the dead letters and `busy_tables` (the service's own) as
-/// autovacuum would (`vacuum`): without it they bloat with dead rows and
-/// their statistics go stale.
+/// Every `retention.every` until `shutdown`: the outbox's partitions
+/// (made ahead, dropped once past the window and sent, frozen when cold)
+/// and the inbox's purge. When the server's autovacuum is off, also
+/// vacuums and analyzes the inbox, the dead letters, the refused rows and
+/// `busy_tables` (the service's own) as autovacuum would (`vacuum`):
+/// without it they bloat with dead rows and their statistics go stale.
+/// The outbox's partitions need none of it: their rows are never updated
+/// or deleted.
 pub async fn run(
     pool: Pool,
     retention: Retention,
@@ -111,10 +109,15 @@ pub async fn run(
             retention.every.min(VACUUM_EVERY)
         );
     }
-    let tables: Vec<&str> = ["outbox", "inbox", "dead_letters"]
-        .into_iter()
-        .chain(busy_tables.iter().copied())
-        .collect();
+    let tables: Vec<&str> = [
+        "inbox",
+        "dead_letters",
+        "outbox_refused",
+        "outbox_partition",
+    ]
+    .into_iter()
+    .chain(busy_tables.iter().copied())
+    .collect();
     let mut next_purge = tokio::time::Instant::now();
     while !shutdown.is_cancelled() {
         if vacuum {
@@ -137,17 +140,19 @@ pub async fn run(
 const VACUUM_EVERY: Duration = Duration::from_secs(30);
 
 async fn purge(pool: &Pool, retention: &Retention) {
-    match purge_outbox(pool, retention.outbox, retention.batch).await {
-        Ok(0) => {}
-        Ok(purged) => tracing::info!(purged, "purged published outbox rows past retention"),
-        Err(error) => tracing::warn!(%error, "outbox purge failed"),
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(%error, "retention skipped: no connection");
+            return;
+        }
+    };
+    if let Err(error) = partitions::upkeep(&client, &retention.slicing()).await {
+        tracing::warn!(%error, "outbox partition upkeep failed; will retry");
     }
-    match pool.get().await {
-        Ok(client) => match inbox::purge(&client, retention.inbox, retention.batch).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "purged inbox rows past retention"),
-            Err(error) => tracing::warn!(%error, "inbox purge failed"),
-        },
+    match inbox::purge(&client, retention.inbox, retention.batch).await {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "purged inbox rows past retention"),
         Err(error) => tracing::warn!(%error, "inbox purge failed"),
     }
 }

@@ -13,7 +13,7 @@ pub struct Pending {
     pub rows: i64,
     /// Age of the oldest unsent row; 0 when there is none.
     pub oldest_age_seconds: f64,
-    /// Rows set aside after repeated refusals.
+    /// Rows set aside after repeated refusals (`outbox_refused`).
     pub set_aside: i64,
 }
 
@@ -26,21 +26,24 @@ pub struct Stats {
     pub total_rows: i64,
 }
 
-/// Matches the partial index `outbox_pending` exactly, so it reads only
-/// unsent rows however large the table is.
+/// The relay's cursors find pending rows without reading the rest
+/// (`outbox_pending`: new ids above each cursor, late rows by xid, refused
+/// rows due again), however large the table is.
 const PENDING_SQL: &str = "\
     SELECT count(*), min(created_at), \
         COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 \
-    FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL";
-const SET_ASIDE_SQL: &str = "SELECT count(*) FROM outbox WHERE set_aside_at IS NOT NULL";
-/// The created_at bound lets the BRIN index skip old rows.
-const PUBLISHED_LAST_MINUTE_SQL: &str = "\
-    SELECT count(*) FROM outbox \
-    WHERE created_at > now() - interval '1 hour' AND published_at > now() - interval '1 minute'";
-/// An estimate from the planner's statistics: exact counts of a large
-/// table are a full scan.
+    FROM outbox_pending";
+const SET_ASIDE_SQL: &str = "SELECT count(*) FROM outbox_refused WHERE set_aside_at IS NOT NULL";
+/// Rows written in the last minute, less those still pending: what the
+/// relays sent of the last minute's rows (time partitions bound the scan).
+const SENT_LAST_MINUTE_SQL: &str = "\
+    SELECT (SELECT count(*) FROM outbox WHERE created_at > now() - interval '1 minute') \
+         - (SELECT count(*) FROM outbox_pending WHERE created_at > now() - interval '1 minute')";
+/// An estimate from the planner's statistics, summed over the time
+/// partitions: exact counts of a large table are a full scan.
 const TOTAL_ESTIMATE_SQL: &str = "\
-    SELECT GREATEST(reltuples, 0)::int8 FROM pg_class WHERE oid = 'outbox'::regclass";
+    SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::int8 FROM pg_inherits i \
+    JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'outbox'::regclass";
 
 pub async fn pending(client: &Client) -> Result<Pending> {
     Ok(pending_since(client).await?.0)
@@ -60,7 +63,7 @@ async fn pending_since(client: &Client) -> Result<(Pending, Option<OffsetDateTim
 
 pub async fn collect(client: &Client) -> Result<Stats> {
     let (pending, oldest_pending_at) = pending_since(client).await?;
-    let published = client.query_one(PUBLISHED_LAST_MINUTE_SQL, &[]).await?;
+    let published = client.query_one(SENT_LAST_MINUTE_SQL, &[]).await?;
     let total = client.query_one(TOTAL_ESTIMATE_SQL, &[]).await?;
     Ok(Stats {
         pending,

@@ -116,28 +116,13 @@ pub async fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<Uui
     Ok(columns.ids)
 }
 
-static RESEND_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "{} ON CONFLICT (message_id) DO UPDATE \
-         SET published_at = NULL, set_aside_at = NULL, attempts = 0, last_error = NULL \
-         WHERE outbox.published_at IS NOT NULL OR outbox.set_aside_at IS NOT NULL",
-        insert_sql(1)
-    )
-});
-
 /// Sends `events` again under their own message ids, in the caller's
-/// transaction: an event whose row was published (or set aside) is marked
-/// unsent again, one whose row is gone is appended anew, one still waiting
-/// to be sent is left as it is. Consumers see the same message id, so
-/// their inbox applies it at most once. Returns how many rows will go out
-/// again.
+/// transaction: the outbox is append-only, so they are appended anew and
+/// go out after whatever is waiting. Consumers see the same message id
+/// (or the same effect) and apply it at most once. Returns how many rows
+/// will go out again.
 pub async fn resend(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<u64> {
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let columns = EventColumns::of(events);
-    let statement = tx.prepare_cached(&RESEND_SQL).await?;
-    Ok(tx.execute(&statement, &columns.params()).await?)
+    Ok(append(tx, events).await?.len() as u64)
 }
 
 /// The partition of an aggregate: FNV-1a of its id, modulo [`PARTITIONS`].

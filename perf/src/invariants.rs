@@ -85,8 +85,7 @@ pub async fn wait_for_drain(
     let started = Instant::now();
     // Index probes only: the wait must not cost the databases much (a load
     // run reads their counters after it).
-    let pending_rows =
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL AND set_aside_at IS NULL)";
+    let pending_rows = "SELECT EXISTS (SELECT 1 FROM outbox_pending)";
     let pending_orders = "SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'PENDING')";
     loop {
         let pending: bool = stores.orders.query_one(pending_orders, &[]).await?.get(0);

@@ -38,13 +38,16 @@ pub async fn build(config: Config) -> Result<Running, StartupError> {
         )],
         busy_tables: &["products", "reservations"],
     };
-    let pipeline = config.pipeline.start(
-        plan,
-        &starting.pool,
-        &config.database.config,
-        registry,
-        &starting.stop,
-    )?;
+    let pipeline = config
+        .pipeline
+        .start(
+            plan,
+            &starting.pool,
+            &config.database.config,
+            registry,
+            &starting.stop,
+        )
+        .await?;
     let state = AppState {
         bridge: starting.bridge.clone(),
         store: ProductStore::new(starting.pool.clone()),

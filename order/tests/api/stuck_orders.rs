@@ -50,7 +50,7 @@ async fn orders_placed_while_their_queue_was_deleted_are_all_decided() {
         .stores
         .orders
         .query_one(
-            "SELECT count(*) FROM outbox WHERE set_aside_at IS NOT NULL",
+            "SELECT count(*) FROM outbox_refused WHERE set_aside_at IS NOT NULL",
             &[],
         )
         .await
@@ -97,12 +97,13 @@ async fn an_order_whose_reply_was_lost_is_decided_after_a_redrive() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(decided, "the product service never decided the order");
-    // Its reply is lost: marked sent, never sent.
+    // Its reply is lost: the relay's cursor moved past it, never sent.
     pipeline
         .stores
         .products
         .execute(
-            "UPDATE outbox SET published_at = now() WHERE event_type LIKE 'stock.%'",
+            "UPDATE outbox_partition SET released_id = (SELECT max(id) FROM outbox), \
+                 released_snapshot = pg_current_snapshot()",
             &[],
         )
         .await

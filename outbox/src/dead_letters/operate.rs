@@ -111,16 +111,13 @@ pub struct RequeueReport {
     pub not_events: Vec<DeadLetterRow>,
 }
 
-/// Outbox rows for one queue each, under the events' own ids; a row sent
-/// before under the same id (an earlier requeue) goes out again.
+/// Outbox rows for one queue each, under the events' own ids (appended:
+/// an earlier requeue of the same event goes out again as a new row).
 const REQUEUE_SQL: &str = "\
     INSERT INTO outbox (message_id, aggregate_id, partition, event_type, payload, queue) \
     SELECT m, a, p, t, y::jsonb, q \
     FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::text[], $5::text[], $6::text[]) \
-        AS r(m, a, p, t, y, q) \
-    ON CONFLICT (message_id) DO UPDATE \
-    SET published_at = NULL, set_aside_at = NULL, attempts = 0, last_error = NULL, \
-        queue = EXCLUDED.queue";
+        AS r(m, a, p, t, y, q)";
 
 /// Sends the selected dead letters (not requeued yet) back to their
 /// queues through the outbox, and marks them requeued; with `dry_run`,

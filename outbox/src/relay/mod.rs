@@ -1,14 +1,16 @@
 //! The relay: moves committed outbox rows to the broker.
 //!
 //! One step ([`Relay::try_publish_batch`]) claims a batch in a transaction,
-//! publishes it with pipelined confirms, marks confirmed rows published and
-//! records refusals, then commits. [`Relay::run`] repeats the step until the
-//! outbox is empty, then waits for a NOTIFY or the poll interval.
+//! publishes it with pipelined confirms, moves the claimed partitions'
+//! cursor past it and records refusals, then commits: one small write per
+//! batch, none per row ([`claim`] says how the cursor never skips a row).
+//! [`Relay::run`] repeats the step until the outbox is empty, then waits
+//! for a NOTIFY or the poll interval.
 //!
 //! Guarantees:
-//! - a row is marked published only after the broker confirmed it; a crash
-//!   or a broken connection before the commit leaves it unsent, and it is
-//!   sent again (at-least-once; consumers dedupe in their inbox);
+//! - the cursor moves past a row only after the broker confirmed it; a
+//!   crash or a broken connection before the commit leaves it where it was,
+//!   and the rows are sent again (at-least-once; consumers dedupe);
 //! - several relays may run on one outbox: each locks whole partitions, so
 //!   events of one aggregate leave in commit order;
 //! - a refusal that hits every message of a batch (a queue deleted, a
@@ -42,7 +44,7 @@ use platform::shutdown::Signal;
 use tokio::sync::Notify;
 
 pub(crate) use claim::ROW_COLUMNS;
-pub use claim::{OutboxRow, claim};
+pub use claim::{Claim, OutboxRow, claim};
 pub(crate) use pack::pack;
 pub use publisher::{ConfirmOutcome, Publisher};
 
@@ -104,9 +106,9 @@ impl RelayConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Published(BatchReport),
-    /// The broker refused every message of the batch: nothing was marked
-    /// or counted against its rows, and the next batch runs on a new
-    /// connection with the topology declared again.
+    /// The broker refused every message of the batch: the cursor stayed
+    /// and nothing was counted against its rows, and the next batch runs on
+    /// a new connection with the topology declared again.
     BrokerRefused {
         rows: usize,
     },
@@ -116,7 +118,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchReport {
-    /// Rows confirmed and marked published.
+    /// Rows the broker confirmed.
     pub published: usize,
     /// AMQP messages those rows travelled in.
     pub messages: usize,
@@ -125,13 +127,16 @@ pub struct BatchReport {
     pub set_aside: usize,
 }
 
-/// A batch sent to the broker whose rows are not marked yet.
+/// A batch sent to the broker, its cursor not moved yet.
 #[derive(Debug)]
 pub struct SentBatch {
     confirmed: Vec<i64>,
     refused: Vec<(i64, String)>,
     oversized: Vec<(i64, String)>,
     messages: usize,
+    /// Rows read from `outbox_refused` (another attempt).
+    retries: Vec<i64>,
+    advance: Option<claim::Advance>,
 }
 
 impl SentBatch {
@@ -162,7 +167,7 @@ impl Relay {
         }
     }
 
-    /// One batch: claim, publish, mark, commit.
+    /// One batch: claim, publish, move the cursor, commit.
     pub async fn try_publish_batch(&mut self) -> Result<Outcome> {
         let mut connection = self.pool.get().await?;
         let tx = connection.transaction().await?;
@@ -193,30 +198,32 @@ impl Relay {
     }
 
     /// The first half of a step: claims rows in `tx` and publishes them,
-    /// without marking anything. `None` when there was nothing to claim.
-    /// Dropping `tx` afterwards is what a crash between publish and mark
-    /// looks like: the rows stay unsent and go out again.
+    /// without moving the cursor. `None` when there was nothing to claim.
+    /// Dropping `tx` afterwards is what a crash between publish and commit
+    /// looks like: the cursor stays, and the rows go out again.
     pub async fn claim_and_publish(&mut self, tx: &Transaction<'_>) -> Result<Option<SentBatch>> {
-        let rows = claim(
+        let claim = claim(
             tx,
             self.config.claim_partitions,
             self.config.batch_size as i64,
         )
         .await?;
-        if rows.is_empty() {
+        if claim.rows.is_empty() {
             return Ok(None);
         }
         let (groups, oversized) = pack(
-            &rows,
+            &claim.rows,
             self.config.events_per_message,
             self.config.max_message_bytes,
         );
         let outcomes = self.publish_groups(&groups).await?;
         let mut sent = SentBatch {
-            confirmed: Vec::with_capacity(rows.len()),
+            confirmed: Vec::with_capacity(claim.rows.len()),
             refused: Vec::new(),
             oversized,
             messages: groups.len(),
+            retries: claim.retries,
+            advance: claim.advance,
         };
         // A packed message refused while others passed, or the only
         // message of the batch: its rows go again one per message, so that
@@ -269,7 +276,17 @@ impl Relay {
         sent: &SentBatch,
         max_attempts: i32,
     ) -> Result<BatchReport> {
-        claim::mark_published(tx, &sent.confirmed).await?;
+        if let Some(advance) = &sent.advance {
+            claim::advance(tx, advance).await?;
+        }
+        let retried: std::collections::HashSet<i64> = sent.retries.iter().copied().collect();
+        let sent_again: Vec<i64> = sent
+            .confirmed
+            .iter()
+            .copied()
+            .filter(|id| retried.contains(id))
+            .collect();
+        claim::forget_refusals(tx, &sent_again).await?;
         let mut set_aside = claim::record_refusals(tx, &sent.refused, max_attempts).await?;
         // An oversized row will never fit: it is set aside on its first try.
         set_aside += claim::record_refusals(tx, &sent.oversized, 1).await?;

@@ -112,7 +112,6 @@ mod tests {
             event_type: event_type.into(),
             payload: payload.into(),
             created_at: OffsetDateTime::now_utc(),
-            attempts: 0,
             queue: None,
         }
     }

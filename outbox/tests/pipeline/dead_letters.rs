@@ -89,7 +89,8 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
     assert_eq!(outbox.effects().await["requeued"], (POISON_ONCE + 7, 1));
 
     // Already requeued: nothing more to requeue. Sent again anyway (a
-    // replay of its row), it is a duplicate.
+    // replay of its rows: the first one and the requeue's, both kept by
+    // the append-only outbox), each is a duplicate.
     let again = dead_letters(&outbox, &["requeue", "--all"]);
     assert!(again.contains("requeued 0 dead letters"), "{again}");
     let replayed = outbox_command(&outbox)
@@ -97,7 +98,7 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
         .output()
         .unwrap();
     assert!(replayed.status.success());
-    assert_eq!(outbox.consume_all().await.duplicates, 1);
+    assert_eq!(outbox.consume_all().await.duplicates, 2);
     assert_eq!(outbox.effects().await["requeued"], (POISON_ONCE + 7, 1));
     let listed = dead_letters(&outbox, &["list"]);
     assert!(listed.contains("0 dead letters"), "{listed}");

@@ -3,8 +3,10 @@
 
 mod cluster;
 mod consumer;
+mod cursor;
 mod dead_letters;
 mod failover;
 mod helpers;
+mod partitions;
 mod relay;
 mod replay;

@@ -322,7 +322,7 @@ async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
         None => println!("  oldest pending:          none"),
     }
     println!("  set aside:               {}", stats.pending.set_aside);
-    println!("  published last minute:   {}", stats.published_last_minute);
+    println!("  sent of last minute's:   {}", stats.published_last_minute);
     println!("  rows kept (estimate):    {}", stats.total_rows);
     let waiting = outbox::dead_letters::waiting(&client).await?;
     println!(
@@ -347,7 +347,7 @@ async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
             "\nset-aside rows (replay them with `outbox replay --from-id N --to-id N` once fixed):"
         );
         for row in client
-            .query("SELECT id, event_type, aggregate_id, attempts, last_error FROM outbox WHERE set_aside_at IS NOT NULL ORDER BY id LIMIT 20", &[])
+            .query("SELECT id, event_type, aggregate_id, attempts, last_error FROM outbox_refused WHERE set_aside_at IS NOT NULL ORDER BY id LIMIT 20", &[])
             .await?
         {
             let (id, kind, aggregate, attempts, error): (i64, String, String, i32, Option<String>) =
