@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use platform::db::{DatabaseSettings, DbError, Migration};
+use platform::db::{DatabaseSettings, DbError, MigrationSet};
 use platform::metrics::Metrics;
 use platform::settings::{ConfigError, Settings};
 use platform::shutdown::Signal;
@@ -110,7 +110,7 @@ impl Starting {
     /// Prepares the service's database (`migrations` applied) and the rest.
     pub async fn prepare(
         database: &DatabaseSettings,
-        migrations: &[Migration],
+        migrations: &[MigrationSet],
         http: &HttpSettings,
     ) -> Result<Self, StartupError> {
         Ok(Starting {

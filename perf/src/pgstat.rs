@@ -1,8 +1,10 @@
 //! What each database did during a load run, from `pg_stat_database`:
 //! transactions committed, rows inserted, updated and deleted, and buffer
-//! accesses (hits and reads), read before and after. Divided by the orders
-//! placed, they say what one order costs the database, whatever the
-//! server's CPU is also doing.
+//! accesses (hits and reads); and the WAL the whole server wrote, from
+//! `pg_stat_wal`: records, full-page images, bytes. Read before and after
+//! and divided by the orders placed, they say what one order costs the
+//! database, whatever the server's CPU is also doing, and barely depend on
+//! the machine.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +33,43 @@ impl DatabaseCounters {
             buffers: (self.buffers - before.buffers) / per,
         }
     }
+}
+
+/// What the server wrote to its WAL (all databases: the pipeline's upkeep
+/// competes with its commits for the same log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct WalCounters {
+    pub records: f64,
+    /// Of those records, the ones carrying a full-page image.
+    pub full_page_images: f64,
+    pub bytes: f64,
+}
+
+impl WalCounters {
+    /// `self - before`, each divided by `per`.
+    pub fn per(&self, before: &WalCounters, per: f64) -> WalCounters {
+        let per = per.max(1.0);
+        WalCounters {
+            records: (self.records - before.records) / per,
+            full_page_images: (self.full_page_images - before.full_page_images) / per,
+            bytes: (self.bytes - before.bytes) / per,
+        }
+    }
+}
+
+/// The server's WAL counters.
+pub async fn wal(client: &tokio_postgres::Client) -> anyhow::Result<WalCounters> {
+    let row = client
+        .query_one(
+            "SELECT wal_records::float8, wal_fpi::float8, wal_bytes::float8 FROM pg_stat_wal",
+            &[],
+        )
+        .await?;
+    Ok(WalCounters {
+        records: row.try_get(0)?,
+        full_page_images: row.try_get(1)?,
+        bytes: row.try_get(2)?,
+    })
 }
 
 /// The counters of each database named, by name.

@@ -16,7 +16,7 @@ use outbox::metrics::{ConsumerMetrics, RelayMetrics};
 use outbox::relay::{Outcome, Relay, RelayConfig};
 use outbox::topology::{QueueType, Topology};
 use outbox::writer::{self, NewEvent};
-use platform::db::Migration;
+use platform::db::{Migration, MigrationSet};
 use tokio_postgres::Config;
 use uuid::Uuid;
 
@@ -43,15 +43,39 @@ pub(crate) struct TestOutbox {
 
 impl TestOutbox {
     pub(crate) async fn new() -> Self {
+        Self::on(Self::fresh_database().await).await
+    }
+
+    /// An empty database of the test's own.
+    pub(crate) async fn fresh_database() -> Config {
         platform::telemetry::init_for_tests();
         let id = Uuid::new_v4().simple().to_string();
         let mut database =
             platform::db::parse_url("TEST_DATABASE_URL", &base_database_url()).unwrap();
         database.dbname(format!("outbox_test_{id}"));
         platform::db::ensure_exists(&database).await.unwrap();
-        let mut migrations = outbox::schema::migrations();
-        migrations.push(Migration::unapplied(EFFECTS_MIGRATION.0, EFFECTS_MIGRATION.1).unwrap());
+        database
+    }
+
+    /// The test's own table for the handler's effect, as a service's
+    /// migration.
+    pub(crate) fn effects_migration() -> Migration {
+        Migration::unapplied(EFFECTS_MIGRATION.0, EFFECTS_MIGRATION.1).unwrap()
+    }
+
+    /// `database` migrated (the outbox's tables, then the effects table)
+    /// with the test's own broker names.
+    pub(crate) async fn on(database: Config) -> Self {
+        let migrations = [
+            outbox::schema::migrations(),
+            MigrationSet {
+                history: platform::db::SERVICE_HISTORY,
+                migrations: vec![Self::effects_migration()],
+                before: None,
+            },
+        ];
         platform::db::migrate(&database, &migrations).await.unwrap();
+        let id = Uuid::new_v4().simple().to_string();
         let pool = platform::db::pool(&database, 8).unwrap();
         let topology = Topology::new(&format!("test.{}.", &id[..12]), QueueType::Quorum)
             .expiring_after(Duration::from_secs(60));

@@ -10,3 +10,4 @@ mod helpers;
 mod partitions;
 mod relay;
 mod replay;
+mod upgrade;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuSnapshot;
-use crate::pgstat::DatabaseCounters;
+use crate::pgstat::{DatabaseCounters, WalCounters};
 
 /// The processes that make the pipeline, in the report's order.
 pub const PIPELINE: &[(&str, &str)] = &[
@@ -32,6 +32,9 @@ pub struct Costs {
     pub databases: BTreeMap<String, DatabaseCounters>,
     /// Commits per order, all databases summed.
     pub commits: f64,
+    /// The server's WAL per order.
+    #[serde(default)]
+    pub wal: Option<WalCounters>,
 }
 
 /// The costs of `orders` orders, from snapshots taken before and after.
@@ -64,6 +67,7 @@ pub fn per_order(
         generator_cpu_us_per_request: None,
         commits: databases.values().map(|d| d.commits).sum(),
         databases,
+        wal: None,
     }
 }
 
@@ -95,6 +99,12 @@ impl Costs {
             "  commits         {:.2} per order, both databases",
             self.commits
         ));
+        if let Some(wal) = &self.wal {
+            lines.push(format!(
+                "  WAL per order   {:.1} records ({:.2} with a full-page image), {:.0} bytes (pg_stat_wal: the whole server)",
+                wal.records, wal.full_page_images, wal.bytes
+            ));
+        }
         lines
     }
 }

@@ -13,7 +13,7 @@ use super::costs;
 use super::{K6Figures, Step, delta, histogram, k6_figures, knee, quantile, ramp_steps, value};
 use crate::chart::{RampPoint, ramp_svg};
 use crate::cpu::CpuSnapshot;
-use crate::pgstat::DatabaseCounters;
+use crate::pgstat::{DatabaseCounters, WalCounters};
 
 /// What `perf scrape` saves before and after a run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub cpu: CpuSnapshot,
     #[serde(default)]
     pub databases: std::collections::BTreeMap<String, DatabaseCounters>,
+    /// The server's WAL counters (absent from reports made before them).
+    #[serde(default)]
+    pub wal: Option<WalCounters>,
 }
 
 /// The latency limit of every step and run (p99).
@@ -209,6 +212,9 @@ pub fn print(dir: &Path) -> anyhow::Result<bool> {
         &before.databases,
         &after.databases,
     );
+    if let (Some(before), Some(after)) = (before.wal, after.wal) {
+        costs.wal = Some(after.per(&before, orders));
+    }
     costs.generator_cpu_us_per_request = generated.cpu_us_per_request;
     lines.extend(costs.lines(generated.name));
     std::fs::write(dir.join("costs.json"), serde_json::to_vec_pretty(&costs)?)?;

@@ -13,7 +13,10 @@ mod failure;
 mod schema;
 
 pub use failure::{StoreError, is_transient};
-pub use schema::{Migration, drop_database, ensure_exists, migrate, quote_identifier};
+pub use schema::{
+    Migration, MigrationSet, SERVICE_HISTORY, drop_database, ensure_exists, migrate,
+    quote_identifier,
+};
 
 /// What can go wrong preparing a database.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +172,7 @@ impl DatabaseSettings {
 
     /// Creates the database if it is absent, applies the migrations it
     /// lacks, and opens the pool.
-    pub async fn prepare(&self, migrations: &[Migration]) -> Result<Pool, DbError> {
+    pub async fn prepare(&self, migrations: &[MigrationSet]) -> Result<Pool, DbError> {
         ensure_exists(&self.config).await?;
         migrate(&self.config, migrations).await?;
         pool(&self.config, self.pool_size)

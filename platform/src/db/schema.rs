@@ -1,6 +1,12 @@
 //! Creating a service's database when it is absent (or dropping it, for
 //! tests) and migrating it with refinery under an advisory lock, so
 //! instances starting together do not race.
+//!
+//! A database holds the tables of more than one component (the outbox
+//! library's, then the service's own), and each keeps its own history of
+//! applied migrations: refinery applies no migration numbered below the
+//! last one applied, so with one history for both, a migration the library
+//! adds later would never run on a database the service had migrated.
 
 use refinery::Runner;
 use tokio_postgres::error::SqlState;
@@ -11,6 +17,31 @@ use super::{DbError, connect, describe};
 /// One migration, as refinery reads it from a crate's `migrations`
 /// folder (`refinery::embed_migrations!`) or a test builds it.
 pub use refinery::Migration;
+
+/// The history table of a service's own migrations (refinery's default).
+pub const SERVICE_HISTORY: &str = "refinery_schema_history";
+
+/// One component's migrations and the table recording which are applied.
+#[derive(Debug, Clone)]
+pub struct MigrationSet {
+    pub history: &'static str,
+    pub migrations: Vec<Migration>,
+    /// SQL run first, under the migration lock: for a component that moved
+    /// its history to a table of its own, the move.
+    pub before: Option<&'static str>,
+}
+
+impl MigrationSet {
+    /// A service's own migrations, from the runner its
+    /// `refinery::embed_migrations!` made, in [`SERVICE_HISTORY`].
+    pub fn service(embedded: refinery::Runner) -> Self {
+        MigrationSet {
+            history: SERVICE_HISTORY,
+            migrations: embedded.get_migrations().clone(),
+            before: None,
+        }
+    }
+}
 
 /// The database `config` names, and a connection to the server's
 /// `postgres` database to create or drop it from.
@@ -76,8 +107,9 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Applies the migrations that are not applied yet, one instance at a time.
-pub async fn migrate(config: &Config, migrations: &[Migration]) -> Result<usize, DbError> {
+/// Applies the migrations of each set, in order, that are not applied yet,
+/// one instance at a time. Returns how many were applied.
+pub async fn migrate(config: &Config, sets: &[MigrationSet]) -> Result<usize, DbError> {
     let mut client = connect(config).await?;
     let error_at = |source| DbError::Postgres {
         target: describe(config),
@@ -89,15 +121,33 @@ pub async fn migrate(config: &Config, migrations: &[Migration]) -> Result<usize,
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(error_at)?;
-    let report = Runner::new(migrations)
-        .set_abort_divergent(true)
-        .run_async(&mut client)
-        .await;
+    let mut applied = 0;
+    let mut outcome = Ok(());
+    for set in sets {
+        if let Some(before) = set.before {
+            if let Err(source) = client.batch_execute(before).await {
+                outcome = Err(error_at(source));
+                break;
+            }
+        }
+        match Runner::new(&set.migrations)
+            .set_abort_divergent(true)
+            .set_migration_table_name(set.history)
+            .run_async(&mut client)
+            .await
+        {
+            Ok(report) => applied += report.applied_migrations().len(),
+            Err(error) => {
+                outcome = Err(error.into());
+                break;
+            }
+        }
+    }
     // The lock also ends with the session; unlocking just releases it sooner.
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
-    let applied = report?.applied_migrations().len();
+    outcome?;
     if applied > 0 {
         tracing::info!(database = %describe(config), applied, "migrations applied");
     }

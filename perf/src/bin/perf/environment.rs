@@ -57,11 +57,13 @@ pub(crate) async fn snapshot() -> anyhow::Result<report::page::Snapshot> {
     ];
     let client = platform::db::connect(&orders).await?;
     let databases = perf::pgstat::snapshot(&client, &names).await?;
+    let wal = Some(perf::pgstat::wal(&client).await?);
     Ok(report::page::Snapshot {
         order,
         product,
         cpu,
         databases,
+        wal,
     })
 }
 

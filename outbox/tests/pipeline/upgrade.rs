@@ -1,0 +1,74 @@
+//! A database migrated before the outbox became append-only, the way it
+//! was: the outbox library's migrations recorded in the service's history,
+//! rows still to send and a set-aside one in the old table. Upgraded, the
+//! library's new migration runs (it is numbered below the service's, which
+//! one shared history would never apply), the rows still to send go out
+//! once, and the set-aside row stays set aside.
+
+use platform::db::{MigrationSet, SERVICE_HISTORY};
+
+use crate::helpers::TestOutbox;
+
+#[tokio::test]
+async fn a_database_migrated_before_keeps_what_it_had_to_send() {
+    let database = TestOutbox::fresh_database().await;
+    let mut before = outbox::schema::migrations().migrations;
+    before.retain(|migration| migration.version() < 3);
+    before.push(TestOutbox::effects_migration());
+    let old_layout = MigrationSet {
+        history: SERVICE_HISTORY,
+        migrations: before,
+        before: None,
+    };
+    platform::db::migrate(&database, &[old_layout])
+        .await
+        .unwrap();
+    let client = platform::db::connect(&database).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO outbox (message_id, aggregate_id, partition, event_type, payload, published_at) \
+             SELECT gen_random_uuid(), 'agg-' || n, n % 16, 'order.created', \
+                 jsonb_build_object('amount', n), CASE WHEN n <= 3 THEN now() END \
+             FROM generate_series(1, 8) n; \
+             UPDATE outbox SET set_aside_at = now(), attempts = 5, last_error = 'refused (test)' \
+             WHERE aggregate_id = 'agg-8'",
+        )
+        .await
+        .unwrap();
+
+    let outbox = TestOutbox::on(database).await;
+    let histories: (Vec<i32>, Vec<i32>) = (
+        versions(&client, outbox::schema::HISTORY).await,
+        versions(&client, SERVICE_HISTORY).await,
+    );
+    assert_eq!(histories, (vec![1, 2, 3], vec![100]));
+    // Rows 4 to 7 were still to send; 8 is set aside; 1 to 3 were sent.
+    assert_eq!(outbox.count("SELECT count(*) FROM outbox_pending").await, 4);
+    let mut relay = outbox.relay(outbox.relay_config());
+    assert_eq!(outbox.drain(&mut relay).await, 4);
+    let mut sent: Vec<String> = outbox
+        .take_events(&outbox.topology.order_created_queue(), 5)
+        .await
+        .into_iter()
+        .map(|event| event.aggregate_id)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, ["agg-4", "agg-5", "agg-6", "agg-7"]);
+    let stats = outbox::stats::collect(&client).await.unwrap();
+    assert_eq!((stats.pending.rows, stats.pending.set_aside), (0, 1));
+    drop(client);
+    outbox.cleanup().await;
+}
+
+async fn versions(client: &tokio_postgres::Client, history: &str) -> Vec<i32> {
+    client
+        .query(
+            &format!("SELECT version FROM {history} ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
