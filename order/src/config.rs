@@ -60,7 +60,10 @@ impl Config {
             },
             redrive: RedriveConfig {
                 after: redrive_after(settings)?,
-                page: 500,
+                page: 5000,
+                // Queued up to the request timeout, then committed within
+                // the statement timeout (the same) and the answer grace.
+                settled: http.request_timeout * 2 + Duration::from_secs(2),
             },
             pipeline: PipelineSettings::read(settings)?,
             http,

@@ -1,7 +1,7 @@
 -- The outbox becomes append-only: a row is written once, in the writer's
 -- transaction, and never updated. The relay keeps how far it got per claim
--- partition (outbox_partition.released_snapshot, released_id: one small
--- update per batch) instead of marking every row published, and rows
+-- partition (outbox_cursor: one small update per batch) instead of
+-- marking every row published, and rows
 -- leave by whole time partitions, dropped past the retention window:
 -- nothing is left for a vacuum to chase. Rows the broker refused live
 -- beside the table (outbox_refused), with their attempts and, once they
@@ -97,16 +97,28 @@ WHERE set_aside_at IS NOT NULL;
 
 DROP TABLE outbox_v2;
 
--- How far the relay got in each claim partition: every row with an id up
--- to released_id has been sent, except rows of the transactions that were
--- still running in released_snapshot (they may hold smaller ids and commit
--- later: the relay looks them up by xid). Updated once per batch; never
--- indexed, so the update is HOT.
-ALTER TABLE outbox_partition
-    ADD COLUMN released_snapshot pg_snapshot NOT NULL DEFAULT pg_current_snapshot(),
-    ADD COLUMN released_id bigint NOT NULL DEFAULT 0;
-ALTER TABLE outbox_partition ALTER COLUMN released_snapshot DROP DEFAULT;
-ALTER TABLE outbox_partition ALTER COLUMN released_id DROP DEFAULT;
+-- How far the relay got in each claim partition (index partition + 1):
+-- every row with an id up to released_id has been sent, except rows of
+-- the transactions that were still running in released_snapshot (they
+-- may hold smaller ids and commit later: the relay looks them up by xid).
+-- One row for all sixteen, so that a batch costs one update (HOT: its
+-- columns are not indexed) whichever partitions it sent. Relays claim
+-- partitions with transaction-level advisory locks, which write no WAL
+-- (the row locks on outbox_partition wrote one record each per batch).
+DROP TABLE outbox_partition;
+CREATE TABLE outbox_cursor (
+    single             boolean     PRIMARY KEY DEFAULT true CHECK (single),
+    released_snapshot  pg_snapshot[] NOT NULL,
+    released_id        bigint[]    NOT NULL
+);
+INSERT INTO outbox_cursor (released_snapshot, released_id)
+SELECT array_agg(pg_current_snapshot()), array_agg(0::bigint) FROM generate_series(0, 15);
+
+-- The cursor of each claim partition, as rows.
+CREATE VIEW outbox_partition_cursor AS
+    SELECT p::smallint AS partition, c.released_snapshot[p + 1] AS released_snapshot,
+           c.released_id[p + 1] AS released_id
+    FROM outbox_cursor c, generate_series(0, 15) p;
 
 -- Rows still to send: not yet released by the relay's cursor (new ones,
 -- and committed rows of transactions the cursor saw running), and refused
@@ -115,13 +127,13 @@ ALTER TABLE outbox_partition ALTER COLUMN released_id DROP DEFAULT;
 CREATE VIEW outbox_pending AS
     SELECT o.id, o.message_id, o.aggregate_id, o.partition, o.event_type, o.payload,
            o.created_at, o.queue
-    FROM outbox o JOIN outbox_partition c ON c.partition = o.partition
-    WHERE o.id > (SELECT min(released_id) FROM outbox_partition)
+    FROM outbox o JOIN outbox_partition_cursor c ON c.partition = o.partition
+    WHERE o.id > (SELECT min(id) FROM outbox_cursor, unnest(released_id) id)
       AND o.id > c.released_id
     UNION ALL
     SELECT o.id, o.message_id, o.aggregate_id, o.partition, o.event_type, o.payload,
            o.created_at, o.queue
-    FROM outbox_partition c
+    FROM outbox_partition_cursor c
     JOIN LATERAL (
         SELECT * FROM outbox o
         WHERE o.xid = ANY (ARRAY(SELECT pg_snapshot_xip(c.released_snapshot)))

@@ -204,12 +204,12 @@ const TIMESTAMP: &[time::format_description::FormatItem<'static>] =
 fn pending_in(name: &str) -> String {
     format!(
         "SELECT EXISTS ( \
-             SELECT 1 FROM outbox_partition c \
+             SELECT 1 FROM outbox_partition_cursor c \
              JOIN LATERAL (SELECT 1 FROM {name} o \
                            WHERE o.partition = c.partition AND o.id > c.released_id LIMIT 1) x ON true) \
          OR EXISTS ( \
              SELECT 1 FROM {name} o \
-             WHERE o.xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot) FROM outbox_partition)))"
+             WHERE o.xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot) FROM outbox_partition_cursor)))"
     )
 }
 

@@ -109,15 +109,10 @@ pub async fn run(
             retention.every.min(VACUUM_EVERY)
         );
     }
-    let tables: Vec<&str> = [
-        "inbox",
-        "dead_letters",
-        "outbox_refused",
-        "outbox_partition",
-    ]
-    .into_iter()
-    .chain(busy_tables.iter().copied())
-    .collect();
+    let tables: Vec<&str> = ["inbox", "dead_letters", "outbox_refused", "outbox_cursor"]
+        .into_iter()
+        .chain(busy_tables.iter().copied())
+        .collect();
     let mut next_purge = tokio::time::Instant::now();
     while !shutdown.is_cancelled() {
         if vacuum {

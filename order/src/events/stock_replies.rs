@@ -4,6 +4,8 @@
 //! nothing. That one-way move is the record that a reply applied: no inbox
 //! row is written.
 
+use std::sync::LazyLock;
+
 use deadpool_postgres::Transaction;
 use outbox::consumer::{ApplyError, Batch, Dedupe, Handler};
 use outbox::envelope::Envelope;
@@ -36,11 +38,17 @@ impl ConfirmMetrics {
     }
 }
 
-const DECIDE_SQL: &str = "\
-    UPDATE orders SET status = d.status, reason = d.reason, decided_at = now() \
-    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, status, reason) \
-    WHERE orders.id = d.id AND orders.status = 'PENDING' \
-    RETURNING orders.status, EXTRACT(EPOCH FROM orders.decided_at - orders.created_at)::float8";
+/// The one-way move: only a PENDING order takes a verdict. No index
+/// covers the columns it sets, so it is a HOT update.
+static DECIDE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE orders SET status = d.status, reason = d.reason, decided_at = now() \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, status, reason) \
+         WHERE orders.id = d.id AND orders.status = '{}' \
+         RETURNING orders.status, EXTRACT(EPOCH FROM orders.decided_at - orders.created_at)::float8",
+        OrderStatus::Pending.as_str()
+    )
+});
 
 pub struct StockReplyHandler {
     metrics: ConfirmMetrics,
@@ -87,7 +95,7 @@ impl Handler for StockReplyHandler {
             .iter()
             .map(|reply| reply.event.1.reason().map(|reason| reason.as_str()))
             .collect();
-        let statement = tx.prepare_cached(DECIDE_SQL).await?;
+        let statement = tx.prepare_cached(&DECIDE_SQL).await?;
         let rows = tx.query(&statement, &[&ids, &statuses, &reasons]).await?;
         let decided = rows
             .iter()

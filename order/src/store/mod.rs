@@ -24,6 +24,24 @@ const ORDER_SELECT: &str = "\
         o.fingerprint \
     FROM orders o JOIN order_items i ON i.order_id = o.id";
 
+/// A page of orders after `$1`, of status `$2` if given, `$3` at most.
+static LIST_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{ORDER_SELECT} WHERE o.id > $1 AND ($2::text IS NULL OR o.status = $2) \
+         GROUP BY o.id ORDER BY o.id LIMIT $3"
+    )
+});
+
+/// [`LIST_SQL`] for pending orders: every one is past the re-drive's
+/// low-water mark or has been re-driven (`orders_redriven`).
+static LIST_PENDING_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{ORDER_SELECT} WHERE o.id > $1 AND o.status = $2 \
+             AND (o.id >= (SELECT low FROM order_redrive_cursor) OR o.redrive_at IS NOT NULL) \
+         GROUP BY o.id ORDER BY o.id LIMIT $3"
+    )
+});
+
 /// Orders by id (`$1`, an array), with their lines.
 pub(crate) static ORDERS_BY_IDS_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{ORDER_SELECT} WHERE o.id = ANY($1) GROUP BY o.id"));
@@ -99,7 +117,9 @@ impl OrderStore {
     }
 
     /// Up to `limit` orders after `after` (by id, which is creation order),
-    /// optionally of one status.
+    /// optionally of one status. Pending orders are found after the
+    /// re-drive's low-water mark, or among those re-driven before (no
+    /// index on the status: see `redrive`).
     pub async fn list(
         &self,
         after: Option<Uuid>,
@@ -107,11 +127,11 @@ impl OrderStore {
         limit: i64,
     ) -> StoreResult<Vec<Order>> {
         let client = self.pool.get().await?;
-        let sql = format!(
-            "{ORDER_SELECT} WHERE o.id > $1 AND ($2::text IS NULL OR o.status = $2) \
-             GROUP BY o.id ORDER BY o.id LIMIT $3"
-        );
-        let statement = client.prepare_cached(&sql).await?;
+        let sql = match status {
+            Some(OrderStatus::Pending) => &*LIST_PENDING_SQL,
+            _ => &*LIST_SQL,
+        };
+        let statement = client.prepare_cached(sql).await?;
         let status = status.map(OrderStatus::as_str);
         let rows = client
             .query(

@@ -7,12 +7,19 @@
 //!
 //! Each order is re-driven with backoff: first `after` its placing, then
 //! after 2×, 4×, 8× `after` (capped there), so a pipeline that is only
-//! slow is not flooded with copies. The sweeper reads pending orders in
-//! id order, a bounded page per step, from a cursor that wraps around:
-//! every pending order is reached, and no step reads more than a page.
-//! Several order instances may sweep at once: a due order is claimed with
-//! `FOR UPDATE SKIP LOCKED` and its next due time moves forward in the
-//! same transaction.
+//! slow is not flooded with copies.
+//!
+//! No index on the status finds pending orders (it would make every
+//! decision a non-HOT update). Instead, a low-water mark is kept
+//! (`order_redrive_cursor`): every order before it is decided or has been
+//! re-driven once. A step reads the orders after it by primary key, a
+//! bounded page, up to those old enough both to be due and to have
+//! committed if they ever will (a request waits for its commit at most
+//! `settled`); it re-drives the pending ones and moves the mark past the
+//! page. An order re-driven once has its next due time in `redrive_at`,
+//! which a partial index finds again. Several order instances may sweep at
+//! once: a due order is claimed with `FOR UPDATE SKIP LOCKED` and its next
+//! due time moves forward in the same transaction.
 
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,14 +35,29 @@ use super::StoreResult;
 use crate::domain::OrderStatus;
 use crate::store::writer::plan::created_event;
 
-/// Pending orders placed before `$2` (a UUIDv7 floor), after the cursor
-/// `$1`, in id order (`orders_by_status` serves it).
-static PAGE_SQL: LazyLock<String> = LazyLock::new(|| {
+/// The orders from the low-water mark `$1` up to `$2` (a UUIDv7 floor),
+/// a page of `$3` at most, by primary key, and whether each is pending.
+static SCAN_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT id FROM orders WHERE status = '{}' AND id > $1 AND id < $2 ORDER BY id LIMIT $3",
+        "SELECT id, status = '{}' FROM orders WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3",
         OrderStatus::Pending.as_str()
     )
 });
+
+/// Orders re-driven before that are due again (`orders_redriven`), `$1`
+/// at most.
+static DUE_AGAIN_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id FROM orders WHERE redrive_at IS NOT NULL AND redrive_at <= now() \
+             AND status = '{}' ORDER BY redrive_at LIMIT $1",
+        OrderStatus::Pending.as_str()
+    )
+});
+
+const LOW_WATER_SQL: &str = "SELECT low FROM order_redrive_cursor";
+
+/// Moves the mark forward (another instance may have moved it further).
+const MOVE_LOW_WATER_SQL: &str = "UPDATE order_redrive_cursor SET low = $1 WHERE low < $1";
 
 /// Claims the due orders of a page and moves their next due time: 2, 4,
 /// then 8 times `$2` seconds after this re-drive.
@@ -61,19 +83,23 @@ const ITEMS_SQL: &str = "\
 pub struct RedriveConfig {
     /// An order PENDING this long is re-driven (`ORDER_REDRIVE_AFTER_SECS`).
     pub after: Duration,
-    /// Pending orders read per step.
+    /// Orders read per step.
     pub page: i64,
+    /// An order placed this long ago has committed, or never will (the
+    /// longest a request waits for its commit, with room to spare).
+    pub settled: Duration,
 }
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Pending orders old enough that the step read.
+    /// Orders read after the low-water mark (a full page: more follow).
+    pub scanned: usize,
+    /// Pending orders due that the step found.
     pub read: usize,
-    /// Of those, the ones due and claimed now.
+    /// Of those, the ones claimed now (another instance has the rest).
     pub redriven: usize,
-    /// Of those, the ones whose `order.created` goes out again (the rest
-    /// were still waiting for the relay).
+    /// Their `order.created` events, appended again.
     pub resent: u64,
 }
 
@@ -82,8 +108,6 @@ pub struct Redriver {
     pool: Pool,
     config: RedriveConfig,
     redriven: IntCounter,
-    /// The last order id read; the next page starts after it.
-    cursor: Uuid,
 }
 
 impl Redriver {
@@ -97,35 +121,53 @@ impl Redriver {
             pool,
             config,
             redriven,
-            cursor: Uuid::nil(),
         })
     }
 
-    /// One step: the next page of orders pending for longer than `after`;
-    /// sends again the `order.created` of those due.
+    /// One step: the next page of orders after the low-water mark, and
+    /// the orders re-driven before that are due again; sends again the
+    /// `order.created` of the pending ones it claims.
     pub async fn sweep_once(&mut self) -> StoreResult<SweepReport> {
-        let cutoff = uuid_v7_floor(SystemTime::now() - self.config.after);
+        let age = self.config.after.max(self.config.settled);
+        let bound = uuid_v7_floor(SystemTime::now() - age);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let page: Vec<Uuid> = tx
-            .query(
-                PAGE_SQL.as_str(),
-                &[&self.cursor, &cutoff, &self.config.page],
-            )
-            .await?
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
-        self.cursor = match page.last() {
-            Some(last) if page.len() as i64 == self.config.page => *last,
-            // The end of the pending orders: start over next time.
-            _ => Uuid::nil(),
+        let low: Uuid = tx.query_one(LOW_WATER_SQL, &[]).await?.try_get(0)?;
+        let scanned = if low < bound {
+            tx.query(SCAN_SQL.as_str(), &[&low, &bound, &self.config.page])
+                .await?
+        } else {
+            Vec::new()
         };
+        let mut page: Vec<Uuid> = Vec::new();
+        for row in &scanned {
+            if row.try_get::<_, bool>(1)? {
+                page.push(row.try_get(0)?);
+            }
+        }
+        // Past the page: to its last order when it was full (more follow),
+        // else to the bound. Pending orders in it are claimed below, or
+        // by another instance, and are then found by `redrive_at`.
+        let next_low = match scanned.last() {
+            Some(last) if scanned.len() as i64 == self.config.page => last.try_get(0)?,
+            _ => bound,
+        };
+        for row in tx
+            .query(DUE_AGAIN_SQL.as_str(), &[&self.config.page])
+            .await?
+        {
+            page.push(row.try_get(0)?);
+        }
         let mut report = SweepReport {
+            scanned: scanned.len(),
             read: page.len(),
             ..SweepReport::default()
         };
+        if next_low > low {
+            tx.execute(MOVE_LOW_WATER_SQL, &[&next_low]).await?;
+        }
         if page.is_empty() {
+            tx.commit().await?;
             return Ok(report);
         }
         let after = self.config.after.as_secs_f64();
@@ -163,7 +205,7 @@ impl Redriver {
                             "re-drove orders left PENDING: their order.created goes out again"
                         );
                     }
-                    report.read as i64 == self.config.page
+                    report.scanned as i64 == self.config.page
                 }
                 Err(error) => {
                     tracing::warn!(%error, "re-drive sweep failed; will retry");

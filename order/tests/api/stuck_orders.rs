@@ -102,8 +102,9 @@ async fn an_order_whose_reply_was_lost_is_decided_after_a_redrive() {
         .stores
         .products
         .execute(
-            "UPDATE outbox_partition SET released_id = (SELECT max(id) FROM outbox), \
-                 released_snapshot = pg_current_snapshot()",
+            "UPDATE outbox_cursor SET \
+                 released_id = array_fill((SELECT max(id) FROM outbox), ARRAY[16]), \
+                 released_snapshot = array_fill(pg_current_snapshot(), ARRAY[16])",
             &[],
         )
         .await

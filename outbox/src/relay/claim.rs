@@ -2,12 +2,13 @@
 //! refusals.
 //!
 //! The outbox is append-only; how far the relay got is kept per claim
-//! partition (`outbox_partition`): every row with an id up to
-//! `released_id` has been sent, except rows of transactions that were
-//! still running in `released_snapshot`. A batch transaction first locks
-//! whole claim partitions (`SKIP LOCKED`: another relay takes others, so two
-//! relays never send events of one aggregate at once), then reads in one
-//! statement, under one snapshot:
+//! partition (`outbox_cursor`, one row holding all sixteen): every row
+//! with an id up to `released_id` has been sent, except rows of
+//! transactions that were still running in `released_snapshot`. A batch
+//! transaction first takes whole claim partitions (transaction-level
+//! advisory locks, tried in random order: another relay takes others, so
+//! two relays never send events of one aggregate at once, and no lock is
+//! written to the WAL), then reads in one statement, under one snapshot:
 //! - new rows: id above the partition's `released_id`, in id order, up to
 //!   the batch size (the `outbox_by_id` index, from the lowest cursor);
 //! - late rows: committed by a transaction `released_snapshot` saw running
@@ -30,7 +31,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Result;
-use crate::schema::PARTITIONS;
 
 /// A row as the relay reads it.
 #[derive(Debug, Clone)]
@@ -64,24 +64,42 @@ impl OutboxRow {
     }
 }
 
-/// Locks up to `$1` claim partitions, in random order so that none starves
-/// when a relay takes fewer than all; returns each one's `released_id`.
-const LOCK_PARTITIONS_SQL: &str = "\
-    SELECT partition, released_id FROM outbox_partition \
-    ORDER BY random() LIMIT $1 FOR UPDATE SKIP LOCKED";
+/// The first key of the advisory locks that claim partitions (the second
+/// is the partition): `outb`.
+const CLAIM_LOCK: i32 = 0x6f75_7462;
 
-/// `$1`: the claimed partitions; `$2`: `released_id` by partition (index
-/// `partition + 1`); `$3`: new rows at most, and refused rows at most.
-/// Each row comes with its source and the statement's snapshot.
+/// Takes up to `$2` claim partitions with something to send (advisory
+/// lock `$1`, partition), in random order so that none starves when a
+/// relay takes fewer than all. The candidates are listed first
+/// (`MATERIALIZED`), so that a lock is tried only on a row the `LIMIT`
+/// still wants.
+const LOCK_PARTITIONS_SQL: &str = "\
+    WITH candidates AS MATERIALIZED ( \
+        SELECT c.partition FROM outbox_partition_cursor c \
+        WHERE EXISTS (SELECT 1 FROM outbox o \
+                      WHERE o.id > c.released_id AND o.partition = c.partition) \
+           OR EXISTS (SELECT 1 FROM outbox o \
+                      WHERE o.xid = ANY (ARRAY(SELECT pg_snapshot_xip(c.released_snapshot))) \
+                        AND o.partition = c.partition AND o.id <= c.released_id) \
+           OR EXISTS (SELECT 1 FROM outbox_refused r \
+                      WHERE r.set_aside_at IS NULL AND r.partition = c.partition) \
+        ORDER BY random()) \
+    SELECT partition FROM candidates WHERE pg_try_advisory_xact_lock($1, partition) LIMIT $2";
+
+/// `$1`: the claimed partitions; `$2`: new rows at most, and refused rows
+/// at most. The cursor is read here, after the locks were taken (a read in
+/// the locking statement could predate another relay's last move). Each
+/// row comes with its source and the statement's snapshot.
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH c AS (SELECT partition, released_snapshot, released_id \
-                    FROM outbox_partition WHERE partition = ANY($1)), \
+                    FROM outbox_partition_cursor WHERE partition = ANY($1)), \
          fresh AS ( \
              SELECT {ROW_COLUMNS}, 'fresh' AS source FROM outbox o \
              WHERE o.id > (SELECT min(released_id) FROM c) \
-               AND o.partition = ANY($1) AND o.id > ($2::int8[])[o.partition + 1] \
-             ORDER BY o.id LIMIT $3), \
+               AND o.partition = ANY($1) \
+               AND o.id > (SELECT released_id FROM outbox_cursor)[o.partition + 1] \
+             ORDER BY o.id LIMIT $2), \
          late AS ( \
              SELECT {ROW_COLUMNS}, 'late' AS source FROM outbox o JOIN c ON c.partition = o.partition \
              WHERE o.xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot) FROM c)) \
@@ -90,7 +108,7 @@ static READ_SQL: LazyLock<String> = LazyLock::new(|| {
          retry AS ( \
              SELECT {ROW_COLUMNS}, 'retry' AS source FROM outbox_refused o \
              WHERE o.set_aside_at IS NULL AND o.partition = ANY($1) \
-             ORDER BY o.id LIMIT $3) \
+             ORDER BY o.id LIMIT $2) \
          SELECT *, pg_current_snapshot()::text FROM ( \
              SELECT * FROM fresh UNION ALL SELECT * FROM late UNION ALL SELECT * FROM retry) b \
          ORDER BY id"
@@ -98,11 +116,16 @@ static READ_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Moves the cursor of the claimed partitions `$1`: the read's snapshot
-/// `$2`, and the largest new id it read `$3`.
+/// `$2`, and the largest new id it read `$3`. Another relay's partitions
+/// keep theirs: computed from the row as it is when this update gets it.
 const ADVANCE_SQL: &str = "\
-    UPDATE outbox_partition \
-    SET released_snapshot = $2::text::pg_snapshot, released_id = GREATEST(released_id, $3) \
-    WHERE partition = ANY($1)";
+    UPDATE outbox_cursor SET \
+        released_snapshot = ARRAY( \
+            SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN $2::text::pg_snapshot ELSE released_snapshot[i] END \
+            FROM generate_subscripts(released_snapshot, 1) i ORDER BY i), \
+        released_id = ARRAY( \
+            SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN GREATEST(released_id[i], $3) ELSE released_id[i] END \
+            FROM generate_subscripts(released_id, 1) i ORDER BY i)";
 
 /// Counts a refusal of each row `$1` (with its reason `$2`): a first
 /// refusal copies the row into `outbox_refused`, a later one counts up; a
@@ -153,20 +176,17 @@ pub(crate) struct Advance {
 /// refused rows due again.
 pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> Result<Claim> {
     let lock = tx.prepare_cached(LOCK_PARTITIONS_SQL).await?;
-    let mut released = vec![i64::MAX; usize::from(PARTITIONS)];
-    let mut partitions = Vec::new();
-    for row in tx.query(&lock, &[&max_partitions]).await? {
-        let (partition, released_id): (i16, i64) = (row.try_get(0)?, row.try_get(1)?);
-        released[partition as usize] = released_id;
-        partitions.push(partition);
-    }
+    let partitions: Vec<i16> = tx
+        .query(&lock, &[&CLAIM_LOCK, &max_partitions])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
     if partitions.is_empty() {
         return Ok(Claim::default());
     }
     let read = tx.prepare_cached(&READ_SQL).await?;
-    let rows = tx
-        .query(&read, &[&partitions, &released, &max_rows])
-        .await?;
+    let rows = tx.query(&read, &[&partitions, &max_rows]).await?;
     let mut claim = Claim::default();
     let mut largest_new = 0;
     for row in &rows {

@@ -316,9 +316,15 @@ async fn take(queue: &str, expected: usize) -> Vec<Taken> {
     let mut taken = Vec::new();
     let mut events = 0;
     while events < expected {
-        let Ok(Some(delivery)) =
-            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-        else {
+        // The first delivery may wait for a relay to start and connect (a
+        // few seconds on a busy machine); after that, a pause this long
+        // means nothing more is coming.
+        let wait = if events == 0 {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(3)
+        };
+        let Ok(Some(delivery)) = tokio::time::timeout(wait, consumer.next()).await else {
             break;
         };
         let delivery = delivery.unwrap();

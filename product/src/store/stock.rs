@@ -132,8 +132,11 @@ pub async fn lock_products(tx: &Transaction<'_>, ids: &[i64]) -> StoreResult<Vec
 /// outbox rows. A reservation another consumer recorded meanwhile is kept:
 /// that can only be an order none of whose products exists (an order with
 /// products is decided under their row locks, and the verdicts are read
-/// after them), a rejection that moved no stock either way. Returns the new stock and version of each product taken
-/// from. Placeholders: the decrements' two columns, the reservations' six,
+/// after them), a rejection that moved no stock either way. Only those
+/// (`unlocked`: rejected for an unknown product) are inserted with
+/// `ON CONFLICT`; a speculative insertion writes one more WAL record per
+/// row. Returns the new stock and version of each product taken from.
+/// Placeholders: the decrements' two columns, the reservations' seven,
 /// the outbox's five.
 static RESERVE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -143,13 +146,22 @@ static RESERVE_SQL: LazyLock<String> = LazyLock::new(|| {
              FROM unnest($1::int8[], $2::int8[]) AS d(id, quantity) \
              WHERE products.id = d.id AND products.stock >= d.quantity \
              RETURNING products.id, products.stock, products.version), \
+         verdicts AS ( \
+             SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int8[], \
+                                  $8::jsonb[], $9::bool[]) \
+                 AS v(order_id, message_id, status, reason, product_id, items, unlocked)), \
          reserved AS ( \
              INSERT INTO reservations (order_id, message_id, status, reason, product_id, items) \
-             SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int8[], $8::jsonb[]) \
+             SELECT order_id, message_id, status, reason, product_id, items FROM verdicts \
+             WHERE NOT unlocked), \
+         reserved_unlocked AS ( \
+             INSERT INTO reservations (order_id, message_id, status, reason, product_id, items) \
+             SELECT order_id, message_id, status, reason, product_id, items FROM verdicts \
+             WHERE unlocked \
              ON CONFLICT (order_id) DO NOTHING), \
          replies AS ({}) \
          SELECT id, stock, version FROM decremented",
-        writer::insert_sql(9)
+        writer::insert_sql(10)
     )
 });
 
@@ -175,6 +187,18 @@ pub async fn reserve(
     let reasons: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
     let products: Vec<Option<i64>> = columns.iter().map(|c| c.2).collect();
     let items: Vec<Json<&[OrderItem]>> = reservations.iter().map(|r| Json(r.items)).collect();
+    let unlocked: Vec<bool> = reservations
+        .iter()
+        .map(|r| {
+            matches!(
+                r.verdict,
+                Verdict::Rejected {
+                    reason: RejectReason::UnknownProduct,
+                    ..
+                }
+            )
+        })
+        .collect();
     let events = EventColumns::of(replies);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
         &ids,
@@ -185,6 +209,7 @@ pub async fn reserve(
         &reasons,
         &products,
         &items,
+        &unlocked,
     ];
     params.extend(events.params());
     let statement = tx.prepare_cached(&RESERVE_SQL).await?;

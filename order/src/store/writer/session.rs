@@ -27,6 +27,9 @@ use crate::store::{ORDERS_BY_IDS_SQL, StoreError, StoreResult, order_from};
 /// order's items from the product replica, inserts the orders whose every
 /// product is known there and not deleted (an order whose key a committed
 /// order holds is skipped), their items and their `order.created` events.
+/// Orders without a key are inserted plainly: a speculative insertion
+/// (`ON CONFLICT`) writes one more WAL record per row, and only a key can
+/// conflict.
 /// It returns the orders inserted (id, creation time) and the replica's
 /// view of every product of the batch (id, price, deleted; a product
 /// unknown there comes back with no price), from which the writer answers
@@ -41,13 +44,20 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
          placeable AS ( \
              SELECT order_id, sum(quantity * price) AS total FROM lines GROUP BY order_id \
              HAVING bool_and(price IS NOT NULL AND NOT deleted)), \
-         placed AS ( \
-             INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
-             SELECT o.id, '{pending}', p.total, o.key, o.fingerprint \
+         requested AS ( \
+             SELECT o.id, p.total, o.key, o.fingerprint \
              FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(id, key, fingerprint) \
-             JOIN placeable p ON p.order_id = o.id \
+             JOIN placeable p ON p.order_id = o.id), \
+         unkeyed AS ( \
+             INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
+             SELECT id, '{pending}', total, key, fingerprint FROM requested WHERE key IS NULL \
+             RETURNING id, created_at), \
+         keyed AS ( \
+             INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
+             SELECT id, '{pending}', total, key, fingerprint FROM requested WHERE key IS NOT NULL \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id, created_at), \
+         placed AS (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed), \
          items AS ( \
              INSERT INTO order_items (order_id, product_id, quantity, unit_price) \
              SELECT order_id, product_id, quantity, price FROM lines \
