@@ -5,7 +5,7 @@ ENV_FILE ?= $(if $(wildcard .env),.env,.env.example)
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help up build services test lint fmt load fuzz chaos scale cluster cluster-down cluster-chaos clean
+.PHONY: help up build services test lint fmt load soak fuzz chaos scale cluster cluster-down cluster-chaos clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ fmt: ## Format the code.
 load: ## Load-test the running stack (make up first): SCENARIO=orders|mixed|hot|ramp RATE=1000 DURATION=60s.
 	$(CARGO) build --release -p perf
 	@set -a; . ./$(ENV_FILE); set +a; scripts/load.sh
+
+soak: build ## Hours-long use in half an hour: databases grown to FILL_ORDERS, RATE=1000 for MINUTES=30, outbox retention 6 min; a line a minute (stop make up first).
+	@set -a; . ./$(ENV_FILE); set +a; scripts/soak.sh
 
 fuzz: build ## schemathesis against both services' OpenAPI descriptions (own databases and ports): EXAMPLES=100.
 	@set -a; . ./$(ENV_FILE); set +a; scripts/fuzz.sh

@@ -133,11 +133,16 @@ CREATE VIEW outbox_pending AS
     UNION ALL
     SELECT o.id, o.message_id, o.aggregate_id, o.partition, o.event_type, o.payload,
            o.created_at, o.queue
-    FROM outbox_partition_cursor c
-    JOIN LATERAL (
-        SELECT * FROM outbox o
-        WHERE o.xid = ANY (ARRAY(SELECT pg_snapshot_xip(c.released_snapshot)))
-    ) o ON o.partition = c.partition AND o.id <= c.released_id
+    -- Found by xid alone (the index), among every cursor's running
+    -- transactions (OFFSET 0: not through the id index, which would read
+    -- every row below the cursors); then the row's own partition decides.
+    FROM (SELECT * FROM outbox
+          WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot)
+                                 FROM outbox_partition_cursor))
+          OFFSET 0) o
+    JOIN outbox_partition_cursor c ON c.partition = o.partition
+    WHERE o.xid IN (SELECT pg_snapshot_xip(c.released_snapshot))
+      AND o.id <= c.released_id
     UNION ALL
     SELECT r.id, r.message_id, r.aggregate_id, r.partition, r.event_type, r.payload,
            r.created_at, r.queue

@@ -7,6 +7,7 @@
 //! - [`ceilings`]: what PostgreSQL and RabbitMQ do alone on this machine.
 //! - [`relay_bench`]: the relay's throughput beside the broker's ceiling.
 //! - [`seed`]: the products a load run orders from, and their initial stock.
+//! - [`fill`]: both databases grown to the size weeks of traffic leave.
 //! - [`load`]: the open-loop load generator (`perf load`).
 //! - [`cpu`] and [`pgstat`]: what a run cost each process (from /proc)
 //!   and each database (from `pg_stat_database`).
@@ -16,6 +17,7 @@
 pub mod ceilings;
 pub mod chart;
 pub mod cpu;
+pub mod fill;
 pub mod invariants;
 pub mod load;
 pub mod pgstat;

@@ -80,13 +80,8 @@ const CANCEL_ANSWER: Duration = Duration::from_millis(200);
 /// statement of a writer that can no longer ask it to.
 pub(super) fn settings(database: &Config, statement_timeout: Duration) -> Config {
     let timeout = statement_timeout.as_millis().to_string();
-    platform::db::with_session_settings(
-        database.clone(),
-        &[
-            platform::db::KEYED_ACCESS,
-            ("statement_timeout", timeout.as_str()),
-        ],
-    )
+    let keyed = platform::db::with_session_settings(database.clone(), platform::db::KEYED_ACCESS);
+    platform::db::with_session_settings(keyed, &[("statement_timeout", timeout.as_str())])
 }
 
 /// What a committed placing statement answered.

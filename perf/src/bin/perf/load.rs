@@ -17,6 +17,10 @@ pub(crate) struct LoadArgs {
     /// Seconds at that rate (without --ramp).
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Report the constant rate in windows of this many seconds (one
+    /// line each: a soak's minute by minute), not as one.
+    #[arg(long)]
+    window_seconds: Option<u64>,
     /// Step the rate up: from --step-rate by --step-rate every
     /// --step-seconds up to --max-rate.
     #[arg(long)]
@@ -58,10 +62,16 @@ pub(crate) async fn load(args: LoadArgs) -> anyhow::Result<()> {
             })
             .collect()
     } else {
-        vec![perf::load::Step {
-            rate: args.rate,
-            seconds: args.seconds,
-        }]
+        let window = args
+            .window_seconds
+            .unwrap_or(args.seconds)
+            .clamp(1, args.seconds.max(1));
+        (0..args.seconds.div_ceil(window))
+            .map(|n| perf::load::Step {
+                rate: args.rate,
+                seconds: window.min(args.seconds - n * window),
+            })
+            .collect()
     };
     let plan = perf::load::Plan {
         scenario: args.scenario,

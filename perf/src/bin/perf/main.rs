@@ -59,6 +59,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Grow both databases by decided orders, their reservations and their
+    /// sent events, as weeks of traffic would (services stopped).
+    Fill {
+        /// Orders to add.
+        #[arg(long, default_value_t = 2_000_000)]
+        orders: i64,
+        /// Only add what is missing to reach --orders.
+        #[arg(long)]
+        up_to: bool,
+        /// Days the orders are spread over, before an hour ago.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
     /// Save both services' /metrics, the CPU time of every process of the
     /// pipeline (from /proc) and both databases' counters.
     Scrape {
@@ -162,6 +175,26 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Scrape { out } => write_json(&out, &snapshot().await?),
+            Command::Fill {
+                orders,
+                up_to,
+                days,
+            } => {
+                let order_db = platform::db::connect(&database("ORDER_DATABASE_URL")?).await?;
+                let product_db = platform::db::connect(&database("PRODUCT_DATABASE_URL")?).await?;
+                let held = perf::fill::order_count(&order_db).await?;
+                let missing = if up_to { orders - held } else { orders };
+                if missing > 0 {
+                    // Product 0 does not exist: the seeded products' stock
+                    // and the invariants over them are left alone.
+                    perf::fill::fill(&order_db, &product_db, missing, 0, days).await?;
+                }
+                println!(
+                    "the order database holds about {} orders",
+                    perf::fill::order_count(&order_db).await?
+                );
+                Ok(())
+            }
             Command::Load(_) => Ok(()),
             Command::Drain { timeout_secs } => {
                 let stores = stores().await?;

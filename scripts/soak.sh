@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# `make soak`: the pipeline left running, as users run it. Grows both
+# databases to FILL_ORDERS orders first (`perf fill`, fast), starts its own
+# stack with an outbox retention short enough that partitions expire during
+# the run, then sends orders open-loop at RATE for MINUTES with `perf load`
+# (latency from each request's planned time) and prints one line a minute:
+# p50, p99 and errors of the minute, each service's resident memory, and
+# the size of both outboxes. It passes when every minute's p99 is under
+# P99_LIMIT_MS, no request failed, memory stayed flat, the outboxes' size
+# held once retention ran, and the invariants hold after the drain. Stop
+# `make up` first.
+#
+# Settings: RATE (1000), MINUTES (30), FILL_ORDERS (2000000),
+# OUTBOX_RETENTION_HOURS (0.1: six minutes), P99_LIMIT_MS (25), BIN_DIR.
+set -euo pipefail
+
+RATE=${RATE:-1000}
+MINUTES=${MINUTES:-30}
+FILL_ORDERS=${FILL_ORDERS:-2000000}
+P99_LIMIT_MS=${P99_LIMIT_MS:-25}
+export OUTBOX_RETENTION_HOURS=${SOAK_RETENTION_HOURS:-0.1}
+export RUST_LOG=${RUST_LOG:-warn}
+bin=${BIN_DIR:-target/release}
+ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
+PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
+export ORDER_URL PRODUCT_URL
+
+dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-soak"
+mkdir -p "$dir"
+if curl -fsS "$ORDER_URL/healthz" >/dev/null 2>&1 || curl -fsS "$PRODUCT_URL/healthz" >/dev/null 2>&1; then
+  echo "a service already answers on $ORDER_URL or $PRODUCT_URL: stop \`make up\` first (soak runs its own)" >&2
+  exit 1
+fi
+echo "soak: $RATE orders/s for $MINUTES minutes, outbox retention ${OUTBOX_RETENTION_HOURS} h -> $dir" >&2
+scripts/services.sh
+
+# The services make their tables first (a fresh database), then stop for the fill.
+pids=()
+start() {
+  "$bin/product" >>"$dir/product.log" 2>&1 & pids+=($!)
+  "$bin/order" >>"$dir/order.log" 2>&1 & pids+=($!)
+}
+stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
+wait_ready() {
+  for _ in $(seq 600); do
+    curl -fsS "$ORDER_URL/readyz" >/dev/null 2>&1 && curl -fsS "$PRODUCT_URL/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the stack did not become ready (logs in $dir)" >&2
+  return 1
+}
+trap stop EXIT
+start; wait_ready; "$bin/perf" drain >/dev/null; stop
+# Redis keeps counters of products by id; a database made anew reuses the
+# ids, so its keys are its own (by the database's oid).
+products_oid=$(psql "$PRODUCT_DATABASE_URL" -qAtc "SELECT oid FROM pg_database WHERE datname = current_database()")
+export REDIS_KEY_PREFIX="${REDIS_KEY_PREFIX:-}db${products_oid}:"
+"$bin/perf" fill --orders "$FILL_ORDERS" --up-to 2>"$dir/fill.txt"
+start; wait_ready
+
+"$bin/perf" seed --out "$dir/seed.json" >/dev/null
+"$bin/perf" scrape --out "$dir/metrics-before.json"
+
+# One sample a minute: each service's RSS and both outboxes' size.
+sample() {
+  local order_rss product_rss order_outbox product_outbox
+  order_rss=$(curl -fsS "$ORDER_URL/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2 / 1048576}')
+  product_rss=$(curl -fsS "$PRODUCT_URL/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2 / 1048576}')
+  outbox_mb() {
+    psql "$1" -qAtc "SELECT round(COALESCE(sum(pg_total_relation_size(c.oid)), 0) / 1048576.0, 1) \
+      FROM pg_class c WHERE c.relname = 'outbox' OR c.oid IN \
+      (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'outbox'::regclass)"
+  }
+  order_outbox=$(outbox_mb "$ORDER_DATABASE_URL")
+  product_outbox=$(outbox_mb "$PRODUCT_DATABASE_URL")
+  echo "$order_rss $product_rss $order_outbox $product_outbox"
+}
+(
+  for minute in $(seq 0 "$MINUTES"); do
+    echo "$minute $(sample)" >>"$dir/samples.txt"
+    sleep 60
+  done
+) &
+sampler=$!
+
+"$bin/perf" load --scenario orders --rate "$RATE" --seconds $((MINUTES * 60)) --window-seconds 60 \
+  --seed "$dir/seed.json" --out "$dir/load-summary.json" >"$dir/load.txt"
+kill "$sampler" 2>/dev/null || true
+"$bin/perf" drain >/dev/null || true
+sleep 2
+"$bin/perf" scrape --out "$dir/metrics-after.json"
+held=yes
+"$bin/perf" check --seed "$dir/seed.json" --out "$dir/check.json" >"$dir/check.txt" 2>&1 || held=no
+
+python3 - "$dir" "$P99_LIMIT_MS" "$held" "$OUTBOX_RETENTION_HOURS" <<'EOF' | tee "$dir/soak.txt"
+import json, sys
+d, limit, held, retention_hours = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "yes", float(sys.argv[4])
+steps = json.load(open(f"{d}/load-summary.json"))["steps"]
+samples = {}
+for line in open(f"{d}/samples.txt"):
+    minute, *values = line.split()
+    samples[int(minute)] = [float(v) for v in values]
+print(f"{'minute':>6} {'rate':>6} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'order MB':>8} {'product MB':>10} {'outbox MB o/p':>14}")
+for n, step in enumerate(steps, start=1):
+    s = samples.get(n, [float("nan")] * 4)
+    print(f"{n:>6} {step['achieved']:>6.0f} {step['p50_ms']:>7.2f} {step['p99_ms']:>8.2f} {step['errors']:>6} "
+          f"{s[0]:>8.0f} {s[1]:>10.0f} {s[2]:>6.1f}/{s[3]:<6.1f}")
+before, after = (json.load(open(f"{d}/metrics-{w}.json")) for w in ("before", "after"))
+orders = sum(step["orders"] for step in steps)
+cpu = {k: after["cpu"]["seconds"].get(k, 0) - before["cpu"]["seconds"].get(k, 0) for k in after["cpu"]["seconds"]}
+pipeline = sum(cpu.get(k, 0) for k in ("postgres", "order", "rabbitmq", "product", "redis"))
+wal = {k: after["wal"][k] - before["wal"][k] for k in after["wal"]} if after.get("wal") and before.get("wal") else None
+print(f"orders {orders}; pipeline CPU {1e6 * pipeline / max(orders, 1):.0f} µs per order"
+      + (f"; WAL {wal['records'] / max(orders, 1):.1f} records, {wal['bytes'] / max(orders, 1):.0f} bytes per order" if wal else ""))
+worst = max(step["p99_ms"] for step in steps)
+errors = sum(step["errors"] for step in steps)
+minutes = sorted(samples)
+settled = [m for m in minutes if m >= retention_hours * 60 + 3]
+rss_flat = all(samples[minutes[-1]][i] <= 1.2 * samples[minutes[1]][i] + 5 for i in (0, 1)) if len(minutes) > 2 else True
+outbox_flat = all(max(samples[m][i] for m in settled) <= 1.3 * min(samples[m][i] for m in settled) + 2 for i in (2, 3)) if len(settled) > 2 else True
+checks = {f"p99 of every minute < {limit:g} ms (worst {worst:.1f})": worst < limit,
+          f"no failed request ({errors})": errors == 0,
+          "memory flat": rss_flat,
+          "outbox size flat once retention ran": outbox_flat,
+          "invariants hold": held}
+for name, ok in checks.items():
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}")
+print("PASS" if all(checks.values()) else "FAIL")
+sys.exit(0 if all(checks.values()) else 1)
+EOF
