@@ -42,7 +42,7 @@ enum Outbox {
 impl Outbox {
     async fn of(client: &Client) -> anyhow::Result<Self> {
         let append_only: bool = client
-            .query_one("SELECT to_regclass('outbox_pending') IS NOT NULL", &[])
+            .query_one("SELECT to_regclass('outbox_cursor') IS NOT NULL", &[])
             .await?
             .get(0);
         Ok(if append_only {
