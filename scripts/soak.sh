@@ -11,7 +11,9 @@
 # `make up` first.
 #
 # Settings: RATE (1000), MINUTES (30), FILL_ORDERS (2000000),
-# OUTBOX_RETENTION_HOURS (0.1: six minutes), P99_LIMIT_MS (25), BIN_DIR.
+# SOAK_RETENTION_HOURS (0.1: six minutes), P99_LIMIT_MS (25), BIN_DIR,
+# SOAK_ORDER_DATABASE_URL and SOAK_PRODUCT_DATABASE_URL (default: the
+# settings' databases with `_soak` after their name).
 set -euo pipefail
 
 RATE=${RATE:-1000}
@@ -24,6 +26,14 @@ bin=${BIN_DIR:-target/release}
 ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
 PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
 export ORDER_URL PRODUCT_URL
+
+# Databases of its own (`orders_soak`, `products_soak` beside the ones in
+# the settings), kept between runs so that the fill is paid once; made
+# by the first start with the soak's retention, so that their partitions
+# have its length from the start.
+ORDER_DATABASE_URL=${SOAK_ORDER_DATABASE_URL:-${ORDER_DATABASE_URL}_soak}
+PRODUCT_DATABASE_URL=${SOAK_PRODUCT_DATABASE_URL:-${PRODUCT_DATABASE_URL}_soak}
+export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
 
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-soak"
 mkdir -p "$dir"

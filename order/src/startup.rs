@@ -5,7 +5,6 @@
 
 use http_api::lifecycle::{Running, Starting, StartupError};
 use outbox::pipeline::{Plan, Subscription};
-use platform::db::MigrationSet;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -21,10 +20,7 @@ use crate::store::writer::{self, WriterMetrics};
 /// writers still run), then the writers, relays and consumers finish their
 /// batch.
 pub async fn build(config: Config) -> Result<Running, StartupError> {
-    let migrations = [
-        outbox::schema::migrations(),
-        MigrationSet::service(crate::migrations::runner()),
-    ];
+    let migrations = outbox::schema::with_service(crate::migrations::runner());
     let starting = Starting::prepare(&config.database, &migrations, &config.http).await?;
     let registry = starting.metrics.registry();
     let topology = config.pipeline.topology();

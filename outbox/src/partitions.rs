@@ -150,10 +150,30 @@ fn missing(
 }
 
 /// Makes the partitions from the last one's end to `ahead` past now.
-/// Called before a service serves, and at each round of upkeep.
+/// Called before a service serves, and at each round of upkeep. When the
+/// retention changed since the partitions ahead were made, those not begun
+/// yet (empty) are made again at the new length; the one holding now keeps
+/// its length until it ends.
 pub async fn make_ahead(client: &Client, slicing: &Slicing) -> Result<Vec<String>> {
-    let existing = slices(client).await?;
     let now = OffsetDateTime::now_utc();
+    let mut existing = slices(client).await?;
+    let length = time::Duration::try_from(slicing.interval).unwrap_or(time::Duration::MINUTE);
+    let resliced = existing.iter().any(|slice| {
+        slice
+            .lower
+            .is_some_and(|lower| lower > now && slice.upper - lower != length)
+    });
+    if resliced {
+        for slice in existing
+            .iter()
+            .filter(|slice| slice.lower.is_some_and(|lower| lower > now))
+        {
+            if is_empty(client, &slice.name).await? {
+                detach_and_drop(client, &slice.name, "CONCURRENTLY").await?;
+            }
+        }
+        existing = slices(client).await?;
+    }
     let mut created = Vec::new();
     client
         .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
@@ -184,6 +204,11 @@ pub async fn make_ahead(client: &Client, slicing: &Slicing) -> Result<Vec<String
         tracing::info!(?created, "outbox partitions made ahead");
     }
     Ok(created)
+}
+
+async fn is_empty(client: &Client, name: &str) -> Result<bool> {
+    let sql = format!("SELECT NOT EXISTS (SELECT 1 FROM {name})");
+    Ok(client.query_one(&sql, &[]).await?.try_get(0)?)
 }
 
 /// A time as PostgreSQL reads it back exactly.

@@ -30,6 +30,12 @@ const MOVE_HISTORY: &str = "\
         END IF; \
     END $$";
 
+/// Every migration of a service's database: the library's, then the
+/// service's own (the runner its `refinery::embed_migrations!` made).
+pub fn with_service(embedded: refinery::Runner) -> [MigrationSet; 2] {
+    [migrations(), MigrationSet::service(embedded)]
+}
+
 /// The library's migrations, to apply before a service's own.
 pub fn migrations() -> MigrationSet {
     MigrationSet {

@@ -4,7 +4,6 @@
 
 use http_api::lifecycle::{Running, Starting, StartupError};
 use outbox::pipeline::{Plan, Subscription};
-use platform::db::MigrationSet;
 
 use crate::cache::{CacheMetrics, ProductCache};
 use crate::config::Config;
@@ -16,10 +15,7 @@ use crate::store::ProductStore;
 /// shutdown HTTP connections finish their requests first, then the relays
 /// and the consumer their batch.
 pub async fn build(config: Config) -> Result<Running, StartupError> {
-    let migrations = [
-        outbox::schema::migrations(),
-        MigrationSet::service(crate::migrations::runner()),
-    ];
+    let migrations = outbox::schema::with_service(crate::migrations::runner());
     let starting = Starting::prepare(&config.database, &migrations, &config.http).await?;
     let registry = starting.metrics.registry();
     let cache = ProductCache::new(

@@ -148,3 +148,49 @@ async fn partitions_are_made_ahead_and_a_cold_one_is_frozen_once() {
     drop(client);
     outbox.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_shorter_retention_makes_the_partitions_not_begun_again_at_its_length() {
+    let outbox = TestOutbox::new().await;
+    let client = outbox.pool.get().await.unwrap();
+    let week = Slicing::for_retention(Duration::from_secs(7 * 24 * 3600));
+    partitions::make_ahead(&client, &week).await.unwrap();
+    let lengths = async || -> Vec<(f64, bool)> {
+        client
+            .query(
+                "SELECT extract(epoch FROM upper - lower)::float8, lower > now() FROM ( \
+                     SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz AS lower, \
+                            (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz AS upper \
+                     FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                     WHERE i.inhparent = 'outbox'::regclass) s \
+                 WHERE lower IS NOT NULL ORDER BY lower",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    };
+    assert!(
+        lengths()
+            .await
+            .iter()
+            .any(|(seconds, _)| *seconds == 86_400.0),
+        "no day-long partition made for a week's retention"
+    );
+    let minutes = Slicing::for_retention(Duration::from_secs(6 * 60));
+    partitions::make_ahead(&client, &minutes).await.unwrap();
+    let ahead: Vec<f64> = lengths()
+        .await
+        .into_iter()
+        .filter(|(_, future)| *future)
+        .map(|(seconds, _)| seconds)
+        .collect();
+    assert!(
+        ahead.iter().all(|seconds| *seconds == 60.0),
+        "partitions not begun kept another length: {ahead:?}"
+    );
+    drop(client);
+    outbox.cleanup().await;
+}

@@ -41,7 +41,13 @@ async fn a_database_migrated_before_keeps_what_it_had_to_send() {
         versions(&client, outbox::schema::HISTORY).await,
         versions(&client, SERVICE_HISTORY).await,
     );
-    assert_eq!(histories, (vec![1, 2, 3], vec![100]));
+    let library: Vec<i32> = outbox::schema::migrations()
+        .migrations
+        .iter()
+        .map(|migration| migration.version())
+        .collect();
+    assert!(library.starts_with(&[1, 2, 3]), "{library:?}");
+    assert_eq!(histories, (library, vec![100]));
     // Rows 4 to 7 were still to send; 8 is set aside; 1 to 3 were sent.
     assert_eq!(outbox.count("SELECT count(*) FROM outbox_pending").await, 4);
     let mut relay = outbox.relay(outbox.relay_config());
