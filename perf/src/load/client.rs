@@ -56,6 +56,13 @@ impl HttpConnection {
         path: &str,
         body: Option<&[u8]>,
     ) -> io::Result<(u16, bool)> {
+        if self
+            .stream
+            .as_ref()
+            .is_some_and(|stream| !open_and_quiet(stream))
+        {
+            self.stream = None;
+        }
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.addr).await?;
             stream.set_nodelay(true)?;
@@ -83,6 +90,16 @@ impl HttpConnection {
         self.response.clear();
         read_response(stream, &mut self.response).await
     }
+}
+
+/// Whether an idle connection is still open with nothing to read, checked
+/// before it is used again: a server closes a keep-alive connection that
+/// idled past its timeout (60 s for ours), and a request written into it
+/// would fail, counted as the server's error. A general client checks the
+/// same before reusing a pooled connection.
+fn open_and_quiet(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Reads one whole response; returns its status and whether the server
@@ -125,5 +142,42 @@ async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Resu
             buffer.extend_from_slice(&chunk[..n]);
         }
         return Ok((status, keep_alive));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that answers one request per connection and then closes
+    /// it without saying so (as one does with a connection idle past its
+    /// timeout).
+    async fn one_answer_per_connection() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_used_again() {
+        let addr = one_answer_per_connection().await;
+        let mut connection = HttpConnection::new(addr);
+        assert_eq!(connection.send("GET", "/", None).await.unwrap(), 200);
+        // Give the server's close time to arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(connection.send("GET", "/", None).await.unwrap(), 200);
     }
 }
