@@ -5,7 +5,7 @@ ENV_FILE ?= $(if $(wildcard .env),.env,.env.example)
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help up build services test lint fmt load soak fuzz chaos scale cluster cluster-down cluster-chaos clean
+.PHONY: help up build services test lint fmt load soak fuzz chaos scale cluster cluster-down cluster-chaos pg-cluster pg-cluster-down pg-cluster-chaos clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,8 @@ services: ## Make sure PostgreSQL, Redis and RabbitMQ answer (start them if inst
 test: services ## The whole test suite, unit and integration, against the real local servers.
 	@if scripts/cluster.sh url >/dev/null 2>&1; then echo "test: the three-node RabbitMQ cluster answers: its test runs"; \
 	else echo "test: no three-node RabbitMQ cluster (make cluster): its test is skipped"; fi
+	@if scripts/pg-cluster.sh healthy >/dev/null 2>&1; then echo "test: the Patroni cluster answers: its tests run"; \
+	else echo "test: no Patroni cluster (make pg-cluster): its tests are skipped"; fi
 	$(CARGO) test --workspace
 
 lint: ## rustfmt and clippy, as CI runs them.
@@ -55,6 +57,15 @@ cluster-down: ## Stop the three cluster nodes and remove their folders (.state/r
 
 cluster-chaos: build ## Orders against the cluster, its order-created leader killed at +10 s, restarted at +25 s: RATE=500 DURATION=40.
 	@set -a; . ./$(ENV_FILE); set +a; scripts/cluster-chaos.sh
+
+pg-cluster: ## Start PostgreSQL 15 under Patroni (pg-a/b/c on 5441-5443, REST 8441-8443, one etcd), synchronous and strict; prints the two database URLs.
+	@scripts/pg-cluster.sh up
+
+pg-cluster-down: ## Stop the Patroni cluster and etcd and remove their folders (.state/pg-cluster).
+	@scripts/pg-cluster.sh down
+
+pg-cluster-chaos: build ## Orders against services on the Patroni cluster, its leader killed at +15 s, restarted at +40 s: RATE=500 DURATION=60.
+	@set -a; . ./$(ENV_FILE); set +a; scripts/pg-cluster-chaos.sh
 
 clean: ## Remove build output and load reports.
 	$(CARGO) clean

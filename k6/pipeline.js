@@ -31,7 +31,9 @@ const MAX_RATE = parseInt(__ENV.MAX_RATE || '8000', 10);
 const seedFile = __ENV.SEED_FILE ? JSON.parse(open(__ENV.SEED_FILE)) : null;
 const json = { headers: { 'Content-Type': 'application/json' } };
 // With LOG_ACCEPTED=1 every accepted order's id is logged (k6
-// --log-output=file=…), so `perf verify-accepted` can check each exists.
+// --log-output=file=…), so `perf verify-accepted` can check each exists,
+// and every refused one as `refused <status>` (0: no answer), so a fault
+// run can count its failures by status.
 const LOG_ACCEPTED = __ENV.LOG_ACCEPTED === '1';
 const accepted = new Counter('orders_accepted');
 
@@ -105,6 +107,8 @@ function order(productId, tags) {
     if (LOG_ACCEPTED) {
       console.log(response.headers.Location);
     }
+  } else if (LOG_ACCEPTED) {
+    console.log(`refused ${response.status}`);
   }
 }
 

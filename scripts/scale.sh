@@ -17,7 +17,7 @@ bin=${BIN_DIR:-target/release}
 export RUST_LOG=${RUST_LOG:-warn}
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-scale"
 mkdir -p "$dir"
-base_db=${ORDER_DATABASE_URL%/*}
+base_db=$ORDER_DATABASE_URL
 pids=()
 
 stop_all() {
@@ -32,7 +32,9 @@ ready() { curl -fsS "$1/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"'; }
 
 rows=()
 for n in $INSTANCES; do
-  export ORDER_DATABASE_URL="$base_db/orders_scale_$n" PRODUCT_DATABASE_URL="$base_db/products_scale_$n"
+  ORDER_DATABASE_URL=$(db_url "$base_db" "orders_scale_$n")
+  PRODUCT_DATABASE_URL=$(db_url "$base_db" "products_scale_$n")
+  export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
   export AMQP_NAMESPACE="scale$n." REDIS_KEY_PREFIX="scale$n:" RELAY_ENABLED=false
   fresh_state
   order_urls=() product_urls=()

@@ -31,8 +31,9 @@ export ORDER_URL PRODUCT_URL
 # the settings), kept between runs so that the fill is paid once; made
 # by the first start with the soak's retention, so that their partitions
 # have its length from the start.
-ORDER_DATABASE_URL=${SOAK_ORDER_DATABASE_URL:-${ORDER_DATABASE_URL}_soak}
-PRODUCT_DATABASE_URL=${SOAK_PRODUCT_DATABASE_URL:-${PRODUCT_DATABASE_URL}_soak}
+. "$(dirname "$0")/dburl.sh"
+ORDER_DATABASE_URL=${SOAK_ORDER_DATABASE_URL:-$(db_url "$ORDER_DATABASE_URL" "$(db_name "$ORDER_DATABASE_URL")_soak")}
+PRODUCT_DATABASE_URL=${SOAK_PRODUCT_DATABASE_URL:-$(db_url "$PRODUCT_DATABASE_URL" "$(db_name "$PRODUCT_DATABASE_URL")_soak")}
 export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
 
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-soak"

@@ -138,6 +138,7 @@ impl Starting {
             openapi,
             bridge: self.bridge,
             database: self.pool,
+            database_name: http.name,
             broker,
         };
         let api = Arc::new(Api::new(routes, ops));

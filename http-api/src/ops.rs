@@ -31,8 +31,10 @@ pub struct Ops {
     pub openapi: &'static str,
     /// How readiness reaches the stores without blocking a may worker.
     pub bridge: Bridge,
-    /// The service's database, which readiness pings.
+    /// The service's database, which readiness reaches; named after the
+    /// service in `databases`, with the server its pool reached.
     pub database: Pool,
+    pub database_name: &'static str,
     /// The broker is reported, not required: the outbox holds events while
     /// it is away and requests are still served.
     pub broker: BrokerProbe,
@@ -69,8 +71,9 @@ impl Ops {
         })
     }
 
-    /// Pings the database and `stores` on tokio (through the bridge) and
-    /// asks the broker probe.
+    /// Reaches the database and `stores` on tokio (through the bridge) and
+    /// asks the broker probe. The database is up when a server that takes
+    /// writes answers; which one is named under `databases`.
     fn readiness(&self, stores: Vec<(&'static str, StoreProbe)>) -> Response {
         let database = self.database.clone();
         let (names, probes): (Vec<_>, Vec<_>) = stores.into_iter().unzip();
@@ -84,10 +87,15 @@ impl Ops {
         };
         let checked = self
             .bridge
-            .run(async move { tokio::join!(platform::db::ping(&database), stores) });
+            .run(async move { tokio::join!(platform::db::reach(&database), stores) });
         // No answer in time (or too much in flight) counts every store down.
-        let (database, stores) = checked.unwrap_or((false, vec![false; store_count]));
+        let (server, stores) = checked.unwrap_or((None, vec![false; store_count]));
         let (broker, brokers) = (self.broker)();
+        let database = server.as_ref().is_some_and(|server| !server.in_recovery);
+        let databases: Vec<(String, String)> = server
+            .map(|server| (self.database_name.to_owned(), server.to_string()))
+            .into_iter()
+            .collect();
         let mut checks = vec![("postgres", database, true)];
         checks.extend(
             names
@@ -96,7 +104,7 @@ impl Ops {
                 .map(|(name, up)| (name, up, true)),
         );
         checks.push(("rabbitmq", broker, false));
-        readiness(&checks, &brokers)
+        readiness(&checks, &brokers, &databases)
     }
 }
 
@@ -108,8 +116,14 @@ pub fn liveness() -> Response {
 /// `GET /readyz`: 200 when every required dependency is up, else 503.
 /// `checks` are (name, up, required); an optional one is reported only.
 /// `brokers` names where each of the process's broker connections went
-/// (connection name, node), under `"brokers"`.
-pub fn readiness(checks: &[(&str, bool, bool)], brokers: &[(String, String)]) -> Response {
+/// (connection name, node), under `"brokers"`; `databases` the server each
+/// connection pool reached (pool, `address:port/database`), under
+/// `"databases"`.
+pub fn readiness(
+    checks: &[(&str, bool, bool)],
+    brokers: &[(String, String)],
+    databases: &[(String, String)],
+) -> Response {
     let ready = checks.iter().all(|(_, up, required)| *up || !*required);
     let mut body = Map::new();
     body.insert(
@@ -119,11 +133,16 @@ pub fn readiness(checks: &[(&str, bool, bool)], brokers: &[(String, String)]) ->
     for (name, up, _) in checks {
         body.insert((*name).into(), Value::from(if *up { "up" } else { "down" }));
     }
-    let brokers: Map<String, Value> = brokers
-        .iter()
-        .map(|(connection, node)| (connection.clone(), Value::from(node.as_str())))
-        .collect();
-    body.insert("brokers".into(), Value::Object(brokers));
+    let named = |nodes: &[(String, String)]| -> Value {
+        Value::Object(
+            nodes
+                .iter()
+                .map(|(name, node)| (name.clone(), Value::from(node.as_str())))
+                .collect(),
+        )
+    };
+    body.insert("brokers".into(), named(brokers));
+    body.insert("databases".into(), named(databases));
     let response = Response::json(if ready { 200 } else { 503 }, &body);
     if ready {
         response

@@ -49,6 +49,7 @@ pub mod replay;
 pub mod retention;
 pub mod schema;
 pub mod settings;
+pub mod standby;
 pub mod stats;
 pub mod topology;
 mod vacuum;

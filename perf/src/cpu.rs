@@ -61,8 +61,10 @@ impl Watch {
     pub fn snapshot(&self) -> anyhow::Result<CpuSnapshot> {
         let ticks = procfs::ticks_per_second() as f64;
         let mut seconds = BTreeMap::new();
+        // Several processes of one name (the nodes of a database
+        // cluster) add up.
         for (name, pid) in &self.pids {
-            seconds.insert(name.clone(), tree_ticks(*pid)? as f64 / ticks);
+            *seconds.entry(name.clone()).or_default() += tree_ticks(*pid)? as f64 / ticks;
         }
         Ok(CpuSnapshot {
             at: time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
@@ -121,8 +123,9 @@ fn listening_pids(ports: HashSet<u16>) -> anyhow::Result<HashMap<u16, i32>> {
 }
 
 /// The processes a load run watches, from the settings the services read:
-/// `ORDER_PORT`, `PRODUCT_PORT`, and the ports of `ORDER_DATABASE_URL`,
-/// `AMQP_URL` (its first broker) and `REDIS_URL`.
+/// `ORDER_PORT`, `PRODUCT_PORT`, and the ports of `ORDER_DATABASE_URL`
+/// (every host of a multi-host URL: a cluster's standbys work for each
+/// commit too), `AMQP_URL` (its first broker) and `REDIS_URL`.
 pub fn pipeline_processes() -> Vec<(String, u16)> {
     let port_of = |name: &str, default: u16| {
         std::env::var(name)
@@ -136,13 +139,33 @@ pub fn pipeline_processes() -> Vec<(String, u16)> {
             .and_then(|port| port.parse().ok())
             .unwrap_or(default)
     };
-    vec![
+    let mut watched = vec![
         ("order".into(), setting("ORDER_PORT", 8080)),
         ("product".into(), setting("PRODUCT_PORT", 3000)),
-        ("postgres".into(), port_of("ORDER_DATABASE_URL", 5432)),
-        ("rabbitmq".into(), port_of("AMQP_URL", 5672)),
-        ("redis".into(), port_of("REDIS_URL", 6379)),
-    ]
+    ];
+    let database = std::env::var("ORDER_DATABASE_URL").unwrap_or_default();
+    watched.extend(
+        database_ports(&database)
+            .into_iter()
+            .map(|port| ("postgres".to_owned(), port)),
+    );
+    watched.push(("rabbitmq".into(), port_of("AMQP_URL", 5672)));
+    watched.push(("redis".into(), port_of("REDIS_URL", 6379)));
+    watched
+}
+
+/// The port of every host a PostgreSQL URL lists (5432 where it names
+/// none, or for a URL that does not parse).
+fn database_ports(url: &str) -> Vec<u16> {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return vec![5432];
+    };
+    let ports = config.get_ports();
+    let mut listed: Vec<u16> = (0..config.get_hosts().len().max(1))
+        .map(|index| ports.get(index).or(ports.first()).copied().unwrap_or(5432))
+        .collect();
+    listed.dedup();
+    listed
 }
 
 /// The port of a URL's (first) server, if it names one.
@@ -169,6 +192,17 @@ mod tests {
             Some(5681)
         );
         assert_eq!(url_port("redis://127.0.0.1"), None);
+        assert_eq!(
+            database_ports(
+                "postgres://postgres@127.0.0.1:5441,127.0.0.1:5442,127.0.0.1:5443/orders\
+                 ?target_session_attrs=read-write"
+            ),
+            vec![5441, 5442, 5443]
+        );
+        assert_eq!(
+            database_ports("postgres://postgres@127.0.0.1/orders"),
+            vec![5432]
+        );
     }
 
     #[test]

@@ -46,14 +46,43 @@ pub fn server_addr(url: &str) -> std::net::SocketAddr {
 }
 
 /// A URL of database `name` on the test PostgreSQL server
-/// (`TEST_DATABASE_URL` names the server; its database part is replaced).
+/// (`TEST_DATABASE_URL` names the server; its database part is replaced,
+/// every host and attribute of a multi-host URL kept).
 pub fn database_url(name: &str) -> String {
     let base = env_or(
         "TEST_DATABASE_URL",
         "postgres://postgres@127.0.0.1:5432/postgres",
     );
-    let server = base
-        .rsplit_once('/')
-        .map_or(base.as_str(), |(head, _)| head);
-    format!("{server}/{name}")
+    with_database(&base, name)
+}
+
+/// `url` naming database `name` instead of its own.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = path
+        .split_once('?')
+        .map(|(_, query)| format!("?{query}"))
+        .unwrap_or_default();
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_database_keeps_the_hosts_and_attributes() {
+        assert_eq!(
+            with_database(
+                "postgres://postgres@127.0.0.1:5441,127.0.0.1:5442/orders?target_session_attrs=read-write",
+                "products"
+            ),
+            "postgres://postgres@127.0.0.1:5441,127.0.0.1:5442/products?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "t"),
+            "postgres://postgres@127.0.0.1:5432/t"
+        );
+    }
 }

@@ -42,6 +42,9 @@ pub(crate) struct Options<'a> {
     pub(crate) order: &'a [(&'a str, &'a str)],
     pub(crate) product: &'a [(&'a str, &'a str)],
     pub(crate) order_database_proxy: Option<&'a testkit::Proxy>,
+    /// A URL of the PostgreSQL server (or cluster) both databases are made
+    /// on, its database part replaced: `TEST_DATABASE_URL`'s by default.
+    pub(crate) database_server: Option<&'a str>,
 }
 
 /// Starts both services; `order_overrides` replace order service settings
@@ -68,7 +71,11 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         ("RELAY_POLL_INTERVAL_MS", "100"),
     ];
 
-    let product_db = testkit::database_url(&format!("product_test_{id}"));
+    let database_url = |name: String| match options.database_server {
+        Some(server) => testkit::with_database(server, &name),
+        None => testkit::database_url(&name),
+    };
+    let product_db = database_url(format!("product_test_{id}"));
     let mut product_settings: Vec<(&str, &str)> = options.product.to_vec();
     product_settings.extend([
         ("PRODUCT_DATABASE_URL", product_db.as_str()),
@@ -89,7 +96,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     product_config.http.port = product_app.port();
     let product_address = format!("http://127.0.0.1:{}", product_app.port());
 
-    let order_db_direct = testkit::database_url(&format!("order_test_{id}"));
+    let order_db_direct = database_url(format!("order_test_{id}"));
     let order_db = match options.order_database_proxy {
         Some(proxy) => proxy.through(&order_db_direct),
         None => order_db_direct.clone(),
@@ -214,6 +221,21 @@ impl TestPipeline {
     /// The full name of one of this pipeline's queues (`order-created`…).
     pub(crate) fn queue(&self, name: &str) -> String {
         format!("{}{name}", self.namespace)
+    }
+
+    /// Connects the test's own store clients again (after a failover: to
+    /// the new primary).
+    pub(crate) async fn reconnect_stores(&mut self) {
+        let redis_url = testkit::redis_url();
+        let prefix = self.stores.redis_prefix.clone();
+        self.stores = Stores::connect(
+            &self.order_database,
+            &self.product_database,
+            &redis_url,
+            &prefix,
+        )
+        .await
+        .unwrap();
     }
 
     /// Waits up to `limit` until no order is PENDING; false if some still are.

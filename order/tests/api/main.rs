@@ -7,5 +7,6 @@ mod bad_input;
 mod faults;
 mod helpers;
 mod idempotency;
+mod pg_cluster;
 mod stock_loop;
 mod stuck_orders;

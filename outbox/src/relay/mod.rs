@@ -11,6 +11,9 @@
 //! - the cursor moves past a row only after the broker confirmed it; a
 //!   crash or a broken connection before the commit leaves it where it was,
 //!   and the rows are sent again (at-least-once; consumers dedupe);
+//! - with synchronous standbys, a batch leaves only once a standby has
+//!   its rows ([`crate::standby`]): a commit that is only local is never
+//!   sent;
 //! - several relays may run on one outbox: each locks whole partitions, so
 //!   events of one aggregate leave in commit order;
 //! - a refusal that hits every message of a batch (a queue deleted, a
@@ -211,6 +214,7 @@ impl Relay {
         if claim.rows.is_empty() {
             return Ok(None);
         }
+        crate::standby::has_what_was_read(&self.pool).await?;
         let (groups, oversized) = pack(
             &claim.rows,
             self.config.events_per_message,

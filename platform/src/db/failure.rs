@@ -3,6 +3,8 @@
 //! or a refusal that will happen again (a bug of ours, or bad data).
 
 use std::fmt::Display;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use tokio_postgres::error::SqlState;
 
@@ -64,13 +66,58 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 /// Whether a PostgreSQL error may go away by itself: the connection was
 /// lost or refused (SQLSTATE class 08, or no SQLSTATE and an I/O cause),
 /// the transaction lost a race (40: serialization failure, deadlock), the
-/// server is short of resources or shutting down (53, 57, 58), or a lock
-/// was not available (55). Everything else (bad data, constraint
-/// violations, a parameter that cannot be encoded) will fail again.
+/// server is short of resources or shutting down (53, 57, 58), a lock was
+/// not available (55), or the server is read-only (25006: a primary being
+/// demoted, or a standby a connection reached before a failover). Every
+/// other error (bad data, constraint violations, a parameter that cannot
+/// be encoded) will fail again.
+///
+/// A read-only refusal also retires every pooled connection opened before
+/// it (see [`super::pool`]): their server no longer takes writes.
 pub fn is_transient(error: &tokio_postgres::Error) -> bool {
     if let Some(code) = error.code() {
+        if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
+            note_read_only(Instant::now());
+            return true;
+        }
         return matches!(&code.code()[..2], "08" | "40" | "53" | "55" | "57" | "58");
     }
     error.is_closed()
         || std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
+}
+
+/// When a statement of this process was last refused for a read-only
+/// server.
+static READ_ONLY_SEEN: Mutex<Option<Instant>> = Mutex::new(None);
+
+fn note_read_only(at: Instant) {
+    let mut seen = READ_ONLY_SEEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if seen.is_none_or(|seen| seen < at) {
+        *seen = Some(at);
+    }
+}
+
+/// Whether a connection opened at `opened` was opened before the last
+/// read-only refusal: it may be on the server that refused.
+pub(super) fn opened_before_read_only(opened: Instant) -> bool {
+    READ_ONLY_SEEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .is_some_and(|seen| opened <= seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_opened_before_a_read_only_refusal_are_retired() {
+        let before = Instant::now();
+        note_read_only(Instant::now());
+        let after = Instant::now() + std::time::Duration::from_millis(1);
+        assert!(opened_before_read_only(before));
+        assert!(!opened_before_read_only(after));
+    }
 }

@@ -1,22 +1,29 @@
 //! A service's PostgreSQL database: created when absent, migrated with
 //! refinery under an advisory lock (so instances starting together do not
 //! race), and reached through a deadpool connection pool.
+//!
+//! A URL may list several hosts, as a Patroni cluster is reached
+//! (`postgres://u@h1:5441,h2:5442,h3:5443/db?target_session_attrs=read-write`):
+//! every connection, pooled or not, goes to the one that takes writes.
 
 use std::str::FromStr;
+use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, NoTls};
 
 use crate::settings::{ConfigError, Settings};
 
 mod failure;
 mod schema;
+mod server;
 
 pub use failure::{StoreError, is_transient};
 pub use schema::{
     Migration, MigrationSet, SERVICE_HISTORY, drop_database, ensure_exists, migrate,
     quote_identifier,
 };
+pub use server::{Notices, Server, connect_watched};
 
 /// What can go wrong preparing a database.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +42,16 @@ pub enum DbError {
     NoDatabaseName,
 }
 
-/// Parses a `postgres://` URL setting, naming the setting on failure.
+/// How long a connection attempt to one host may take when the URL sets
+/// no `connect_timeout`: without one, a host that is down but not refusing
+/// (its machine gone) stalls every reconnect for the kernel's TCP timeout,
+/// minutes, before the next host of the URL is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Parses a `postgres://` URL setting, naming the setting on failure. A URL
+/// without `connect_timeout` gets [`CONNECT_TIMEOUT`].
 pub fn parse_url(name: &str, url: &str) -> Result<Config, ConfigError> {
-    let config = Config::from_str(url).map_err(|error| ConfigError::Invalid {
+    let mut config = Config::from_str(url).map_err(|error| ConfigError::Invalid {
         name: name.to_owned(),
         expected: "a postgres:// URL",
         reason: error.to_string(),
@@ -48,6 +62,9 @@ pub fn parse_url(name: &str, url: &str) -> Result<Config, ConfigError> {
             expected: "a postgres:// URL",
             reason: "it names no database".to_owned(),
         });
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
     }
     Ok(config)
 }
@@ -61,17 +78,31 @@ pub fn named(mut config: Config, application: &str) -> Config {
     config
 }
 
-/// `host:port/database` for logs: never the user or password.
+/// `host:port/database` for logs, every host of a multi-host URL
+/// (`h1:5441,h2:5442/orders`): never the user or password.
 pub fn describe(config: &Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_owned(),
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let host = match host {
+                tokio_postgres::config::Host::Tcp(host) => host.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            // One port for every host, or one each.
+            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let database = config.get_dbname().unwrap_or("?");
-    format!("{host}:{port}/{database}")
+    format!("{hosts}/{}", config.get_dbname().unwrap_or("?"))
 }
 
 /// Connects one client outside any pool, driving its connection on tokio.
@@ -131,7 +162,10 @@ pub const KEYED_ACCESS: &[(&str, &str)] = &[
 ];
 
 /// A connection pool of at most `size` connections, each with
-/// [`KEYED_ACCESS`].
+/// [`KEYED_ACCESS`]. A connection opened before any statement of the
+/// process was refused for a read-only server (a primary demoted under
+/// it) is dropped when it comes back, not handed out again: the next one
+/// is opened to the server that takes writes now.
 pub fn pool(config: &Config, size: usize) -> Result<Pool, DbError> {
     let config = with_session_settings(config.clone(), KEYED_ACCESS);
     let manager = Manager::from_config(
@@ -144,16 +178,21 @@ pub fn pool(config: &Config, size: usize) -> Result<Pool, DbError> {
     Pool::builder(manager)
         .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
+        .pre_recycle(Hook::sync_fn(|_, metrics| {
+            if failure::opened_before_read_only(metrics.created) {
+                Err(HookError::message("its server went read-only"))
+            } else {
+                Ok(())
+            }
+        }))
         .build()
         .map_err(|error| DbError::Pool(error.to_string()))
 }
 
-/// Whether the pool hands out a connection that answers.
-pub async fn ping(pool: &Pool) -> bool {
-    match pool.get().await {
-        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
-        Err(_) => false,
-    }
+/// The server a connection of the pool reaches, if one answers.
+pub async fn reach(pool: &Pool) -> Option<Server> {
+    let client = pool.get().await.ok()?;
+    Server::of(&client).await.ok()
 }
 
 /// A service's database as its settings give it: `<PREFIX>_DATABASE_URL`
@@ -199,6 +238,40 @@ mod tests {
     fn descriptions_leave_out_credentials() {
         let config = parse_url("DB", "postgres://alice:s3cret@db.example:6543/orders").unwrap();
         assert_eq!(describe(&config), "db.example:6543/orders");
+    }
+
+    #[test]
+    fn a_multi_host_url_keeps_every_host_and_its_attributes() {
+        let config = parse_url(
+            "DB",
+            "postgres://postgres@127.0.0.1:5441,127.0.0.1:5442,127.0.0.1:5443/orders\
+             ?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(
+            describe(&config),
+            "127.0.0.1:5441,127.0.0.1:5442,127.0.0.1:5443/orders"
+        );
+        assert_eq!(
+            config.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        // The maintenance connection (database creation) keeps them too.
+        let mut maintenance = config.clone();
+        maintenance.dbname("postgres");
+        assert_eq!(maintenance.get_hosts().len(), 3);
+        assert_eq!(
+            maintenance.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+    }
+
+    #[test]
+    fn a_connect_timeout_is_set_unless_the_url_sets_one() {
+        let default = parse_url("DB", "postgres://u@h/d").unwrap();
+        assert_eq!(default.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        let own = parse_url("DB", "postgres://u@h/d?connect_timeout=7").unwrap();
+        assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(7)));
     }
 
     #[test]

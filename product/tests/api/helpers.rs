@@ -37,15 +37,7 @@ pub(crate) async fn spawn_app() -> TestApp {
 pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     platform::telemetry::init_for_tests();
     let id = Uuid::new_v4().simple().to_string();
-    let base = env_or(
-        "TEST_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
-    let database_url = format!(
-        "{}/product_test_{id}",
-        base.rsplit_once('/')
-            .map_or(base.as_str(), |(head, _)| head)
-    );
+    let database_url = testkit::database_url(&format!("product_test_{id}"));
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
     let prefix = format!("test:{id}:");
     let namespace = format!("test.{}.", &id[..12]);

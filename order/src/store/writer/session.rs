@@ -7,12 +7,23 @@
 //! unknown, ending that process settles it: once the process is gone its
 //! transaction has either committed or rolled back, and a lookup of the
 //! batch's order ids on a fresh connection tells which.
+//!
+//! With synchronous standbys (a Patroni cluster), a commit is not durable
+//! until a standby has it. Two things can leave a commit that is only
+//! local: a cancelled wait for the standby (the server then answers
+//! success with a warning, which the session watches for), and a
+//! connection lost during that wait. Either way the orders count as placed
+//! only once they are found on the server that takes writes now (after a
+//! failover, another one) and a later commit there has come back from a
+//! standby without a warning: that commit's record follows theirs in the
+//! log, so the standby has theirs too.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use outbox::writer;
+use platform::db::{Notices, Server};
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::types::ToSql;
@@ -97,6 +108,9 @@ pub(super) enum Written {
     Committed(Placement),
     /// The server refused or cancelled it: nothing was written.
     Refused(StoreError),
+    /// Committed on the server, but its wait for a synchronous standby was
+    /// cancelled: the orders may not be on any standby (the warning).
+    Unreplicated(Placement, String),
     /// No answer came: the connection died, or stayed silent after a cancel.
     Unknown(String),
 }
@@ -104,25 +118,41 @@ pub(super) enum Written {
 /// An open connection of the writer.
 pub(super) struct Session {
     client: Client,
-    /// The server process serving it.
-    backend_pid: i32,
+    notices: Notices,
+    /// The server process serving it, and its server.
+    backend: Backend,
     place: Statement,
 }
 
+/// A server process of the writer's: which server, which process.
+#[derive(Debug, Clone)]
+pub(super) struct Backend {
+    pub(super) server: Server,
+    pub(super) pid: i32,
+}
+
 impl Session {
-    /// Connects and prepares the statement.
+    /// Connects (to the server that takes writes) and prepares the
+    /// statement.
     pub(super) async fn open(config: &Config) -> StoreResult<Session> {
-        let client = platform::db::connect(config)
+        let (client, notices) = platform::db::connect_watched(config)
             .await
             .map_err(StoreError::database_unavailable)?;
-        let backend_pid = client
+        let server = Server::of(&client).await?;
+        if server.in_recovery {
+            return Err(StoreError::database_unavailable(format!(
+                "{server} takes no writes"
+            )));
+        }
+        let pid = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await?
             .try_get(0)?;
         let place = client.prepare(&PLACE_SQL).await?;
         Ok(Session {
             client,
-            backend_pid,
+            notices,
+            backend: Backend { server, pid },
             place,
         })
     }
@@ -131,8 +161,8 @@ impl Session {
         self.client.is_closed()
     }
 
-    pub(super) fn backend_pid(&self) -> i32 {
-        self.backend_pid
+    pub(super) fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// Runs the placing statement for `batch`. A statement still running
@@ -142,6 +172,7 @@ impl Session {
         let events = batch.event_columns();
         let mut params: Vec<&(dyn ToSql + Sync)> = batch.params().to_vec();
         params.extend(events.params());
+        self.notices.clear();
         let query = self.client.query(&self.place, &params);
         tokio::pin!(query);
         let result = match timeout_at(cancel_at, &mut query).await {
@@ -156,9 +187,13 @@ impl Session {
             }
         };
         match result {
-            Ok(rows) => match placement(&rows) {
-                Ok(placement) => Written::Committed(placement),
-                Err(error) => Written::Unknown(format!("committed rows unreadable: {error}")),
+            // Nothing else the statement runs warns: a warning is the
+            // cancelled wait for a standby (its text depends on the
+            // server's language, so any warning counts).
+            Ok(rows) => match (placement(&rows), self.notices.warning()) {
+                (Ok(placement), None) => Written::Committed(placement),
+                (Ok(placement), Some(warning)) => Written::Unreplicated(placement, warning),
+                (Err(error), _) => Written::Unknown(format!("committed rows unreadable: {error}")),
             },
             // The server answered with an error: the statement, which is
             // its own transaction, rolled back.
@@ -191,37 +226,54 @@ fn placement(rows: &[tokio_postgres::Row]) -> Result<Placement, tokio_postgres::
     Ok(placement)
 }
 
-/// Which of `orders` exist, after making sure the server process
-/// `backend_pid` (which ran their statement) is gone: until then it could
-/// still commit them. On a fresh connection, by `by`.
+/// Why a batch's fate must be looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Doubt {
+    /// The connection died (or stayed silent) under the statement.
+    LostConnection,
+    /// The statement committed, but not surely on a standby.
+    Unreplicated,
+}
+
+/// Which of `orders` the server that takes writes now holds, durably: on
+/// a fresh connection, by `by`. After a lost connection, if that is
+/// `backend`'s own server, the process that ran their statement is ended
+/// first (until it is gone it could still commit them); a process of
+/// another server is left alone (after a failover the old primary's pids
+/// are not this server's). Then the lookup, and a commit that must come
+/// back from a synchronous standby without a warning (see the module's
+/// documentation).
 pub(super) async fn settle(
     config: &Config,
-    backend_pid: i32,
+    backend: &Backend,
+    doubt: Doubt,
     orders: &[Uuid],
     by: Instant,
-) -> StoreResult<Vec<Order>> {
+) -> StoreResult<Settled> {
     let settled = timeout_at(by, async {
-        let client = platform::db::connect(config)
+        let (client, notices) = platform::db::connect_watched(config)
             .await
             .map_err(StoreError::database_unavailable)?;
-        client
-            .execute("SELECT pg_terminate_backend($1)", &[&backend_pid])
-            .await?;
-        loop {
-            let gone: bool = client
-                .query_one(
-                    "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                    &[&backend_pid],
-                )
-                .await?
-                .try_get(0)?;
-            if gone {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let server = Server::of(&client).await?;
+        let same_server = backend.server.is(&server);
+        if same_server && doubt == Doubt::LostConnection {
+            end_backend(&client, backend.pid).await?;
         }
         let rows = client.query(ORDERS_BY_IDS_SQL.as_str(), &[&orders]).await?;
-        rows.iter().map(order_from).collect()
+        let found = rows
+            .iter()
+            .map(order_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        notices.clear();
+        client
+            .batch_execute(outbox::standby::STANDBY_CHECK_SQL)
+            .await?;
+        if let Some(warning) = notices.warning() {
+            return Err(StoreError::database_unavailable(format!(
+                "{server} could not confirm a standby has the orders: {warning}"
+            )));
+        }
+        Ok(Settled { found, same_server })
     })
     .await;
     settled.unwrap_or_else(|_| {
@@ -229,4 +281,34 @@ pub(super) async fn settle(
             "the lookup did not finish in time",
         ))
     })
+}
+
+/// What a settling lookup found.
+pub(super) struct Settled {
+    /// The orders the server holds, on a standby too.
+    pub(super) found: Vec<Order>,
+    /// Whether it was the server that ran their statement: if so, an order
+    /// it lacks was never committed; if not (a failover came between), an
+    /// order it lacks may still be committed on the old one.
+    pub(super) same_server: bool,
+}
+
+/// Ends server process `pid` and waits until it is gone.
+async fn end_backend(client: &Client, pid: i32) -> StoreResult<()> {
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await?;
+    loop {
+        let gone: bool = client
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                &[&pid],
+            )
+            .await?
+            .try_get(0)?;
+        if gone {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -13,7 +13,7 @@ use tokio_postgres::Config;
 use uuid::Uuid;
 
 use super::plan::{BatchColumns, Priced, plan_batch};
-use super::session::{Placement, Session, Written, settle};
+use super::session::{Backend, Doubt, Placement, Session, Written, settle};
 use super::{ANSWER_GRACE, PlaceError, PlaceJob, PlaceResult, Placed, WriterConfig, WriterMetrics};
 use crate::domain::{Order, OrderStatus};
 use crate::store::{OrderStore, StoreError, StoreResult};
@@ -197,10 +197,15 @@ impl Writer {
         };
         let columns = BatchColumns::of(requests())?;
         let session = self.session(clock.cancel_at).await?;
+        let backend = session.backend().clone();
         let cause = match session.place(&columns, clock.cancel_at).await {
             Written::Committed(placement) => {
                 let answers = self.answer(jobs, placement, clock).await;
                 return Ok(answers);
+            }
+            Written::Unreplicated(placement, warning) => {
+                let answers = self.answer(jobs, placement, clock).await;
+                return Ok(self.confirm(answers, &backend, &warning, clock).await);
             }
             Written::Refused(error) => {
                 if error.is_transient() {
@@ -210,9 +215,8 @@ impl Writer {
             }
             Written::Unknown(cause) => cause,
         };
-        let backend = session.backend_pid();
         self.session = None;
-        Ok(self.settle(jobs, backend, &cause, clock).await)
+        Ok(self.settle(jobs, &backend, &cause, clock).await)
     }
 
     /// The answers of a batch whose statement committed: each order
@@ -262,28 +266,41 @@ impl Writer {
     }
 
     /// The answers of a batch whose connection died under its statement:
-    /// the server process that ran it is ended, then its orders looked up.
-    /// An order found was placed; one not found was not (a retry, with its
-    /// key if it has one, places it or finds its key's order). Only if the
-    /// lookup fails too is the outcome unknown.
+    /// the server process that ran it is ended, then its orders looked up
+    /// on the server that takes writes now. An order found was placed; one
+    /// not found on the server that ran the statement was not (a retry,
+    /// with its key if it has one, places it or finds its key's order).
+    /// One not found after a failover, or a lookup that fails, leaves the
+    /// outcome unknown.
     async fn settle(
         &self,
         jobs: &[PlaceJob],
-        backend: i32,
+        backend: &Backend,
         cause: &str,
         clock: BatchClock,
     ) -> Vec<PlaceResult> {
         let ids: Vec<Uuid> = jobs.iter().map(|job| job.id).collect();
-        match settle(&self.database, backend, &ids, clock.answer_by).await {
-            Ok(found) => {
-                tracing::warn!(%cause, orders = ids.len(), committed = found.len(), "order batch outcome settled by a lookup");
+        let settled = settle(
+            &self.database,
+            backend,
+            Doubt::LostConnection,
+            &ids,
+            clock.answer_by,
+        )
+        .await;
+        match settled {
+            Ok(settled) => {
+                tracing::warn!(%cause, orders = ids.len(), committed = settled.found.len(), same_server = settled.same_server, "order batch outcome settled by a lookup");
                 jobs.iter()
-                    .map(|job| match found.iter().find(|order| order.id == job.id) {
-                        Some(order) => Ok(Placed::Created(order.clone())),
-                        None => Err(PlaceError::Unavailable(
-                            "not written: its connection died before the commit; retry".into(),
-                        )),
-                    })
+                    .map(
+                        |job| match settled.found.iter().find(|order| order.id == job.id) {
+                            Some(order) => Ok(Placed::Created(order.clone())),
+                            None if settled.same_server => Err(PlaceError::Unavailable(
+                                "not written: its connection died before the commit; retry".into(),
+                            )),
+                            None => Err(PlaceError::OutcomeUnknown(job.id)),
+                        },
+                    )
                     .collect()
             }
             Err(error) => {
@@ -293,6 +310,55 @@ impl Writer {
                     .collect()
             }
         }
+    }
+
+    /// The answers of a batch that committed while its wait for a standby
+    /// was cancelled: an order created stays so only if the server that
+    /// takes writes now holds it durably; otherwise its outcome is unknown
+    /// (it may be lost with the old primary).
+    async fn confirm(
+        &self,
+        answers: Vec<PlaceResult>,
+        backend: &Backend,
+        warning: &str,
+        clock: BatchClock,
+    ) -> Vec<PlaceResult> {
+        let created: Vec<Uuid> = answers
+            .iter()
+            .filter_map(|answer| match answer {
+                Ok(Placed::Created(order)) => Some(order.id),
+                _ => None,
+            })
+            .collect();
+        let settled = settle(
+            &self.database,
+            backend,
+            Doubt::Unreplicated,
+            &created,
+            clock.answer_by,
+        )
+        .await;
+        let found: Vec<Uuid> = match &settled {
+            Ok(settled) => settled.found.iter().map(|order| order.id).collect(),
+            Err(_) => Vec::new(),
+        };
+        match &settled {
+            Ok(_) => {
+                tracing::warn!(%warning, orders = created.len(), confirmed = found.len(), "order batch committed without a standby's answer: looked up")
+            }
+            Err(error) => {
+                tracing::error!(%warning, %error, orders = created.len(), "order batch committed without a standby's answer: outcome unknown")
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(Placed::Created(order)) if !found.contains(&order.id) => {
+                    Err(PlaceError::OutcomeUnknown(order.id))
+                }
+                other => other,
+            })
+            .collect()
     }
 
     /// The writer's session, opened if it has none or its connection died.

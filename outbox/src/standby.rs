@@ -1,0 +1,52 @@
+//! Nothing goes out before a standby has it. With synchronous replication
+//! a commit is acknowledged once a standby has it, but one whose wait for
+//! the standby was cancelled (a client's deadline) is visible on the
+//! primary while it is only local, and a failover would lose it. So before
+//! a relay publishes a batch, and before the order writer answers 201 for
+//! a commit that came back with that warning, a commit made after the rows
+//! were seen must come back from a synchronous standby: its log record
+//! follows theirs, so the standby has theirs too. While no standby
+//! confirms, the caller waits; if the primary dies meanwhile, the check
+//! fails with its connection and nothing is sent.
+//!
+//! The commit updates the one row of `outbox_standby_check`: a
+//! transaction that writes nothing, or only takes a transaction id, is
+//! committed without waiting for a standby. Nothing may cancel the check's
+//! own wait (it would return with the same warning): nobody cancels the
+//! relay's statements, and `statement_timeout` ends before a commit waits.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Timeouts};
+
+use crate::Result;
+
+/// A commit that waits for a synchronous standby (a plain local commit on
+/// a server without them).
+pub const STANDBY_CHECK_SQL: &str =
+    "UPDATE outbox_standby_check SET checked_at = now() WHERE id = 1";
+
+/// The relay's check: writes (and waits) only where synchronous standbys
+/// are configured, so a single server writes nothing for it.
+const RELAY_CHECK_SQL: &str = "DO $$ BEGIN \
+     IF current_setting('synchronous_standby_names') <> '' THEN \
+     UPDATE outbox_standby_check SET checked_at = now() WHERE id = 1; \
+     END IF; END $$";
+
+/// How long the relay's check waits for a connection of the pool. The
+/// relay holds one already (its claim), so with every connection held by
+/// relays waiting for a second one, the step fails and lets its own go
+/// instead of waiting for ever.
+const CONNECTION_WAIT: Duration = Duration::from_secs(2);
+
+/// Returns once a synchronous standby has every commit the caller saw (at
+/// once where there is none).
+pub async fn has_what_was_read(pool: &Pool) -> Result<()> {
+    let timeouts = Timeouts {
+        wait: Some(CONNECTION_WAIT),
+        ..pool.timeouts()
+    };
+    let client = pool.timeout_get(&timeouts).await?;
+    client.batch_execute(RELAY_CHECK_SQL).await?;
+    Ok(())
+}
