@@ -103,6 +103,15 @@ async fn a_killed_primary_loses_no_order_answered_201() {
     let Some(url) = cluster_url() else { return };
     let mut pipeline = pipeline_on(&url, &[]).await;
     let product = pipeline.create_product("Failover", 100, 100_000).await;
+    let keyed = json!({"product_id": product, "quantity": 2});
+    let first = pipeline
+        .order_request(&keyed)
+        .header("Idempotency-Key", "failover-retry")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
     let client = pipeline.client.clone();
     let orders = format!("{}/orders", pipeline.order_address);
     let killed_at = Instant::now() + Duration::from_secs(3);
@@ -149,6 +158,17 @@ async fn a_killed_primary_loses_no_order_answered_201() {
         accepted.len()
     );
     assert!(after_kill > 0, "no order was placed after the failover");
+    // A client retrying with its key after the failover gets its first
+    // order back, never a second one.
+    let retried = pipeline
+        .order_request(&keyed)
+        .header("Idempotency-Key", "failover-retry")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    let retried: Value = retried.json().await.unwrap();
+    assert_eq!(retried["id"], first["id"], "{retried}");
     pipeline.reconnect_stores().await;
     let found = copies(&pipeline, &accepted).await;
     let missing: Vec<&String> = accepted
