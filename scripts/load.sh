@@ -14,7 +14,10 @@
 #
 # The report gives each process's CPU per order (from /proc) and each
 # database's work per order (from pg_stat_database): run on a quiet
-# machine, since everything a server does meanwhile counts.
+# machine, since everything a server does meanwhile counts. Every host of
+# ORDER_DATABASE_URL counts as PostgreSQL; FAILOVER_PORTS (a comma list,
+# 8441,8442,8443,2479 for `make pg-cluster`) adds the processes listening
+# there as "Patroni+etcd".
 set -euo pipefail
 
 SCENARIO=${SCENARIO:-orders}

@@ -125,7 +125,10 @@ fn listening_pids(ports: HashSet<u16>) -> anyhow::Result<HashMap<u16, i32>> {
 /// The processes a load run watches, from the settings the services read:
 /// `ORDER_PORT`, `PRODUCT_PORT`, and the ports of `ORDER_DATABASE_URL`
 /// (every host of a multi-host URL: a cluster's standbys work for each
-/// commit too), `AMQP_URL` (its first broker) and `REDIS_URL`.
+/// commit too), `AMQP_URL` (its first broker) and `REDIS_URL`; and, as
+/// `failover`, the processes listening on `FAILOVER_PORTS` (a comma list:
+/// the Patroni agents' REST ports and etcd's, 8441,8442,8443,2479 for
+/// `make pg-cluster`).
 pub fn pipeline_processes() -> Vec<(String, u16)> {
     let port_of = |name: &str, default: u16| {
         std::env::var(name)
@@ -151,6 +154,13 @@ pub fn pipeline_processes() -> Vec<(String, u16)> {
     );
     watched.push(("rabbitmq".into(), port_of("AMQP_URL", 5672)));
     watched.push(("redis".into(), port_of("REDIS_URL", 6379)));
+    let failover = std::env::var("FAILOVER_PORTS").unwrap_or_default();
+    watched.extend(
+        failover
+            .split(',')
+            .filter_map(|port| port.trim().parse().ok())
+            .map(|port| ("failover".to_owned(), port)),
+    );
     watched
 }
 

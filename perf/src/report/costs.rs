@@ -16,6 +16,8 @@ pub const PIPELINE: &[(&str, &str)] = &[
     ("rabbitmq", "RabbitMQ"),
     ("product", "product"),
     ("redis", "Redis"),
+    // Patroni agents and etcd, when FAILOVER_PORTS names them.
+    ("failover", "Patroni+etcd"),
 ];
 
 /// A run's costs per order placed.
