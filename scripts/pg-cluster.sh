@@ -229,11 +229,17 @@ postgres_pids() {
   fi
 }
 
-# Every process of node $1: its Patroni agent and its PostgreSQL.
+# Every process of node $1: its Patroni agent (and the runuser that
+# started it as postgres, which would otherwise stop itself when its child
+# is stopped and never reap it), and its PostgreSQL.
 node_pids() {
-  local pid
+  local pid parent
   pid=$(patroni_pid "$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "$pid"
+    parent=$(ps -o ppid= -p "$pid" | tr -d ' ')
+    [ -n "$parent" ] && [ "$(ps -o comm= -p "$parent")" = runuser ] && echo "$parent"
+  fi
   postgres_pids "$1"
 }
 
