@@ -34,6 +34,7 @@ pub struct Ops {
     /// The service's database, which readiness reaches; named after the
     /// service in `databases`, with the server its pool reached.
     pub database: Pool,
+    /// The service's name, which names its pool under `databases`.
     pub database_name: &'static str,
     /// The broker is reported, not required: the outbox holds events while
     /// it is away and requests are still served.

@@ -157,6 +157,15 @@ async fn health_readiness_and_metrics_answer() {
             .any(|on| on.as_str() == Some(node.as_str()))),
         "{body}"
     );
+    // Which database server the pool reached, as the server tells it (with
+    // a multi-host URL: the primary).
+    let server = testkit::server_addr(&testkit::database_url("postgres"));
+    assert!(
+        body["databases"]["product"]
+            .as_str()
+            .is_some_and(|on| on.starts_with(&format!("{server}/product_test_"))),
+        "{body}"
+    );
 
     let id = app.create_product("Metric", 1, 1).await["id"]
         .as_i64()
