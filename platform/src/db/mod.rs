@@ -105,15 +105,29 @@ pub fn describe(config: &Config) -> String {
     format!("{hosts}/{}", config.get_dbname().unwrap_or("?"))
 }
 
-/// Connects one client outside any pool, driving its connection on tokio.
-pub async fn connect(config: &Config) -> Result<Client, DbError> {
-    let (client, connection) = config
+/// A client and its connection, for the caller to drive; a failure names
+/// where it tried.
+async fn open(
+    config: &Config,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    DbError,
+> {
+    config
         .connect(NoTls)
         .await
         .map_err(|source| DbError::Postgres {
             target: describe(config),
             source,
-        })?;
+        })
+}
+
+/// Connects one client outside any pool, driving its connection on tokio.
+pub async fn connect(config: &Config) -> Result<Client, DbError> {
+    let (client, connection) = open(config).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "database connection closed");

@@ -16,9 +16,9 @@ use std::sync::Mutex;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::error::{DbError as Notice, Severity};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config};
 
-use super::{DbError, describe};
+use super::DbError;
 
 /// A server as one of its connections sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,14 +116,7 @@ fn is_warning(notice: &Notice) -> bool {
 /// Connects one client outside any pool, like [`super::connect`], and
 /// keeps the server's notices on it for the caller to read.
 pub async fn connect_watched(config: &Config) -> Result<(Client, Notices), DbError> {
-    let (client, mut connection) =
-        config
-            .connect(NoTls)
-            .await
-            .map_err(|source| DbError::Postgres {
-                target: describe(config),
-                source,
-            })?;
+    let (client, mut connection) = super::open(config).await?;
     let (sender, receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
