@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::bridge::Bridge;
 use crate::metrics::HttpMetrics;
-use crate::ops::{BrokerProbe, Ops};
+use crate::ops::{BrokerProbe, Ops, ReadinessMetrics};
 use crate::router::{Api, Routes};
 use crate::server::{Server, ServerOptions, Service};
 
@@ -140,6 +140,7 @@ impl Starting {
             database: self.pool,
             database_name: http.name,
             broker,
+            readiness: ReadinessMetrics::register(self.metrics.registry())?,
         };
         let api = Arc::new(Api::new(routes, ops));
         Running::start(http, api, &self.metrics, self.stop, workers)

@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use deadpool_postgres::Pool;
 use platform::metrics::Metrics;
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{Map, Value};
 
 use crate::Response;
@@ -39,6 +40,65 @@ pub struct Ops {
     /// The broker is reported, not required: the outbox holds events while
     /// it is away and requests are still served.
     pub broker: BrokerProbe,
+    /// Readiness as metrics, set by every readiness check and scrape.
+    pub readiness: ReadinessMetrics,
+}
+
+/// Readiness as metrics: `service_ready` (1 when `/readyz` would answer
+/// 200) and `dependency_up{dependency}` (1 when it was reached), from the
+/// same checks as `/readyz`, made again at each scrape.
+#[derive(Clone)]
+pub struct ReadinessMetrics {
+    ready: IntGauge,
+    dependencies: IntGaugeVec,
+}
+
+impl ReadinessMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = ReadinessMetrics {
+            ready: IntGauge::new(
+                "service_ready",
+                "1 when every required dependency answers (/readyz answers 200)",
+            )?,
+            dependencies: IntGaugeVec::new(
+                Opts::new(
+                    "dependency_up",
+                    "1 when the dependency answered the last readiness check (postgres: a server that takes writes)",
+                ),
+                &["dependency"],
+            )?,
+        };
+        registry.register(Box::new(metrics.ready.clone()))?;
+        registry.register(Box::new(metrics.dependencies.clone()))?;
+        Ok(metrics)
+    }
+
+    fn observe(&self, checked: &Checked) {
+        self.ready.set(i64::from(checked.ready()));
+        for (name, up, _) in &checked.checks {
+            self.dependencies
+                .with_label_values(&[name])
+                .set(i64::from(*up));
+        }
+    }
+}
+
+/// What one readiness check found.
+struct Checked {
+    /// (dependency, up, required).
+    checks: Vec<(&'static str, bool, bool)>,
+    brokers: Vec<(String, String)>,
+    databases: Vec<(String, String)>,
+}
+
+impl Checked {
+    fn ready(&self) -> bool {
+        is_ready(&self.checks)
+    }
+}
+
+fn is_ready(checks: &[(&str, bool, bool)]) -> bool {
+    checks.iter().all(|(_, up, required)| *up || !*required)
 }
 
 impl Ops {
@@ -52,15 +112,22 @@ impl Ops {
     ) -> Option<Routed> {
         Some(match (segments, method) {
             (["healthz"], "GET") => ("/healthz", Ok(liveness())),
-            (["readyz"], "GET") => ("/readyz", Ok(self.readiness(stores()))),
-            (["metrics"], "GET") => (
-                "/metrics",
-                Ok(Response::with_body(
-                    200,
-                    "text/plain; version=0.0.4",
-                    self.metrics.render(),
-                )),
-            ),
+            (["readyz"], "GET") => {
+                let checked = self.check(stores());
+                let response = readiness(&checked.checks, &checked.brokers, &checked.databases);
+                ("/readyz", Ok(response))
+            }
+            (["metrics"], "GET") => {
+                self.check(stores());
+                (
+                    "/metrics",
+                    Ok(Response::with_body(
+                        200,
+                        "text/plain; version=0.0.4",
+                        self.metrics.render(),
+                    )),
+                )
+            }
             (["openapi.json"], "GET") => (
                 "/openapi.json",
                 Ok(Response::with_body(200, "application/json", self.openapi)),
@@ -73,9 +140,10 @@ impl Ops {
     }
 
     /// Reaches the database and `stores` on tokio (through the bridge) and
-    /// asks the broker probe. The database is up when a server that takes
-    /// writes answers; which one is named under `databases`.
-    fn readiness(&self, stores: Vec<(&'static str, StoreProbe)>) -> Response {
+    /// asks the broker probe; the readiness metrics take what it found. The
+    /// database is up when a server that takes writes answers; which one is
+    /// named under `databases`.
+    fn check(&self, stores: Vec<(&'static str, StoreProbe)>) -> Checked {
         let database = self.database.clone();
         let (names, probes): (Vec<_>, Vec<_>) = stores.into_iter().unzip();
         let store_count = names.len();
@@ -105,7 +173,13 @@ impl Ops {
                 .map(|(name, up)| (name, up, true)),
         );
         checks.push(("rabbitmq", broker, false));
-        readiness(&checks, &brokers, &databases)
+        let checked = Checked {
+            checks,
+            brokers,
+            databases,
+        };
+        self.readiness.observe(&checked);
+        checked
     }
 }
 
@@ -125,7 +199,7 @@ pub fn readiness(
     brokers: &[(String, String)],
     databases: &[(String, String)],
 ) -> Response {
-    let ready = checks.iter().all(|(_, up, required)| *up || !*required);
+    let ready = is_ready(checks);
     let mut body = Map::new();
     body.insert(
         "status".into(),

@@ -6,6 +6,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+use time::OffsetDateTime;
+
 use crate::relay::BatchReport;
 use crate::stats::Pending;
 
@@ -28,6 +30,8 @@ pub struct RelayMetrics {
     pub refused_batches: IntCounter,
     pub set_aside: IntCounter,
     pub failures: IntCounter,
+    /// Per batch: how old its oldest row was when the broker confirmed it.
+    pub publish_lag_seconds: Histogram,
     pub pending: IntGauge,
     pub oldest_pending_seconds: Gauge,
     pub set_aside_rows: IntGauge,
@@ -64,6 +68,13 @@ impl RelayMetrics {
                 "outbox_relay_failures_total",
                 "Batches that failed (store or broker unreachable)",
             )?,
+            publish_lag_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "outbox_relay_publish_lag_seconds",
+                    "Per batch, time from its oldest row's commit to the broker's confirm of it",
+                )
+                .buckets(LAG_BUCKETS.to_vec()),
+            )?,
             pending: IntGauge::new("outbox_pending", "Outbox rows not yet published")?,
             oldest_pending_seconds: Gauge::new(
                 "outbox_lag_seconds",
@@ -81,6 +92,7 @@ impl RelayMetrics {
         registry.register(Box::new(metrics.refused_batches.clone()))?;
         registry.register(Box::new(metrics.set_aside.clone()))?;
         registry.register(Box::new(metrics.failures.clone()))?;
+        registry.register(Box::new(metrics.publish_lag_seconds.clone()))?;
         registry.register(Box::new(metrics.pending.clone()))?;
         registry.register(Box::new(metrics.oldest_pending_seconds.clone()))?;
         registry.register(Box::new(metrics.set_aside_rows.clone()))?;
@@ -99,6 +111,11 @@ impl RelayMetrics {
         self.messages.inc_by(report.messages as u64);
         self.refused.inc_by(report.refused as u64);
         self.set_aside.inc_by(report.set_aside as u64);
+        if let Some(oldest) = report.oldest_confirmed {
+            let lag = OffsetDateTime::now_utc() - oldest;
+            self.publish_lag_seconds
+                .observe(lag.as_seconds_f64().max(0.0));
+        }
     }
 
     pub(crate) fn observe_pending(&self, pending: &Pending) {

@@ -105,7 +105,8 @@ impl Started {
 impl PipelineSettings {
     /// Makes the outbox's partitions ahead (before anything is written),
     /// then starts `plan`'s relays (none when `RELAY_ENABLED` is false),
-    /// consumers, dead-letter drain and retention on `pool`, each watching
+    /// the outbox gauges, consumers, dead-letter drain and retention on
+    /// `pool`, each watching
     /// `shutdown`; their metrics go to `registry`. `database` is where the
     /// relays LISTEN for new rows.
     pub async fn start(
@@ -134,6 +135,11 @@ impl PipelineSettings {
                 workers.push(tokio::spawn(relay.run(database.clone(), shutdown.clone())));
             }
         }
+        workers.push(tokio::spawn(crate::stats::keep_gauges(
+            pool.clone(),
+            relays.clone(),
+            shutdown.clone(),
+        )));
         let queues: Vec<String> = plan.subscriptions.iter().map(|s| s.queue.clone()).collect();
         for subscription in plan.subscriptions {
             let name = format!("{} {}", plan.service, subscription.role);

@@ -1,11 +1,19 @@
 //! What is in an outbox: rows waiting, how old the oldest is, rows set
-//! aside, and what went out lately. Read by `outbox stats` and by the
-//! relay's gauges.
+//! aside, and what went out lately. Read by `outbox stats` and kept in the
+//! outbox gauges of `/metrics` ([`keep_gauges`]).
 
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use platform::shutdown::Signal;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use crate::Result;
+use crate::metrics::RelayMetrics;
+
+/// How often [`keep_gauges`] reads the outbox.
+pub const GAUGE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Rows still to send.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,6 +55,25 @@ const TOTAL_ESTIMATE_SQL: &str = "\
 
 pub async fn pending(client: &Client) -> Result<Pending> {
     Ok(pending_since(client).await?.0)
+}
+
+/// Keeps the outbox gauges of `metrics` (`outbox_pending`,
+/// `outbox_lag_seconds`, `outbox_set_aside`) current until `shutdown`.
+/// Once per process that owns the outbox, whether its relays run in it or
+/// elsewhere: a backlog shows even when no relay runs at all. While the
+/// database cannot be read the gauges keep their last values (the
+/// readiness metrics tell that).
+pub async fn keep_gauges(pool: Pool, metrics: RelayMetrics, shutdown: Signal) {
+    while !shutdown.is_cancelled() {
+        match pool.get().await {
+            Ok(client) => match pending(&client).await {
+                Ok(pending) => metrics.observe_pending(&pending),
+                Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
+            },
+            Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
+        }
+        platform::shutdown::sleep(&shutdown, GAUGE_INTERVAL).await;
+    }
 }
 
 /// What is pending, and when the oldest pending row was written.

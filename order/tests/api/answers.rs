@@ -152,3 +152,41 @@ async fn an_order_whose_connection_dies_mid_commit_is_settled_by_a_lookup() {
     pipeline.assert_invariants().await;
     pipeline.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_waiting_behind_a_held_commit_show_in_the_writer_queue_gauge() {
+    let mut pipeline = spawn_pipeline_with(&[
+        ("ORDER_WRITER_LINGER_MS", "0"),
+        ("ORDER_QUEUE_CAPACITY", "64"),
+    ])
+    .await;
+    let product = pipeline.create_product("Queued", 100, 100).await;
+    assert_eq!(pipeline.metric("order_writer_queue_capacity").await, 64);
+    let lock = lock_orders(&pipeline).await;
+    // The first order's batch waits on the lock; the three after it queue.
+    let requests = (0..4).map(|n| {
+        let request = pipeline.order_request(&json!({"product_id": product, "quantity": 1}));
+        async move {
+            tokio::time::sleep(Duration::from_millis(200 * n)).await;
+            request.send().await.unwrap().status().as_u16()
+        }
+    });
+    let watch = async {
+        let mut queued = 0;
+        for _ in 0..40 {
+            queued = pipeline.metric("order_writer_queued").await;
+            if queued == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        lock.batch_execute("COMMIT").await.unwrap();
+        queued
+    };
+    let (statuses, queued) = tokio::join!(join_all(requests), watch);
+    assert_eq!(queued, 3, "orders queued behind the held commit");
+    assert_eq!(statuses, vec![201; 4]);
+    assert_eq!(pipeline.metric("order_writer_queued").await, 0);
+    pipeline.assert_invariants().await;
+    pipeline.stop().await;
+}

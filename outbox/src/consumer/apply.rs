@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{ApplyError, Batch, Consumer, Dedupe, Handler, Inbound, StepReport};
-use crate::dead_letters::{self, DeadLetter, Source};
+use crate::dead_letters::{self, DeadLetter, Origin, Source};
 use crate::envelope::{self, Received};
 use crate::{Error, Result, inbox};
 
@@ -71,11 +71,7 @@ impl<H: Handler> Consumer<H> {
                     Received::Malformed { raw, reason } => dead.push(DeadLetter::malformed(
                         raw,
                         reason,
-                        delivery
-                            .properties
-                            .kind()
-                            .as_ref()
-                            .map(|kind| kind.to_string()),
+                        &Origin::of(&delivery.properties),
                     )),
                 }
             }

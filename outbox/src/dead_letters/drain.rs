@@ -18,7 +18,7 @@ use lapin::{Channel, Connection};
 use platform::shutdown::Signal;
 use prometheus::IntGaugeVec;
 
-use super::{DeadLetter, Source, record, waiting};
+use super::{DeadLetter, Origin, Source, record, waiting};
 use crate::backoff::Backoff;
 use crate::envelope::DEAD_LETTER_REASON_HEADER;
 use crate::topology::Topology;
@@ -162,12 +162,7 @@ fn dead_letters_of(delivery: &Delivery) -> Vec<DeadLetter> {
             })
         })
         .unwrap_or_else(|| "dead-lettered by the broker".to_owned());
-    let event_type = delivery
-        .properties
-        .kind()
-        .as_ref()
-        .map(|kind| kind.to_string());
-    DeadLetter::of_body(&delivery.data, &reason, event_type)
+    DeadLetter::of_body(&delivery.data, &reason, &Origin::of(&delivery.properties))
 }
 
 fn text(headers: &FieldTable, name: &str) -> Option<String> {

@@ -15,6 +15,7 @@ pub mod drain;
 pub mod operate;
 
 use deadpool_postgres::Pool;
+use lapin::BasicProperties;
 use uuid::Uuid;
 
 use crate::Result;
@@ -38,11 +39,34 @@ impl Source {
     }
 }
 
+/// What the AMQP message itself said, beside its body: its own message
+/// id (the sender's; the events packed in one message share it) and its
+/// type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub transport_id: Option<String>,
+    pub event_type: Option<String>,
+}
+
+impl Origin {
+    pub fn of(properties: &BasicProperties) -> Self {
+        Origin {
+            transport_id: properties.message_id().as_ref().map(|id| id.to_string()),
+            event_type: properties.kind().as_ref().map(|kind| kind.to_string()),
+        }
+    }
+}
+
 /// One dead letter as it is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     /// The event's own id; `None` when the body is not an event.
     pub message_id: Option<Uuid>,
+    /// The id of the AMQP message it came in, where the message itself was
+    /// dead-lettered (a body that is not an event, a message the broker
+    /// gave up on): what its sender logged. `None` for an event set aside
+    /// by itself, which its own id names.
+    pub transport_id: Option<String>,
     pub event_type: Option<String>,
     pub aggregate_id: Option<String>,
     /// The envelope as JSON, or the raw body.
@@ -57,6 +81,7 @@ impl DeadLetter {
             .unwrap_or_else(|error| format!("(envelope not encodable: {error})"));
         DeadLetter {
             message_id: Some(envelope.id),
+            transport_id: None,
             event_type: Some(envelope.event_type.clone()),
             aggregate_id: Some(envelope.aggregate_id.clone()),
             body,
@@ -64,12 +89,13 @@ impl DeadLetter {
         }
     }
 
-    /// A body that is not an event; `event_type` is what its message's
-    /// properties claimed, if anything.
-    pub fn malformed(raw: String, reason: impl Into<String>, event_type: Option<String>) -> Self {
+    /// A body that is not an event, with what its message's properties
+    /// said.
+    pub fn malformed(raw: String, reason: impl Into<String>, origin: &Origin) -> Self {
         DeadLetter {
             message_id: None,
-            event_type,
+            transport_id: origin.transport_id.clone(),
+            event_type: origin.event_type.clone(),
             aggregate_id: None,
             body: raw,
             reason: reason.into(),
@@ -77,14 +103,17 @@ impl DeadLetter {
     }
 
     /// One dead letter per element of a message body (a packed message
-    /// holds several events), all for `reason`.
-    pub fn of_body(body: &[u8], reason: &str, event_type: Option<String>) -> Vec<Self> {
+    /// holds several events), all for `reason` and all of `origin`.
+    pub fn of_body(body: &[u8], reason: &str, origin: &Origin) -> Vec<Self> {
         envelope::decode(body)
             .into_iter()
             .map(|received| match received {
-                Received::Event(envelope) => DeadLetter::of_event(&envelope, reason),
+                Received::Event(envelope) => DeadLetter {
+                    transport_id: origin.transport_id.clone(),
+                    ..DeadLetter::of_event(&envelope, reason)
+                },
                 Received::Malformed { raw, reason: why } => {
-                    DeadLetter::malformed(raw, format!("{reason} ({why})"), event_type.clone())
+                    DeadLetter::malformed(raw, format!("{reason} ({why})"), origin)
                 }
             })
             .collect()
@@ -94,12 +123,15 @@ impl DeadLetter {
 /// An event dead-lettered again on the same queue counts up and takes the
 /// newest reason; it is no longer "requeued".
 const RECORD_SQL: &str = "\
-    INSERT INTO dead_letters (queue, message_id, event_type, aggregate_id, body, reason, source) \
-    SELECT $1, m, t, a, b, r, $7 \
-    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[]) AS d(m, t, a, b, r) \
+    INSERT INTO dead_letters \
+        (queue, message_id, event_type, aggregate_id, body, reason, source, transport_id) \
+    SELECT $1, m, t, a, b, r, $7, x \
+    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[]) \
+        AS d(m, t, a, b, r, x) \
     ON CONFLICT (queue, message_id) WHERE message_id IS NOT NULL DO UPDATE \
     SET count = dead_letters.count + 1, last_at = now(), reason = EXCLUDED.reason, \
-        body = EXCLUDED.body, source = EXCLUDED.source, requeued_at = NULL";
+        body = EXCLUDED.body, source = EXCLUDED.source, requeued_at = NULL, \
+        transport_id = coalesce(EXCLUDED.transport_id, dead_letters.transport_id)";
 
 /// Records `letters` from `queue`, in one statement.
 pub async fn record(
@@ -128,6 +160,7 @@ pub async fn record(
     let aggregates: Vec<Option<&str>> = kept.iter().map(|l| l.aggregate_id.as_deref()).collect();
     let bodies: Vec<&str> = kept.iter().map(|l| l.body.as_str()).collect();
     let reasons: Vec<&str> = kept.iter().map(|l| l.reason.as_str()).collect();
+    let transport_ids: Vec<Option<&str>> = kept.iter().map(|l| l.transport_id.as_deref()).collect();
     let client = pool.get().await?;
     let statement = client.prepare_cached(RECORD_SQL).await?;
     client
@@ -141,6 +174,7 @@ pub async fn record(
                 &bodies,
                 &reasons,
                 &source.as_str(),
+                &transport_ids,
             ],
         )
         .await?;
@@ -169,11 +203,11 @@ mod tests {
     fn a_packed_body_is_one_dead_letter_per_element() {
         let good = r#"{"id":"0192b3a0-0000-7000-8000-000000000001","type":"order.created","aggregate_id":"7","occurred_at":"2026-11-25T10:00:00Z","payload":{"x":1}}"#;
         let body = format!(r#"[{good}, {{"nope": 1}}]"#);
-        let letters = DeadLetter::of_body(
-            body.as_bytes(),
-            "delivery_limit",
-            Some("order.created".into()),
-        );
+        let origin = Origin {
+            transport_id: Some("batch-17".into()),
+            event_type: Some("order.created".into()),
+        };
+        let letters = DeadLetter::of_body(body.as_bytes(), "delivery_limit", &origin);
         assert_eq!(letters.len(), 2);
         assert_eq!(letters[0].aggregate_id.as_deref(), Some("7"));
         assert_eq!(letters[0].reason, "delivery_limit");
@@ -191,5 +225,10 @@ mod tests {
             letters[1].reason
         );
         assert_eq!(letters[1].event_type.as_deref(), Some("order.created"));
+        assert!(
+            letters
+                .iter()
+                .all(|letter| letter.transport_id.as_deref() == Some("batch-17"))
+        );
     }
 }

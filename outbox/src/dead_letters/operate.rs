@@ -24,6 +24,8 @@ pub struct DeadLetterRow {
     pub id: i64,
     pub queue: String,
     pub message_id: Option<Uuid>,
+    /// The id of the AMQP message it came in, where that was recorded.
+    pub transport_id: Option<String>,
     pub event_type: Option<String>,
     pub aggregate_id: Option<String>,
     pub reason: String,
@@ -36,7 +38,7 @@ pub struct DeadLetterRow {
 }
 
 const COLUMNS: &str = "id, queue, message_id, event_type, aggregate_id, reason, source, count, \
-                       first_at, last_at, requeued_at, body";
+                       first_at, last_at, requeued_at, body, transport_id";
 
 impl DeadLetterRow {
     fn from_row(row: &tokio_postgres::Row) -> Result<Self> {
@@ -53,6 +55,7 @@ impl DeadLetterRow {
             last_at: row.try_get(9)?,
             requeued_at: row.try_get(10)?,
             body: row.try_get(11)?,
+            transport_id: row.try_get(12)?,
         })
     }
 }

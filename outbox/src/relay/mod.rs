@@ -40,10 +40,11 @@ mod pack;
 mod publisher;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 use platform::shutdown::Signal;
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 pub(crate) use claim::ROW_COLUMNS;
@@ -51,11 +52,11 @@ pub use claim::{Claim, OutboxRow, claim};
 pub(crate) use pack::pack;
 pub use publisher::{ConfirmOutcome, Publisher};
 
+use crate::Result;
 use crate::backoff::Backoff;
 use crate::envelope::OutgoingMessage;
 use crate::metrics::RelayMetrics;
 use crate::topology::Topology;
-use crate::{Result, stats};
 
 /// How a relay behaves; every field has a setting in the services and CLI.
 #[derive(Debug, Clone)]
@@ -128,6 +129,8 @@ pub struct BatchReport {
     /// Rows refused this time (they stay unsent or are set aside).
     pub refused: usize,
     pub set_aside: usize,
+    /// When the oldest row the broker confirmed was written.
+    pub oldest_confirmed: Option<OffsetDateTime>,
 }
 
 /// A batch sent to the broker, its cursor not moved yet.
@@ -140,6 +143,8 @@ pub struct SentBatch {
     /// Rows read from `outbox_refused` (another attempt).
     retries: Vec<i64>,
     advance: Option<claim::Advance>,
+    /// When the oldest row claimed was written.
+    oldest: Option<OffsetDateTime>,
 }
 
 impl SentBatch {
@@ -228,6 +233,7 @@ impl Relay {
             messages: groups.len(),
             retries: claim.retries,
             advance: claim.advance,
+            oldest: claim.rows.iter().map(|row| row.created_at).min(),
         };
         // A packed message refused while others passed, or the only
         // message of the batch: its rows go again one per message, so that
@@ -299,6 +305,7 @@ impl Relay {
             messages: sent.messages,
             refused: sent.refused.len() + sent.oversized.len(),
             set_aside,
+            oldest_confirmed: sent.oldest.filter(|_| !sent.confirmed.is_empty()),
         })
     }
 
@@ -342,12 +349,7 @@ impl Relay {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listener::listen(listen, wake.clone(), shutdown.clone()));
         let mut backoff = Backoff::default();
-        let mut gauges_updated = Instant::now() - Duration::from_secs(60);
         while !shutdown.is_cancelled() {
-            if gauges_updated.elapsed() >= Duration::from_secs(2) {
-                self.update_gauges().await;
-                gauges_updated = Instant::now();
-            }
             let full_batch = self.config.batch_size;
             let pause = match self.try_publish_batch().await {
                 Ok(Outcome::Published(report)) if report.refused > 0 => Some(backoff.next_delay()),
@@ -386,15 +388,5 @@ impl Relay {
             publisher.close().await;
         }
         listener.abort();
-    }
-
-    async fn update_gauges(&self) {
-        match self.pool.get().await {
-            Ok(client) => match stats::pending(&client).await {
-                Ok(pending) => self.metrics.observe_pending(&pending),
-                Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
-            },
-            Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
-        }
     }
 }

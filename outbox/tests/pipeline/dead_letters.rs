@@ -30,7 +30,15 @@ fn dead_letters(outbox: &TestOutbox, args: &[&str]) -> String {
 #[tokio::test]
 async fn a_malformed_message_is_listed_with_its_reason_and_can_be_read_and_purged() {
     let outbox = TestOutbox::new().await;
-    outbox.publish_raw(b"{ not json at all").await;
+    // The sender logged its message's own id: the operator finds it by that.
+    outbox
+        .publish_raw_with(
+            b"{ not json at all",
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(ShortString::from("sender-42")),
+        )
+        .await;
     assert_eq!(outbox.consume_all().await.dead_lettered, 1);
 
     let listed = dead_letters(&outbox, &["list"]);
@@ -40,9 +48,12 @@ async fn a_malformed_message_is_listed_with_its_reason_and_can_be_read_and_purge
         .find(|line| line.contains(&queue))
         .unwrap_or_else(|| panic!("not listed: {listed}"));
     assert!(line.contains("not an event envelope"), "{line}");
-    let id = line.split('\t').next().unwrap().to_owned();
+    let columns: Vec<&str> = line.split('\t').collect();
+    assert_eq!((columns[2], columns[3]), ("-", "sender-42"), "{line}");
+    let id = columns[0].to_owned();
     let shown = dead_letters(&outbox, &["show", &id]);
     assert!(shown.contains("{ not json at all"), "{shown}");
+    assert!(shown.contains("amqp id:      sender-42"), "{shown}");
     assert!(shown.contains("by:           consumer"), "{shown}");
 
     // Not an event: a requeue leaves it; a purge needs --yes.

@@ -224,6 +224,12 @@ impl TestOutbox {
 
     /// Publishes a raw body to the orders exchange as `order.created`.
     pub(crate) async fn publish_raw(&self, body: &[u8]) {
+        self.publish_raw_with(body, BasicProperties::default().with_delivery_mode(2))
+            .await
+    }
+
+    /// Publishes `body` as it is, with `properties`, as "order.created".
+    pub(crate) async fn publish_raw_with(&self, body: &[u8], properties: BasicProperties) {
         let connection = outbox::broker::connect(&amqp_url(), "test publisher")
             .await
             .unwrap();
@@ -235,7 +241,7 @@ impl TestOutbox {
                 "order.created".into(),
                 BasicPublishOptions::default(),
                 body,
-                BasicProperties::default().with_delivery_mode(2),
+                properties,
             )
             .await
             .unwrap()

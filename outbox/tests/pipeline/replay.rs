@@ -212,9 +212,16 @@ async fn the_standalone_relay_reads_the_services_relay_settings() {
     assert!(!status.success());
     assert!(stderr.contains("RELAY_LINGER_MS is not valid"), "{stderr}");
 
-    // With good settings it relays, lingering as configured.
+    // With good settings it relays, lingering as configured, and serves
+    // its metrics.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut good = outbox_command(&outbox);
     good.args(["relay", "--exchange", "orders"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .env("RELAY_LINGER_MS", "20")
         .env("RELAY_POLL_INTERVAL_MS", "100");
     let mut child = good.spawn().unwrap();
@@ -233,8 +240,46 @@ async fn the_standalone_relay_reads_the_services_relay_settings() {
             break;
         }
     }
+    // The gauges are read every two seconds: wait for them to catch up.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = scrape(port).await;
+        if metrics.contains("outbox_relay_published_events_total 2")
+            && metrics.contains("outbox_pending 0")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(events.len(), 2);
+    for line in [
+        "HTTP/1.1 200 OK",
+        "outbox_relay_published_events_total 2",
+        "outbox_pending 0",
+        "outbox_relay_publish_lag_seconds_count",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
     outbox.cleanup().await;
+}
+
+/// `GET /metrics` of a process on `port`: the whole answer, or "" when
+/// nothing answers yet.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let mut answer = String::new();
+    if stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .is_ok()
+    {
+        let _ = stream.read_to_string(&mut answer).await;
+    }
+    answer
 }

@@ -169,6 +169,15 @@ async fn a_write_whose_invalidation_redis_cannot_take_is_refused_and_changes_not
     // Reads still work, from PostgreSQL.
     let served: Value = app.get_product(id).await.json().await.unwrap();
     assert_eq!(served["version"], created["version"]);
+    // What an alert reads: not ready, and which dependency is down.
+    let metrics = app.metrics().await;
+    for line in [
+        "service_ready 0",
+        r#"dependency_up{dependency="redis"} 0"#,
+        r#"dependency_up{dependency="postgres"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
     app.stop().await;
 }
 

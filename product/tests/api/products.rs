@@ -193,6 +193,15 @@ async fn health_readiness_and_metrics_answer() {
         metrics.contains("http_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    // Readiness as metrics, checked at the scrape.
+    for line in [
+        "service_ready 1",
+        r#"dependency_up{dependency="postgres"} 1"#,
+        r#"dependency_up{dependency="redis"} 1"#,
+        r#"dependency_up{dependency="rabbitmq"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
     app.stop().await;
 }
 

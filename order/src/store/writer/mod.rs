@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use http_api::bridge::{Answer, BridgeError, Reply, reply_channel};
 use platform::shutdown::Signal;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -214,15 +214,19 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct WriterHandle {
     sender: mpsc::Sender<PlaceJob>,
+    queued: IntGauge,
 }
 
 impl WriterHandle {
     /// Queues a job without waiting (callable from a coroutine).
     pub fn try_submit(&self, job: PlaceJob) -> Result<(), SubmitError> {
-        self.sender.try_send(job).map_err(|error| match error {
+        let sent = self.sender.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => SubmitError::Full,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
-        })
+        });
+        self.queued
+            .set((self.sender.max_capacity() - self.sender.capacity()) as i64);
+        sent
     }
 }
 
@@ -244,11 +248,15 @@ pub struct WriterConfig {
     pub statement_timeout: Duration,
 }
 
-/// Batch sizes and outcomes, for `/metrics`.
+/// Batch sizes, outcomes and the queue, for `/metrics`.
 #[derive(Clone)]
 pub struct WriterMetrics {
     pub batch_orders: Histogram,
     pub outcomes: IntCounterVec,
+    /// Orders waiting for a writer; set at each submit and each batch taken.
+    pub queued: IntGauge,
+    /// Orders queued at most (`ORDER_QUEUE_CAPACITY`).
+    pub capacity: IntGauge,
 }
 
 impl WriterMetrics {
@@ -268,9 +276,19 @@ impl WriterMetrics {
                 ),
                 &["outcome"],
             )?,
+            queued: IntGauge::new(
+                "order_writer_queued",
+                "Orders waiting for the group-commit writer",
+            )?,
+            capacity: IntGauge::new(
+                "order_writer_queue_capacity",
+                "Orders queued at most before POST /orders answers 503 (ORDER_QUEUE_CAPACITY)",
+            )?,
         };
         registry.register(Box::new(metrics.batch_orders.clone()))?;
         registry.register(Box::new(metrics.outcomes.clone()))?;
+        registry.register(Box::new(metrics.queued.clone()))?;
+        registry.register(Box::new(metrics.capacity.clone()))?;
         Ok(metrics)
     }
 
@@ -295,6 +313,8 @@ pub fn start(
     shutdown: Signal,
 ) -> (WriterHandle, Vec<JoinHandle<()>>) {
     let (sender, receiver) = mpsc::channel(config.capacity);
+    metrics.capacity.set(config.capacity as i64);
+    let queued = metrics.queued.clone();
     let receiver = Arc::new(Mutex::new(receiver));
     let session = session::settings(database, config.statement_timeout);
     let tasks = (0..config.writers)
@@ -308,7 +328,7 @@ pub fn start(
             tokio::spawn(writer.run(receiver.clone(), shutdown.clone()))
         })
         .collect();
-    (WriterHandle { sender }, tasks)
+    (WriterHandle { sender, queued }, tasks)
 }
 
 #[cfg(test)]

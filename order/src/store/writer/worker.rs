@@ -75,7 +75,9 @@ impl Writer {
         loop {
             let batch = {
                 let mut receiver = receiver.lock().await;
-                self.collect(&mut receiver, &shutdown).await
+                let batch = self.collect(&mut receiver, &shutdown).await;
+                self.metrics.queued.set(receiver.len() as i64);
+                batch
             };
             if batch.is_empty() {
                 return;

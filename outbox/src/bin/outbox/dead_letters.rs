@@ -12,15 +12,15 @@ use crate::Target;
 #[derive(Args)]
 pub(crate) struct DeadLetterArgs {
     #[command(flatten)]
-    target: Target,
+    pub(crate) target: Target,
     #[command(subcommand)]
     command: DeadLetterCommand,
 }
 
 #[derive(Subcommand)]
 enum DeadLetterCommand {
-    /// One line per dead letter: id, queue, message id, type, count, first
-    /// and last time, reason.
+    /// One line per dead letter: id, queue, event id, AMQP message id, type,
+    /// count, first and last time, reason.
     List {
         /// Also those already requeued.
         #[arg(long)]
@@ -83,13 +83,14 @@ pub(crate) async fn run(args: DeadLetterArgs) -> anyhow::Result<()> {
     match args.command {
         DeadLetterCommand::List { all, limit } => {
             let rows = operate::list(&client, all, limit).await?;
-            println!("id\tqueue\tmessage id\ttype\tcount\tfirst\tlast\treason");
+            println!("id\tqueue\tevent id\tamqp message id\ttype\tcount\tfirst\tlast\treason");
             for row in &rows {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}{}",
                     row.id,
                     row.queue,
                     row.message_id.map_or("-".to_owned(), |id| id.to_string()),
+                    row.transport_id.as_deref().unwrap_or("-"),
                     row.event_type.as_deref().unwrap_or("-"),
                     row.count,
                     time(row.first_at)?,
@@ -147,8 +148,12 @@ fn print_row(row: &DeadLetterRow) -> anyhow::Result<()> {
     println!("id:           {}", row.id);
     println!("queue:        {}", row.queue);
     println!(
-        "message id:   {}",
+        "event id:     {}",
         row.message_id.map_or("-".to_owned(), |id| id.to_string())
+    );
+    println!(
+        "amqp id:      {}",
+        row.transport_id.as_deref().unwrap_or("-")
     );
     println!("type:         {}", row.event_type.as_deref().unwrap_or("-"));
     println!(

@@ -2,6 +2,7 @@
 //! replays rows, reports what is waiting, and works the dead letters.
 
 mod dead_letters;
+mod scrape;
 
 use std::io::IsTerminal;
 
@@ -47,17 +48,24 @@ enum Service {
     Product,
 }
 
+/// Global: a command with subcommands (`dead-letters list`) takes them
+/// before or after its subcommand.
 #[derive(Args)]
 pub(crate) struct Target {
     /// Whose outbox: `order` reads ORDER_DATABASE_URL and publishes to
     /// "orders"; `product` reads PRODUCT_DATABASE_URL and publishes to "products".
-    #[arg(long, env = "OUTBOX_SERVICE", value_enum)]
+    #[arg(long, env = "OUTBOX_SERVICE", value_enum, global = true)]
     service: Option<Service>,
     /// PostgreSQL URL of the outbox's database (overrides --service's setting).
-    #[arg(long, env = "OUTBOX_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "OUTBOX_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
     database_url: Option<String>,
     /// Exchange to publish to (overrides --service's), without namespace.
-    #[arg(long)]
+    #[arg(long, global = true)]
     exchange: Option<String>,
 }
 
@@ -85,6 +93,10 @@ struct RelayArgs {
     target: Target,
     #[command(flatten)]
     broker: Broker,
+    /// Serve `/metrics` (Prometheus) and `/healthz` on this address, e.g.
+    /// 127.0.0.1:9464 (none when unset).
+    #[arg(long, env = "RELAY_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -208,18 +220,30 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     let pool = platform::db::pool(&database, 4)?;
     let connection_name = format!("standalone relay {exchange} (pid {})", std::process::id());
     let config = settings.relay_config(&exchange, &connection_name);
-    tracing::info!(database = %platform::db::describe(&database), broker = %broker::describe(&settings.amqp_url), %exchange, "standalone relay starting");
+    let metrics = platform::metrics::Metrics::new();
+    let relay_metrics = outbox::metrics::RelayMetrics::register(metrics.registry())?;
     let stop = platform::shutdown::Signal::new();
-    let relay = Relay::new(
-        pool,
-        settings.topology(),
-        config,
-        outbox::metrics::RelayMetrics::unregistered(),
-    );
-    let running = tokio::spawn(relay.run(database, stop.clone()));
+    let mut tasks = Vec::new();
+    if let Some(addr) = args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+        tasks.push(tokio::spawn(scrape::serve(listener, metrics, stop.clone())));
+    }
+    tracing::info!(database = %platform::db::describe(&database), broker = %broker::describe(&settings.amqp_url), %exchange, "standalone relay starting");
+    tasks.push(tokio::spawn(stats::keep_gauges(
+        pool.clone(),
+        relay_metrics.clone(),
+        stop.clone(),
+    )));
+    let relay = Relay::new(pool, settings.topology(), config, relay_metrics);
+    tasks.push(tokio::spawn(relay.run(database, stop.clone())));
     platform::shutdown::signal().await;
     stop.cancel();
-    running.await?;
+    for task in tasks {
+        task.await?;
+    }
     tracing::info!("standalone relay stopped");
     Ok(())
 }
@@ -366,4 +390,44 @@ async fn dead_lettered(url: &str, namespace: &str) -> anyhow::Result<Vec<(String
         .await?;
     let _ = connection.close(200, "done".into()).await;
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap_or_else(|error| panic!("{args:?}: {error}"))
+    }
+
+    #[test]
+    fn the_outbox_is_named_before_or_after_a_subcommand() {
+        for args in [
+            &["outbox", "dead-letters", "list", "--service", "product"][..],
+            &["outbox", "dead-letters", "--service", "product", "list"],
+            &[
+                "outbox",
+                "dead-letters",
+                "requeue",
+                "--id",
+                "12",
+                "--service",
+                "product",
+                "--dry-run",
+            ],
+        ] {
+            let Command::DeadLetters(dead_letters) = parsed(args).command else {
+                panic!("{args:?} is not dead-letters");
+            };
+            assert!(
+                matches!(dead_letters.target.service, Some(Service::Product)),
+                "{args:?}"
+            );
+        }
+        let Command::Stats(stats) = parsed(&["outbox", "stats", "--service", "order"]).command
+        else {
+            panic!("not stats");
+        };
+        assert!(matches!(stats.target.service, Some(Service::Order)));
+    }
 }
