@@ -2,7 +2,9 @@
 """Checks docker-compose.yml without a Docker engine: Debian's docker-compose
 accepts it (`docker-compose config`), and it agrees with the non-Docker path:
 the same ports as `make up`, the same commands, only settings that
-.env.example documents, and a health check on every service. CI runs it."""
+.env.example documents, and a health check on every service; the observe
+profile's Prometheus, Alertmanager and Grafana on the host's network with
+their configuration from deploy/. CI runs it."""
 
 import re
 import subprocess
@@ -61,6 +63,31 @@ for name in ["rabbit-a", "rabbit-b", "rabbit-c"]:
         problems.append(f"{name} has no health check")
 if "load" not in services.get("k6", {}).get("profiles", []):
     problems.append("k6 is not under the load profile")
+
+# The observe profile: on the host's network, since Prometheus scrapes the
+# services where they are published (127.0.0.1, as under `make up`), reading
+# its configuration and the dashboards from deploy/.
+observe = {
+    "prometheus": "/deploy/prometheus:/etc/prometheus:ro",
+    "alertmanager": "/deploy/alertmanager:/etc/alertmanager:ro",
+    "grafana": "/deploy/grafana/provisioning:/etc/grafana/provisioning:ro",
+}
+for name, mount in observe.items():
+    service = services.get(name)
+    if service is None:
+        problems.append(f"{name} is missing (observe profile)")
+        continue
+    if "observe" not in service.get("profiles", []):
+        problems.append(f"{name} is not under the observe profile")
+    if "healthcheck" not in service:
+        problems.append(f"{name} has no health check")
+    if service.get("network_mode") != "host":
+        problems.append(f"{name} is not on the host network, where the scrape targets (127.0.0.1) are")
+    if not any(str(volume).endswith(mount) for volume in service.get("volumes", [])):
+        problems.append(f"{name} does not mount ...{mount}")
+grafana_port = str((services.get("grafana", {}).get("environment") or {}).get("GF_SERVER_HTTP_PORT", "3000"))
+if grafana_port in (env["PRODUCT_PORT"], env["ORDER_PORT"]):
+    problems.append(f"grafana listens on the host's :{grafana_port}, a service's port (set GF_SERVER_HTTP_PORT)")
 
 readme = open("README.md").read()
 for needle in ["make up", "docker compose up --build"]:
