@@ -5,7 +5,7 @@ ENV_FILE ?= $(if $(wildcard .env),.env,.env.example)
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: help up build services test lint fmt load soak fuzz chaos scale cluster cluster-down cluster-chaos pg-cluster pg-cluster-down pg-cluster-chaos clean
+.PHONY: help up build services test lint fmt load soak fuzz chaos scale cluster cluster-down cluster-chaos pg-cluster pg-cluster-down pg-cluster-chaos observe observe-down alert-drill clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,12 +19,15 @@ build: ## Build the release binaries (product, order, outbox, perf tools).
 services: ## Make sure PostgreSQL, Redis and RabbitMQ answer (start them if installed but down).
 	@scripts/services.sh
 
-test: services ## The whole test suite, unit and integration, against the real local servers.
+test: services ## The whole test suite against the real local servers: unit and integration tests, the docs' commands as written, the alert rules.
 	@if scripts/cluster.sh url >/dev/null 2>&1; then echo "test: the three-node RabbitMQ cluster answers: its test runs"; \
 	else echo "test: no three-node RabbitMQ cluster (make cluster): its test is skipped"; fi
 	@if scripts/pg-cluster.sh healthy >/dev/null 2>&1; then echo "test: the Patroni cluster answers: its tests run"; \
 	else echo "test: no Patroni cluster (make pg-cluster): its tests are skipped"; fi
 	$(CARGO) test --workspace
+	$(CARGO) build --workspace --bins
+	@scripts/doc-commands.sh
+	@scripts/check-rules.sh
 
 lint: ## rustfmt and clippy, as CI runs them.
 	$(CARGO) fmt --all -- --check
@@ -66,6 +69,15 @@ pg-cluster-down: ## Stop the Patroni cluster and etcd and remove their folders (
 
 pg-cluster-chaos: build ## Orders against services on the Patroni cluster, its leader killed at +15 s, restarted at +40 s: RATE=500 DURATION=60.
 	@set -a; . ./$(ENV_FILE); set +a; scripts/pg-cluster-chaos.sh
+
+observe: ## Prometheus (:9090) and Alertmanager (:9093) watching `make up` with the project's rules (deploy/); prints the URLs.
+	@scripts/observe.sh up
+
+observe-down: ## Stop Prometheus and Alertmanager and remove their data (.state/observe).
+	@scripts/observe.sh down
+
+alert-drill: build ## With `make observe`: hold each fault until its alert fires, end it, wait for the resolve; prints a table (stop make up first).
+	@set -a; . ./$(ENV_FILE); set +a; scripts/alert-drill.sh
 
 clean: ## Remove build output and load reports.
 	$(CARGO) clean

@@ -12,7 +12,7 @@ use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{Map, Value};
 
 use crate::Response;
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, BridgeError};
 use crate::error::ApiError;
 
 /// A route's name (the metrics label) and its answer.
@@ -73,8 +73,14 @@ impl ReadinessMetrics {
         Ok(metrics)
     }
 
-    fn observe(&self, checked: &Checked) {
+    /// `probed`: whether the stores were reached at all (not when the
+    /// bridge refused the check for overload); if not, only `service_ready`
+    /// is set.
+    fn observe(&self, checked: &Checked, probed: bool) {
         self.ready.set(i64::from(checked.ready()));
+        if !probed {
+            return;
+        }
         for (name, up, _) in &checked.checks {
             self.dependencies
                 .with_label_values(&[name])
@@ -157,7 +163,11 @@ impl Ops {
         let checked = self
             .bridge
             .run(async move { tokio::join!(platform::db::reach(&database), stores) });
-        // No answer in time (or too much in flight) counts every store down.
+        // No answer in time (or too much in flight) counts every store down
+        // for readiness. A check refused for overload tells nothing of the
+        // stores themselves: the dependency gauges keep what the last one
+        // found (an overload is not a database outage).
+        let probed = !matches!(checked, Err(BridgeError::Overloaded));
         let (server, stores) = checked.unwrap_or((None, vec![false; store_count]));
         let (broker, brokers) = (self.broker)();
         let database = server.as_ref().is_some_and(|server| !server.in_recovery);
@@ -178,7 +188,7 @@ impl Ops {
             brokers,
             databases,
         };
-        self.readiness.observe(&checked);
+        self.readiness.observe(&checked, probed);
         checked
     }
 }
