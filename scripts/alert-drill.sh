@@ -6,8 +6,11 @@
 # /metrics on :9464), a light load (k6, RATE orders/s), and a webhook
 # receiver on :9099 that writes down every notification Alertmanager sends.
 # Then, one at a time, it holds a fault until the alert meant for it
-# fires, ends the fault, and waits for the alert to resolve:
+# fires, ends the fault, and waits for the alert to resolve (and, before a
+# fault, until its alert is no longer firing from an earlier one):
 #
+#   lost-event    order.created messages purged     OrdersRedriven{job=order}
+#                 from the product's queue
 #   kill-product  the product service killed        ServiceDown{job=product}
 #   stop-relay    the standalone relay stopped      OutboxEventsDelayed{outbox=order}
 #   rabbitmq      the RabbitMQ app stopped          ConsumerDisconnected{job=order}
@@ -15,9 +18,9 @@
 #                 connections
 #   poison        an event no consumer can apply    DeadLettersWaiting{job=product}
 #                 (ended by purging its dead letter)
-#   lost-event    order.created messages purged     OrdersRedriven{job=order}
-#                 from the product's queue
 #
+# lost-event comes first: the faults after it hold orders back for longer
+# than the drill's re-drive delay (15 s), so they re-drive orders too.
 # It prints a table (fault, alert, fired after, resolved after, verdict)
 # and fails if an alert did not fire within its rule's `for:` plus
 # FIRE_SLACK seconds, or did not resolve within RESOLVE_SECONDS of the
@@ -31,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RATE=${RATE:-100}
-FAULTS=${FAULTS:-kill-product stop-relay rabbitmq postgres poison lost-event}
+FAULTS=${FAULTS:-lost-event kill-product stop-relay rabbitmq postgres poison}
 FIRE_SLACK=${FIRE_SLACK:-90}
 RESOLVE_SECONDS=${RESOLVE_SECONDS:-180}
 RELAY_METRICS=127.0.0.1:9464
@@ -77,11 +80,11 @@ admin_url=$(db_url "$ORDER_DATABASE_URL" postgres)
 queue="${AMQP_NAMESPACE:-}product.order-created"
 
 cleanup() {
+  rm -f "$targets"
   psql "$admin_url" -qAt -c "ALTER DATABASE \"$orders_db\" ALLOW_CONNECTIONS true" >/dev/null 2>&1 || true
   rabbitmqctl -q start_app >/dev/null 2>&1 || true
   kill $(cat "$dir"/*.pid 2>/dev/null) 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -f "$targets"
 }
 trap cleanup EXIT
 
@@ -158,6 +161,21 @@ for line in open(path):
 PY
 }
 
+# Whether the last notification for `alert` with `label` said "firing".
+firing_now() {
+  python3 - "$notifications" "$1" "$2" <<'PY'
+import json, sys
+path, alert, label = sys.argv[1], sys.argv[2], sys.argv[3]
+name, value = label.split("=", 1)
+last = None
+for line in open(path):
+    n = json.loads(line)
+    if n["alertname"] == alert and n["labels"].get(name) == value:
+        last = n["status"]
+sys.exit(0 if last == "firing" else 1)
+PY
+}
+
 # Waits until `alert` with `label` is notified with `status` after `since`,
 # for at most `limit` seconds; echoes the seconds it took, or "never".
 wait_for() {
@@ -177,10 +195,17 @@ ready() {
 }
 
 # --- the run --------------------------------------------------------------
+for fault in $FAULTS; do expected "$fault" >/dev/null; done
 say "faults: $FAULTS; load ${RATE}/s; notifications in $notifications"
 scripts/services.sh
 python3 scripts/alert-receiver.py "$notifications" 9099 >"$dir/receiver.log" 2>&1 &
 echo $! >"$dir/receiver.pid"
+# Anything answering (its 404 for a GET) means the receiver listens.
+for _ in $(seq 50); do curl -s -o /dev/null 127.0.0.1:9099/ && break; sleep 0.1; done
+if ! kill -0 "$(pid_of receiver)" 2>/dev/null || ! curl -s -o /dev/null 127.0.0.1:9099/; then
+  say "the webhook receiver did not start on :9099 (taken? $dir/receiver.log)"
+  exit 1
+fi
 start_product
 start_order
 start_relay
@@ -199,6 +224,13 @@ failed=0
 rows=()
 for fault in $FAULTS; do
   read -r alert label for_seconds < <(expected "$fault")
+  # An alert still firing from an earlier fault would not be sent again.
+  for _ in $(seq 96); do firing_now "$alert" "$label" || break; sleep 5; done
+  if firing_now "$alert" "$label"; then
+    rows+=("$(printf '%-13s %-22s %-14s %9s %12s  %s' "$fault" "$alert" "$label" - - "FAILED (still firing from before)")")
+    failed=1
+    continue
+  fi
   say "$fault: holding until $alert{$label} fires"
   started=$(date +%s)
   "fault_$fault"

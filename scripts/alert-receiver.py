@@ -11,6 +11,7 @@ Stdlib only; stops on SIGTERM."""
 
 import json
 import sys
+import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,10 +23,15 @@ def main():
         sys.exit(f"usage: {sys.argv[0]} OUT_FILE [PORT]")
     out = sys.argv[1]
     port = int(sys.argv[2]) if len(sys.argv) == 3 else 9099
+    # Notifications may come on several connections at once: one writer.
+    writing = threading.Lock()
 
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
             if self.path != "/alerts" or not 0 < length <= MAX_BODY:
                 self.send_error(404 if self.path != "/alerts" else 400)
                 return
@@ -35,7 +41,7 @@ def main():
                 self.send_error(400)
                 return
             received = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            with open(out, "a") as file:
+            with writing, open(out, "a") as file:
                 for alert in notification.get("alerts", []):
                     labels = alert.get("labels", {})
                     file.write(json.dumps({

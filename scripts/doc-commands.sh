@@ -86,7 +86,12 @@ while IFS=$'\t' read -r file command; do
     bash -c "exec $run" >>"$log" 2>&1 </dev/null &
     pid=$!
     sleep "$RUN_FOR"
-    if kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" && wait "$pid"; then status=ok; else status=FAILED; fi
+    status=FAILED
+    if kill -0 "$pid" 2>/dev/null && kill -TERM "$pid"; then
+      # A clean stop within 30 s.
+      for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; elif wait "$pid"; then status=ok; fi
+    fi
   elif timeout 300 bash -c "$run" >>"$log" 2>&1 </dev/null; then
     status=ok
   else

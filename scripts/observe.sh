@@ -30,13 +30,15 @@ alertmanager_bin() {
 }
 
 answers() { curl -fsS -o /dev/null --max-time 2 "http://$1/-/ready" 2>/dev/null; }
+# Whether `name` runs as this script started it (its pid file names a live process).
+ours() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
 # Starts `name` in the background (its pid in STATE/name.pid) unless its
 # pid file names a live process.
 start() {
   local name=$1; shift
   local pid_file="$STATE/$name.pid"
-  if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+  if ours "$name"; then
     say "$name already runs (pid $(cat "$pid_file"))"
     return
   fi
@@ -65,9 +67,10 @@ up() {
   local alertmanager
   alertmanager=$(alertmanager_bin)
   [ -n "$alertmanager" ] || { say "Alertmanager is not installed: apt-get install prometheus-alertmanager"; exit 1; }
-  for addr in "$PROMETHEUS_ADDR" "$ALERTMANAGER_ADDR"; do
-    if answers "$addr" && ! [ -f "$STATE/prometheus.pid" ]; then
-      say "something else already answers on $addr (a packaged service? stop it first)"
+  for pair in "prometheus $PROMETHEUS_ADDR" "alertmanager $ALERTMANAGER_ADDR"; do
+    set -- $pair
+    if answers "$2" && ! ours "$1"; then
+      say "something else already answers on $2 (a packaged service? stop it first)"
       exit 1
     fi
   done

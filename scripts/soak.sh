@@ -5,7 +5,10 @@
 # the run, then sends orders open-loop at RATE for MINUTES with `perf load`
 # (latency from each request's planned time) and prints one line a minute:
 # p50, p99 and errors of the minute, each service's resident memory, and
-# the size of both outboxes. It passes when every minute's p99 is under
+# the size of both outboxes, the checkpoints the server began and the
+# upkeep statements it ran in that minute (vacuum, analyze, partition
+# work: what a slow minute is to be read against, sampled each second).
+# It passes when every minute's p99 is under
 # P99_LIMIT_MS, no request failed, memory stayed flat, the outboxes' size
 # held once retention ran, and the invariants hold after the drain. Stop
 # `make up` first.
@@ -86,17 +89,34 @@ sample() {
   product_outbox=$(outbox_mb "$PRODUCT_DATABASE_URL")
   echo "$order_rss $product_rss $order_outbox $product_outbox"
 }
+checkpoints() {
+  psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAtc "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+}
 (
   for minute in $(seq 0 "$MINUTES"); do
-    echo "$minute $(sample)" >>"$dir/samples.txt"
+    echo "$minute $(sample) $(checkpoints)" >>"$dir/samples.txt"
     sleep 60
   done
 ) &
 sampler=$!
+# Each second: the upkeep statements running on the server (the services'
+# own vacuums and partition work, autovacuum's when it is on), one line
+# each: seconds since the load began, database, statement.
+started=$(date +%s)
+(
+  while :; do
+    psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAt -F $'\t' -c "SELECT extract(epoch FROM now())::int - $started, \
+      datname, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_stat_activity \
+      WHERE state = 'active' AND pid <> pg_backend_pid() \
+        AND query ~* '^\\s*(VACUUM|ANALYZE|CREATE|DROP|ALTER|CHECKPOINT)'" >>"$dir/upkeep.tsv" 2>/dev/null || true
+    sleep 1
+  done
+) &
+upkeep=$!
 
 "$bin/perf" load --scenario orders --rate "$RATE" --seconds $((MINUTES * 60)) --window-seconds 60 \
   --seed "$dir/seed.json" --out "$dir/load-summary.json" >"$dir/load.txt"
-kill "$sampler" 2>/dev/null || true
+kill "$sampler" "$upkeep" 2>/dev/null || true
 "$bin/perf" drain >/dev/null || true
 sleep 2
 "$bin/perf" scrape --out "$dir/metrics-after.json"
@@ -111,11 +131,22 @@ samples = {}
 for line in open(f"{d}/samples.txt"):
     minute, *values = line.split()
     samples[int(minute)] = [float(v) for v in values]
-print(f"{'minute':>6} {'rate':>6} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'order MB':>8} {'product MB':>10} {'outbox MB o/p':>14}")
+# Upkeep seen running in each minute, by database and statement.
+upkeep = {}
+try:
+    for line in open(f"{d}/upkeep.tsv"):
+        second, database, statement = line.rstrip("\n").split("\t", 2)
+        upkeep.setdefault(int(second) // 60 + 1, {}).setdefault(f"{database}: {statement}", 0)
+        upkeep[int(second) // 60 + 1][f"{database}: {statement}"] += 1
+except FileNotFoundError:
+    pass
+print(f"{'minute':>6} {'rate':>6} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'order MB':>8} {'product MB':>10} {'outbox MB o/p':>14} {'ckpt':>4}  upkeep (seconds seen)")
 for n, step in enumerate(steps, start=1):
-    s = samples.get(n, [float("nan")] * 4)
+    s = samples.get(n, [float("nan")] * 5)
+    begun = samples.get(n, [0] * 5)[4] - samples.get(n - 1, [0] * 5)[4] if len(s) > 4 and n - 1 in samples else float("nan")
+    seen = "; ".join(f"{what} ({count})" for what, count in sorted(upkeep.get(n, {}).items()))
     print(f"{n:>6} {step['achieved']:>6.0f} {step['p50_ms']:>7.2f} {step['p99_ms']:>8.2f} {step['errors']:>6} "
-          f"{s[0]:>8.0f} {s[1]:>10.0f} {s[2]:>6.1f}/{s[3]:<6.1f}")
+          f"{s[0]:>8.0f} {s[1]:>10.0f} {s[2]:>6.1f}/{s[3]:<6.1f} {begun:>4.0f}  {seen}")
 before, after = (json.load(open(f"{d}/metrics-{w}.json")) for w in ("before", "after"))
 orders = sum(step["orders"] for step in steps)
 cpu = {k: after["cpu"]["seconds"].get(k, 0) - before["cpu"]["seconds"].get(k, 0) for k in after["cpu"]["seconds"]}

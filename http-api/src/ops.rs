@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use platform::metrics::Metrics;
@@ -12,7 +13,7 @@ use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{Map, Value};
 
 use crate::Response;
-use crate::bridge::{Bridge, BridgeError};
+use crate::bridge::Bridge;
 use crate::error::ApiError;
 
 /// A route's name (the metrics label) and its answer.
@@ -44,6 +45,14 @@ pub struct Ops {
     pub readiness: ReadinessMetrics,
 }
 
+/// The longest a readiness probe of one store waits for its answer:
+/// shorter than a scrape's timeout (10 s in deploy/prometheus) and than
+/// the request deadline the bridge enforces (5 s by default).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The broker's name among the checks; reported, not required.
+const BROKER: &str = "rabbitmq";
+
 /// Readiness as metrics: `service_ready` (1 when `/readyz` would answer
 /// 200) and `dependency_up{dependency}` (1 when it was reached), from the
 /// same checks as `/readyz`, made again at each scrape.
@@ -73,18 +82,19 @@ impl ReadinessMetrics {
         Ok(metrics)
     }
 
-    /// `probed`: whether the stores were reached at all (not when the
-    /// bridge refused the check for overload); if not, only `service_ready`
-    /// is set.
+    /// `probed`: whether the stores were probed at all; if not, only the
+    /// broker's gauge is set (its probe reads the consumers' state, in
+    /// the process).
     fn observe(&self, checked: &Checked, probed: bool) {
-        self.ready.set(i64::from(checked.ready()));
-        if !probed {
-            return;
+        if probed {
+            self.ready.set(i64::from(checked.ready()));
         }
         for (name, up, _) in &checked.checks {
-            self.dependencies
-                .with_label_values(&[name])
-                .set(i64::from(*up));
+            if probed || *name == BROKER {
+                self.dependencies
+                    .with_label_values(&[name])
+                    .set(i64::from(*up));
+            }
         }
     }
 }
@@ -153,21 +163,33 @@ impl Ops {
         let database = self.database.clone();
         let (names, probes): (Vec<_>, Vec<_>) = stores.into_iter().unzip();
         let store_count = names.len();
+        // Each probe has its own deadline, shorter than a scrape's: a store
+        // that hangs is down by itself, and the others are still told.
         let stores = async move {
             let mut up = Vec::with_capacity(probes.len());
             for probe in probes {
-                up.push(probe.await);
+                up.push(
+                    tokio::time::timeout(PROBE_TIMEOUT, probe)
+                        .await
+                        .unwrap_or(false),
+                );
             }
             up
         };
+        let database = async move {
+            tokio::time::timeout(PROBE_TIMEOUT, platform::db::reach(&database))
+                .await
+                .ok()
+                .flatten()
+        };
         let checked = self
             .bridge
-            .run(async move { tokio::join!(platform::db::reach(&database), stores) });
-        // No answer in time (or too much in flight) counts every store down
-        // for readiness. A check refused for overload tells nothing of the
-        // stores themselves: the dependency gauges keep what the last one
-        // found (an overload is not a database outage).
-        let probed = !matches!(checked, Err(BridgeError::Overloaded));
+            .run(async move { tokio::join!(database, stores) });
+        // A check the bridge refused (too much in flight) or did not finish
+        // by the request deadline counts every store down for `/readyz`,
+        // but tells nothing of the stores: the gauges keep what the last
+        // check found (an overload is not a database outage).
+        let probed = checked.is_ok();
         let (server, stores) = checked.unwrap_or((None, vec![false; store_count]));
         let (broker, brokers) = (self.broker)();
         let database = server.as_ref().is_some_and(|server| !server.in_recovery);
@@ -182,7 +204,7 @@ impl Ops {
                 .zip(stores)
                 .map(|(name, up)| (name, up, true)),
         );
-        checks.push(("rabbitmq", broker, false));
+        checks.push((BROKER, broker, false));
         let checked = Checked {
             checks,
             brokers,

@@ -2,8 +2,8 @@
 //! owning application's registry.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
 };
 
 use time::OffsetDateTime;
@@ -32,9 +32,11 @@ pub struct RelayMetrics {
     pub failures: IntCounter,
     /// Per batch: how old its oldest row was when the broker confirmed it.
     pub publish_lag_seconds: Histogram,
-    pub pending: IntGauge,
+    /// The outbox gauges are NaN while the outbox cannot be read: a
+    /// figure of before would be taken for a current one.
+    pub pending: Gauge,
     pub oldest_pending_seconds: Gauge,
-    pub set_aside_rows: IntGauge,
+    pub set_aside_rows: Gauge,
 }
 
 impl RelayMetrics {
@@ -71,16 +73,19 @@ impl RelayMetrics {
             publish_lag_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "outbox_relay_publish_lag_seconds",
-                    "Per batch, time from its oldest row's commit to the broker's confirm of it",
+                    "Per batch, time from the commit of the oldest row it sent for the first time to the broker's confirm (the relay's clock against the database's)",
                 )
                 .buckets(LAG_BUCKETS.to_vec()),
             )?,
-            pending: IntGauge::new("outbox_pending", "Outbox rows not yet published")?,
+            pending: Gauge::new(
+                "outbox_pending",
+                "Outbox rows not yet published (NaN while the outbox cannot be read)",
+            )?,
             oldest_pending_seconds: Gauge::new(
                 "outbox_lag_seconds",
                 "Age of the oldest unpublished outbox row",
             )?,
-            set_aside_rows: IntGauge::new(
+            set_aside_rows: Gauge::new(
                 "outbox_set_aside",
                 "Outbox rows set aside, waiting for an operator",
             )?,
@@ -119,9 +124,21 @@ impl RelayMetrics {
     }
 
     pub(crate) fn observe_pending(&self, pending: &Pending) {
-        self.pending.set(pending.rows);
+        self.pending.set(pending.rows as f64);
         self.oldest_pending_seconds.set(pending.oldest_age_seconds);
-        self.set_aside_rows.set(pending.set_aside);
+        self.set_aside_rows.set(pending.set_aside as f64);
+    }
+
+    /// The outbox could not be read: its gauges say nothing (NaN) rather
+    /// than an old figure.
+    pub(crate) fn forget_pending(&self) {
+        for gauge in [
+            &self.pending,
+            &self.oldest_pending_seconds,
+            &self.set_aside_rows,
+        ] {
+            gauge.set(f64::NAN);
+        }
     }
 }
 

@@ -61,16 +61,24 @@ pub async fn pending(client: &Client) -> Result<Pending> {
 /// `outbox_lag_seconds`, `outbox_set_aside`) current until `shutdown`.
 /// Once per process that owns the outbox, whether its relays run in it or
 /// elsewhere: a backlog shows even when no relay runs at all. While the
-/// database cannot be read the gauges keep their last values (the
-/// readiness metrics tell that).
+/// outbox cannot be read (within [`GAUGE_INTERVAL`]) the gauges are NaN,
+/// so that another process's current figure for the same outbox wins.
 pub async fn keep_gauges(pool: Pool, metrics: RelayMetrics, shutdown: Signal) {
     while !shutdown.is_cancelled() {
-        match pool.get().await {
-            Ok(client) => match pending(&client).await {
-                Ok(pending) => metrics.observe_pending(&pending),
-                Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
+        let read = async {
+            let client = pool.get().await.map_err(crate::Error::from)?;
+            pending(&client).await
+        };
+        tokio::select! {
+            read = tokio::time::timeout(GAUGE_INTERVAL, read) => match read {
+                Ok(Ok(pending)) => metrics.observe_pending(&pending),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "outbox gauges not updated");
+                    metrics.forget_pending();
+                }
+                Err(_) => metrics.forget_pending(),
             },
-            Err(error) => tracing::debug!(%error, "outbox gauges not updated"),
+            _ = shutdown.cancelled() => return,
         }
         platform::shutdown::sleep(&shutdown, GAUGE_INTERVAL).await;
     }

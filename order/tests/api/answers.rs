@@ -162,29 +162,49 @@ async fn orders_waiting_behind_a_held_commit_show_in_the_writer_queue_gauge() {
     .await;
     let product = pipeline.create_product("Queued", 100, 100).await;
     assert_eq!(pipeline.metric("order_writer_queue_capacity").await, 64);
+    assert_eq!(pipeline.metric("order_writer_queued").await, 0);
     let lock = lock_orders(&pipeline).await;
-    // The first order's batch waits on the lock; the three after it queue.
-    let requests = (0..4).map(|n| {
-        let request = pipeline.order_request(&json!({"product_id": product, "quantity": 1}));
-        async move {
-            tokio::time::sleep(Duration::from_millis(200 * n)).await;
-            request.send().await.unwrap().status().as_u16()
+    let order = json!({"product_id": product, "quantity": 1});
+    let first = tokio::spawn(pipeline.order_request(&order).send());
+    // The writer has taken the first order and its insert waits on the
+    // lock: the next three queue behind it. (Asked on another connection:
+    // a transaction sees the server's activity as it was at its start.)
+    let mut waiting = false;
+    for _ in 0..100 {
+        waiting = pipeline
+            .stores
+            .orders
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            break;
         }
-    });
-    let watch = async {
-        let mut queued = 0;
-        for _ in 0..40 {
-            queued = pipeline.metric("order_writer_queued").await;
-            if queued == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the writer's insert never waited on the lock");
+    let behind: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(pipeline.order_request(&order).send()))
+        .collect();
+    let mut queued = 0;
+    for _ in 0..100 {
+        queued = pipeline.metric("order_writer_queued").await;
+        if queued == 3 {
+            break;
         }
-        lock.batch_execute("COMMIT").await.unwrap();
-        queued
-    };
-    let (statuses, queued) = tokio::join!(join_all(requests), watch);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock.batch_execute("COMMIT").await.unwrap();
     assert_eq!(queued, 3, "orders queued behind the held commit");
+    let mut statuses = vec![first.await.unwrap().unwrap().status().as_u16()];
+    for request in behind {
+        statuses.push(request.await.unwrap().unwrap().status().as_u16());
+    }
     assert_eq!(statuses, vec![201; 4]);
     assert_eq!(pipeline.metric("order_writer_queued").await, 0);
     pipeline.assert_invariants().await;

@@ -131,7 +131,7 @@ const RECORD_SQL: &str = "\
     ON CONFLICT (queue, message_id) WHERE message_id IS NOT NULL DO UPDATE \
     SET count = dead_letters.count + 1, last_at = now(), reason = EXCLUDED.reason, \
         body = EXCLUDED.body, source = EXCLUDED.source, requeued_at = NULL, \
-        transport_id = coalesce(EXCLUDED.transport_id, dead_letters.transport_id)";
+        transport_id = EXCLUDED.transport_id";
 
 /// Records `letters` from `queue`, in one statement.
 pub async fn record(

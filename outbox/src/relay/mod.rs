@@ -39,6 +39,7 @@ mod listener;
 mod pack;
 mod publisher;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,7 +130,8 @@ pub struct BatchReport {
     /// Rows refused this time (they stay unsent or are set aside).
     pub refused: usize,
     pub set_aside: usize,
-    /// When the oldest row the broker confirmed was written.
+    /// When the oldest row the broker confirmed was written (rows sent
+    /// for the first time only).
     pub oldest_confirmed: Option<OffsetDateTime>,
 }
 
@@ -143,8 +145,9 @@ pub struct SentBatch {
     /// Rows read from `outbox_refused` (another attempt).
     retries: Vec<i64>,
     advance: Option<claim::Advance>,
-    /// When the oldest row claimed was written.
-    oldest: Option<OffsetDateTime>,
+    /// When the oldest row the broker confirmed was written, of those
+    /// sent for the first time (a retried row's age is its refusals').
+    oldest_confirmed: Option<OffsetDateTime>,
 }
 
 impl SentBatch {
@@ -233,7 +236,7 @@ impl Relay {
             messages: groups.len(),
             retries: claim.retries,
             advance: claim.advance,
-            oldest: claim.rows.iter().map(|row| row.created_at).min(),
+            oldest_confirmed: None,
         };
         // A packed message refused while others passed, or the only
         // message of the batch: its rows go again one per message, so that
@@ -262,6 +265,14 @@ impl Relay {
                 }
             }
         }
+        let confirmed: HashSet<i64> = sent.confirmed.iter().copied().collect();
+        let retried: HashSet<i64> = sent.retries.iter().copied().collect();
+        sent.oldest_confirmed = claim
+            .rows
+            .iter()
+            .filter(|row| confirmed.contains(&row.id) && !retried.contains(&row.id))
+            .map(|row| row.created_at)
+            .min();
         Ok(Some(sent))
     }
 
@@ -289,7 +300,7 @@ impl Relay {
         if let Some(advance) = &sent.advance {
             claim::advance(tx, advance).await?;
         }
-        let retried: std::collections::HashSet<i64> = sent.retries.iter().copied().collect();
+        let retried: HashSet<i64> = sent.retries.iter().copied().collect();
         let sent_again: Vec<i64> = sent
             .confirmed
             .iter()
@@ -305,7 +316,7 @@ impl Relay {
             messages: sent.messages,
             refused: sent.refused.len() + sent.oversized.len(),
             set_aside,
-            oldest_confirmed: sent.oldest.filter(|_| !sent.confirmed.is_empty()),
+            oldest_confirmed: sent.oldest_confirmed,
         })
     }
 

@@ -35,12 +35,14 @@ pub mod plan;
 mod session;
 mod worker;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http_api::bridge::{Answer, BridgeError, Reply, reply_channel};
 use platform::shutdown::Signal;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
@@ -214,19 +216,51 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct WriterHandle {
     sender: mpsc::Sender<PlaceJob>,
-    queued: IntGauge,
 }
 
 impl WriterHandle {
     /// Queues a job without waiting (callable from a coroutine).
     pub fn try_submit(&self, job: PlaceJob) -> Result<(), SubmitError> {
-        let sent = self.sender.try_send(job).map_err(|error| match error {
+        self.sender.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => SubmitError::Full,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
-        });
-        self.queued
-            .set((self.sender.max_capacity() - self.sender.capacity()) as i64);
-        sent
+        })
+    }
+}
+
+/// The registry's handle on the shared [`QueueGauge`].
+struct SharedQueueGauge(Arc<QueueGauge>);
+
+impl Collector for SharedQueueGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+/// `order_writer_queued`, read from the queue itself at each scrape
+/// (nothing on the hot path).
+struct QueueGauge {
+    queued: IntGauge,
+    queue: OnceLock<mpsc::WeakSender<PlaceJob>>,
+}
+
+impl Collector for QueueGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.queued.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let queued = self
+            .queue
+            .get()
+            .and_then(mpsc::WeakSender::upgrade)
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity());
+        self.queued.set(queued as i64);
+        self.queued.collect()
     }
 }
 
@@ -253,10 +287,10 @@ pub struct WriterConfig {
 pub struct WriterMetrics {
     pub batch_orders: Histogram,
     pub outcomes: IntCounterVec,
-    /// Orders waiting for a writer; set at each submit and each batch taken.
-    pub queued: IntGauge,
+    /// Orders waiting for a writer.
+    queued: Arc<QueueGauge>,
     /// Orders queued at most (`ORDER_QUEUE_CAPACITY`).
-    pub capacity: IntGauge,
+    capacity: IntGauge,
 }
 
 impl WriterMetrics {
@@ -276,10 +310,13 @@ impl WriterMetrics {
                 ),
                 &["outcome"],
             )?,
-            queued: IntGauge::new(
-                "order_writer_queued",
-                "Orders waiting for the group-commit writer",
-            )?,
+            queued: Arc::new(QueueGauge {
+                queued: IntGauge::new(
+                    "order_writer_queued",
+                    "Orders waiting for the group-commit writer",
+                )?,
+                queue: OnceLock::new(),
+            }),
             capacity: IntGauge::new(
                 "order_writer_queue_capacity",
                 "Orders queued at most before POST /orders answers 503 (ORDER_QUEUE_CAPACITY)",
@@ -287,7 +324,7 @@ impl WriterMetrics {
         };
         registry.register(Box::new(metrics.batch_orders.clone()))?;
         registry.register(Box::new(metrics.outcomes.clone()))?;
-        registry.register(Box::new(metrics.queued.clone()))?;
+        registry.register(Box::new(SharedQueueGauge(metrics.queued.clone())))?;
         registry.register(Box::new(metrics.capacity.clone()))?;
         Ok(metrics)
     }
@@ -314,7 +351,8 @@ pub fn start(
 ) -> (WriterHandle, Vec<JoinHandle<()>>) {
     let (sender, receiver) = mpsc::channel(config.capacity);
     metrics.capacity.set(config.capacity as i64);
-    let queued = metrics.queued.clone();
+    // A writer's metrics watch one queue: the first started.
+    let _ = metrics.queued.queue.set(sender.downgrade());
     let receiver = Arc::new(Mutex::new(receiver));
     let session = session::settings(database, config.statement_timeout);
     let tasks = (0..config.writers)
@@ -328,7 +366,7 @@ pub fn start(
             tokio::spawn(writer.run(receiver.clone(), shutdown.clone()))
         })
         .collect();
-    (WriterHandle { sender, queued }, tasks)
+    (WriterHandle { sender }, tasks)
 }
 
 #[cfg(test)]

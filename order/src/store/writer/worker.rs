@@ -75,9 +75,7 @@ impl Writer {
         loop {
             let batch = {
                 let mut receiver = receiver.lock().await;
-                let batch = self.collect(&mut receiver, &shutdown).await;
-                self.metrics.queued.set(receiver.len() as i64);
-                batch
+                self.collect(&mut receiver, &shutdown).await
             };
             if batch.is_empty() {
                 return;

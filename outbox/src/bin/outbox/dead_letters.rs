@@ -90,7 +90,7 @@ pub(crate) async fn run(args: DeadLetterArgs) -> anyhow::Result<()> {
                     row.id,
                     row.queue,
                     row.message_id.map_or("-".to_owned(), |id| id.to_string()),
-                    row.transport_id.as_deref().unwrap_or("-"),
+                    transport_id(row),
                     row.event_type.as_deref().unwrap_or("-"),
                     row.count,
                     time(row.first_at)?,
@@ -151,10 +151,7 @@ fn print_row(row: &DeadLetterRow) -> anyhow::Result<()> {
         "event id:     {}",
         row.message_id.map_or("-".to_owned(), |id| id.to_string())
     );
-    println!(
-        "amqp id:      {}",
-        row.transport_id.as_deref().unwrap_or("-")
-    );
+    println!("amqp id:      {}", transport_id(row));
     println!("type:         {}", row.event_type.as_deref().unwrap_or("-"));
     println!(
         "aggregate:    {}",
@@ -174,6 +171,14 @@ fn print_row(row: &DeadLetterRow) -> anyhow::Result<()> {
         .unwrap_or_else(|_| row.body.clone());
     println!("body:\n{body}");
     Ok(())
+}
+
+/// The AMQP message id as its sender set it, with control characters
+/// escaped: it is the sender's text, printed in a tab-separated line.
+fn transport_id(row: &DeadLetterRow) -> String {
+    row.transport_id
+        .as_deref()
+        .map_or("-".to_owned(), |id| id.escape_debug().to_string())
 }
 
 fn time(at: OffsetDateTime) -> anyhow::Result<String> {

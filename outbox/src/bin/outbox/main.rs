@@ -238,9 +238,18 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         stop.clone(),
     )));
     let relay = Relay::new(pool, settings.topology(), config, relay_metrics);
-    tasks.push(tokio::spawn(relay.run(database, stop.clone())));
-    platform::shutdown::signal().await;
+    let mut running = tokio::spawn(relay.run(database, stop.clone()));
+    // The relay runs until the signal; should it end by itself (a panic),
+    // the process ends with it rather than serve metrics of a dead relay.
+    let ended_by_itself = tokio::select! {
+        _ = platform::shutdown::signal() => false,
+        _ = &mut running => true,
+    };
     stop.cancel();
+    if ended_by_itself {
+        bail!("the relay stopped by itself");
+    }
+    running.await?;
     for task in tasks {
         task.await?;
     }

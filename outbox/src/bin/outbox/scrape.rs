@@ -57,6 +57,8 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Metrics, stop: Signal)
     }
 }
 
+/// One connection, in [`READ_TIMEOUT`] for its head and as long again
+/// for the answer: a client that does not read holds its slot no longer.
 async fn answer(mut stream: TcpStream, metrics: &Metrics) {
     let reply = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Some(head)) => respond(&head, metrics),
@@ -64,8 +66,11 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) {
         // Nothing to answer a client that sent nothing in time.
         Err(_) => return,
     };
-    let _ = stream.write_all(&reply).await;
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(READ_TIMEOUT, async {
+        stream.write_all(&reply).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// The request head up to its blank line; `None` when the peer closed
@@ -73,14 +78,18 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) {
 async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     let mut buffer = [0u8; 1024];
-    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+    loop {
         let read = stream.read(&mut buffer).await.ok()?;
         if read == 0 || head.len() + read > MAX_HEAD {
             return None;
         }
+        // Only the new bytes and the three before them can end the head.
+        let from = head.len().saturating_sub(3);
         head.extend_from_slice(&buffer[..read]);
+        if head[from..].windows(4).any(|window| window == b"\r\n\r\n") {
+            return Some(head);
+        }
     }
-    Some(head)
 }
 
 /// The answer to a request head.
