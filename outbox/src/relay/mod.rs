@@ -158,6 +158,21 @@ impl SentBatch {
     }
 }
 
+/// Rolls a failed batch back and waits for it (at most
+/// [`ROLLBACK_TIMEOUT`]; past that, dropping the transaction sends the
+/// ROLLBACK anyway, and a dead connection releases everything).
+async fn release(tx: Transaction<'_>) {
+    if let Err(error) = tokio::time::timeout(ROLLBACK_TIMEOUT, tx.rollback())
+        .await
+        .unwrap_or(Ok(()))
+    {
+        tracing::debug!(%error, "rollback of a failed batch failed; its connection is gone");
+    }
+}
+
+/// The longest [`release`] waits for a rollback.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The relay for one outbox.
 pub struct Relay {
     pool: Pool,
@@ -182,13 +197,24 @@ impl Relay {
     pub async fn try_publish_batch(&mut self) -> Result<Outcome> {
         let mut connection = self.pool.get().await?;
         let tx = connection.transaction().await?;
-        let Some(sent) = self.claim_and_publish(&tx).await? else {
+        // A batch that fails is rolled back before the relay goes on, not
+        // as its transaction is dropped (then the ROLLBACK would reach the
+        // server a moment later): its claims are released when this
+        // returns, for the next attempt of any relay.
+        let sent = match self.claim_and_publish(&tx).await {
+            Ok(sent) => sent,
+            Err(error) => {
+                release(tx).await;
+                return Err(error);
+            }
+        };
+        let Some(sent) = sent else {
             tx.commit().await?;
             return Ok(Outcome::Empty);
         };
         if sent.refused_whole() {
             // Rolled back: the rows stay as they were.
-            drop(tx);
+            release(tx).await;
             self.publisher = None;
             self.metrics.refused_batches.inc();
             tracing::warn!(
