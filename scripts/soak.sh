@@ -143,7 +143,8 @@ except FileNotFoundError:
 print(f"{'minute':>6} {'rate':>6} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'order MB':>8} {'product MB':>10} {'outbox MB o/p':>14} {'ckpt':>4}  upkeep (seconds seen)")
 for n, step in enumerate(steps, start=1):
     s = samples.get(n, [float("nan")] * 5)
-    begun = samples.get(n, [0] * 5)[4] - samples.get(n - 1, [0] * 5)[4] if len(s) > 4 and n - 1 in samples else float("nan")
+    # Checkpoints begun since the minute before (none known without both samples).
+    begun = s[4] - samples[n - 1][4] if len(s) > 4 and n in samples and n - 1 in samples else float("nan")
     seen = "; ".join(f"{what} ({count})" for what, count in sorted(upkeep.get(n, {}).items()))
     print(f"{n:>6} {step['achieved']:>6.0f} {step['p50_ms']:>7.2f} {step['p99_ms']:>8.2f} {step['errors']:>6} "
           f"{s[0]:>8.0f} {s[1]:>10.0f} {s[2]:>6.1f}/{s[3]:<6.1f} {begun:>4.0f}  {seen}")
