@@ -34,15 +34,7 @@ fresh_state
 for name in product order outbox perf; do
   [ -x "$bin/$name" ] || { echo "doc commands: $bin/$name is missing (cargo build --bins)" >&2; exit 1; }
 done
-"$bin/product" >"$dir/product.log" 2>&1 &
-product_pid=$!
-"$bin/order" >"$dir/order.log" 2>&1 &
-order_pid=$!
-trap 'kill $product_pid $order_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-for port in "$PRODUCT_PORT" "$ORDER_PORT"; do
-  for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "doc commands: the service on :$port is not ready" >&2; exit 1; }
-done
+start_services "$bin" "$dir"
 
 # What the examples act on: a product, an order, and dead letters 12 (an
 # event) and 13 (a body that is not one) in the product service's table.

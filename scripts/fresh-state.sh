@@ -1,5 +1,5 @@
 # Sourced by scripts that run the services on their own databases
-# (fuzz.sh, scale.sh): `fresh_state` drops ORDER_DATABASE_URL's and
+# (fuzz.sh, scale.sh, doc-commands.sh): `fresh_state` drops ORDER_DATABASE_URL's and
 # PRODUCT_DATABASE_URL's databases (the services recreate them) and
 # deletes the Redis keys under REDIS_KEY_PREFIX. Both go together: counters
 # and fences left from an earlier run would be newer than the rows of the
@@ -14,4 +14,21 @@ fresh_state() {
   done
   redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" --scan --pattern "${REDIS_KEY_PREFIX:?}*" |
     xargs -r -n 500 redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" del >/dev/null
+}
+
+# start_services BIN DIR: the product and order services from BIN on
+# PRODUCT_PORT and ORDER_PORT, their logs in DIR, stopped when the script
+# exits; returns once both answer /readyz, fails if one does not in 30 s.
+start_services() {
+  local bin=$1 dir=$2 port
+  "$bin/product" >"$dir/product.log" 2>&1 &
+  service_pids=($!)
+  "$bin/order" >"$dir/order.log" 2>&1 &
+  service_pids+=($!)
+  trap 'kill "${service_pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+  for port in "$PRODUCT_PORT" "$ORDER_PORT"; do
+    for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 ||
+      { echo "the service on :$port is not ready (logs in $dir)" >&2; return 1; }
+  done
 }

@@ -31,14 +31,7 @@ export AMQP_NAMESPACE="fuzz." REDIS_KEY_PREFIX="fuzz:" PRODUCT_PORT ORDER_PORT
 export PRODUCT_URL="http://127.0.0.1:$PRODUCT_PORT" RUST_LOG=${RUST_LOG:-warn}
 fresh_state
 
-"$bin/product" >"$dir/product.log" 2>&1 &
-product_pid=$!
-"$bin/order" >"$dir/order.log" 2>&1 &
-order_pid=$!
-trap 'kill $product_pid $order_pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-for port in "$PRODUCT_PORT" "$ORDER_PORT"; do
-  for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-done
+start_services "$bin" "$dir"
 # A few products, so generated orders sometimes name real ones.
 for n in 1 2 3 4 5; do
   curl -fsS -X POST "$PRODUCT_URL/products" -H 'content-type: application/json' \
