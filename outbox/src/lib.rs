@@ -52,7 +52,7 @@ pub mod settings;
 pub mod standby;
 pub mod stats;
 pub mod topology;
-mod vacuum;
+pub mod vacuum;
 pub mod writer;
 
 pub use error::{Error, Result};

@@ -11,3 +11,4 @@ mod partitions;
 mod relay;
 mod replay;
 mod upgrade;
+mod vacuum;
