@@ -147,8 +147,11 @@ async fn a_relay_killed_between_publish_and_mark_resends_and_the_inbox_applies_o
         let tx = client.transaction().await.unwrap();
         let sent = relay.claim_and_publish(&tx).await.unwrap();
         assert!(sent.is_some());
-        // The relay dies here: its transaction rolls back, nothing is marked.
-        drop(tx);
+        // The relay dies here: its transaction rolls back, nothing is
+        // marked. (Rolled back and awaited: a dropped transaction's
+        // ROLLBACK can reach the server after the next relay's claim, which
+        // would find the partitions still locked.)
+        tx.rollback().await.unwrap();
     }
     assert_eq!(
         outbox.count("SELECT count(*) FROM outbox_pending").await,
@@ -363,7 +366,8 @@ async fn a_broker_withholding_confirms_times_out_and_releases_the_batch() {
         1,
         "the held row stayed locked or the cursor moved past it"
     );
-    drop(tx);
+    // Awaited, so that its advisory locks are gone before the relay claims.
+    tx.rollback().await.unwrap();
     drop(client);
     proxy.thaw();
     assert_eq!(
