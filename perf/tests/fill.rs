@@ -6,10 +6,9 @@ use uuid::Uuid;
 
 /// A database of the test's own with `migrations` applied, and a client.
 async fn database(kind: &str, migrations: &[platform::db::MigrationSet]) -> tokio_postgres::Client {
-    let base = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut config: Config = platform::db::parse_url("TEST_DATABASE_URL", &base).unwrap();
-    config.dbname(format!("perf_fill_{kind}_{}", Uuid::new_v4().simple()));
+    let name = format!("perf_fill_{kind}_{}", Uuid::new_v4().simple());
+    let config: Config =
+        platform::db::parse_url("TEST_DATABASE_URL", &testkit::database_url(&name)).unwrap();
     platform::db::ensure_exists(&config).await.unwrap();
     platform::db::migrate(&config, migrations).await.unwrap();
     platform::db::connect(&config).await.unwrap()
