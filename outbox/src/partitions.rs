@@ -1,9 +1,11 @@
-//! The outbox's time partitions. Rows are only appended, so the table is
-//! kept in slices of `created_at`: made ahead of the rows that will go into
-//! them, and dropped whole once past the retention window and fully sent.
-//! Nothing is deleted row by row and nothing is left for a vacuum to chase;
-//! a slice that lives long enough to near the server's anti-wraparound
-//! horizon is frozen once, throttled, while cold.
+//! The time partitions of the two tables that grow with every event. Their
+//! rows are only appended, so each is kept in slices of time: the outbox by
+//! `created_at`, the inbox by `message_id` (a UUIDv7, whose first 48 bits
+//! are its time). Slices are made ahead of the rows that will go into
+//! them, and dropped whole once past the table's window (the outbox's only
+//! once fully sent). Nothing is deleted row by row and nothing is left for
+//! a vacuum to chase; a slice that lives long enough to near the server's
+//! anti-wraparound horizon is frozen once, throttled, while cold.
 //!
 //! The DDL never makes the writers or the relays wait: a partition is
 //! attached (`SHARE UPDATE EXCLUSIVE` on the parent, which inserts and
@@ -12,11 +14,13 @@
 //! so that it gives up and tries again next time rather than queue behind
 //! a long transaction.
 //!
-//! A slice is dropped only when no row in it is still to send (its claim
-//! partition's cursor is past every row, including rows of transactions the
-//! cursor saw running) and no transaction that could still insert into it
-//! is open. Refused and set-aside rows were copied into `outbox_refused`
-//! when refused, so they outlive their slice.
+//! An outbox slice is dropped only when no row in it is still to send (its
+//! claim partition's cursor is past every row, including rows of
+//! transactions the cursor saw running) and no transaction that could
+//! still insert into it is open. Refused and set-aside rows were copied
+//! into `outbox_refused` when refused, so they outlive their slice. Before
+//! an inbox slice goes, the inbox's horizon moves past it: ids older than
+//! the slices are recorded in `inbox_untimed` instead ([`crate::inbox`]).
 
 use std::time::Duration;
 
@@ -24,6 +28,42 @@ use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use crate::Result;
+
+/// A table kept in time slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Sliced by `created_at`.
+    Outbox,
+    /// Sliced by `message_id`, by the time in its first 48 bits.
+    Inbox,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Outbox => "outbox",
+            Table::Inbox => "inbox",
+        }
+    }
+
+    /// The bound of a slice beginning or ending at `at`, as its DDL takes it.
+    fn bound(self, at: OffsetDateTime) -> String {
+        match self {
+            Table::Outbox => timestamp(at),
+            Table::Inbox => crate::inbox::first_id_at(at).to_string(),
+        }
+    }
+
+    /// SQL reading a bound's text (`b`) back as a time.
+    fn time_of_bound(self) -> &'static str {
+        match self {
+            Table::Outbox => "b::timestamptz",
+            Table::Inbox => {
+                "to_timestamp(('x' || substr(replace(b, '-', ''), 1, 12))::bit(48)::int8 / 1000.0)"
+            }
+        }
+    }
+}
 
 /// How long a slice is, how far ahead slices are made, and when one goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,20 +117,28 @@ pub struct Upkeep {
     pub kept: Vec<String>,
 }
 
-const SLICES_SQL: &str = "\
-    SELECT c.relname::text, \
-        (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz, \
-        (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz, \
-        i.inhdetachpending, age(c.relfrozenxid)::int8 \
-    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-    WHERE i.inhparent = 'outbox'::regclass \
-    ORDER BY 3";
+/// `table`'s partitions with their bounds as times, oldest first.
+fn slices_sql(table: Table) -> String {
+    format!(
+        "SELECT c.relname::text, \
+             (SELECT {time} FROM (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), \
+                 'FROM \\(''([^'']+)''\\)'))[1] AS b) x), \
+             (SELECT {time} FROM (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), \
+                 'TO \\(''([^'']+)''\\)'))[1] AS b) x) AS upper, \
+             i.inhdetachpending, age(c.relfrozenxid)::int8 \
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = '{table}'::regclass \
+         ORDER BY upper",
+        time = table.time_of_bound(),
+        table = table.name(),
+    )
+}
 
 /// How long a DDL statement of the upkeep may wait for its lock.
 const LOCK_TIMEOUT: &str = "1s";
 
-async fn slices(client: &Client) -> Result<Vec<Slice>> {
-    let rows = client.query(SLICES_SQL, &[]).await?;
+async fn slices(client: &Client, table: Table) -> Result<Vec<Slice>> {
+    let rows = client.query(&slices_sql(table), &[]).await?;
     rows.iter()
         .map(|row| {
             Ok(Slice {
@@ -104,11 +152,13 @@ async fn slices(client: &Client) -> Result<Vec<Slice>> {
         .collect()
 }
 
-/// The name of the partition starting at `lower`: `outbox_20261202_0315`.
-fn name_of(lower: OffsetDateTime) -> String {
+/// The name of `table`'s partition starting at `lower`:
+/// `outbox_20261202_0315`.
+fn name_of(table: Table, lower: OffsetDateTime) -> String {
     let lower = lower.to_offset(time::UtcOffset::UTC);
     format!(
-        "outbox_{:04}{:02}{:02}_{:02}{:02}",
+        "{}_{:04}{:02}{:02}_{:02}{:02}",
+        table.name(),
         lower.year(),
         u8::from(lower.month()),
         lower.day(),
@@ -149,48 +199,62 @@ fn missing(
     made
 }
 
-/// Makes the partitions from the last one's end to `ahead` past now.
+/// Makes `table`'s partitions from the last one's end to `ahead` past now.
 /// Called before a service serves, and at each round of upkeep. When the
-/// retention changed since the partitions ahead were made, those not begun
-/// yet (empty) are made again at the new length; the one holding now keeps
-/// its length until it ends.
-pub async fn make_ahead(client: &Client, slicing: &Slicing) -> Result<Vec<String>> {
+/// retention changed since the outbox's partitions ahead were made, those
+/// not begun yet (empty) are made again at the new length; the one holding
+/// now keeps its length until it ends. (The inbox's stay as they are: one
+/// ahead may already hold an id from a clock ahead.)
+pub async fn make_ahead(client: &Client, table: Table, slicing: &Slicing) -> Result<Vec<String>> {
     let now = OffsetDateTime::now_utc();
-    let mut existing = slices(client).await?;
+    let mut existing = slices(client, table).await?;
     let length = time::Duration::try_from(slicing.interval).unwrap_or(time::Duration::MINUTE);
-    let resliced = existing.iter().any(|slice| {
-        slice
-            .lower
-            .is_some_and(|lower| lower > now && slice.upper - lower != length)
-    });
+    // Not the inbox's: a slice ahead may hold ids from a clock ahead.
+    let resliced = table == Table::Outbox
+        && existing.iter().any(|slice| {
+            slice
+                .lower
+                .is_some_and(|lower| lower > now && slice.upper - lower != length)
+        });
     if resliced {
         for slice in existing
             .iter()
             .filter(|slice| slice.lower.is_some_and(|lower| lower > now))
         {
             if is_empty(client, &slice.name).await? {
-                detach_and_drop(client, &slice.name, "CONCURRENTLY").await?;
+                detach_and_drop(client, table, &slice.name, "CONCURRENTLY").await?;
             }
         }
-        existing = slices(client).await?;
+        existing = slices(client, table).await?;
+    }
+    let last_upper = existing.last().map(|s| s.upper);
+    let missing = missing(last_upper, now, slicing);
+    if let Some(&(first, _)) = missing.first() {
+        if table == Table::Inbox && last_upper != Some(first) {
+            // Not following on from the last slice (none yet, or it ended
+            // before the window): the ids before the new run are recorded
+            // apart, never routed to a gap.
+            raise_inbox_horizon(client, first).await?;
+        }
     }
     let mut created = Vec::new();
     client
         .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
         .await?;
     let result = async {
-        for (lower, upper) in missing(existing.last().map(|s| s.upper), now, slicing) {
-            let name = name_of(lower);
+        for (lower, upper) in missing {
+            let name = name_of(table, lower);
             // Made apart and attached: attaching takes no lock that
             // inserts or reads wait for.
             client
                 .batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {name} \
-                         (LIKE outbox INCLUDING DEFAULTS INCLUDING CONSTRAINTS); \
-                     ALTER TABLE outbox ATTACH PARTITION {name} \
+                         (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS); \
+                     ALTER TABLE {parent} ATTACH PARTITION {name} \
                          FOR VALUES FROM ('{lower}') TO ('{upper}')",
-                    lower = timestamp(lower),
-                    upper = timestamp(upper),
+                    parent = table.name(),
+                    lower = table.bound(lower),
+                    upper = table.bound(upper),
                 ))
                 .await?;
             created.push(name);
@@ -201,9 +265,31 @@ pub async fn make_ahead(client: &Client, slicing: &Slicing) -> Result<Vec<String
     client.batch_execute("RESET lock_timeout").await?;
     result?;
     if !created.is_empty() {
-        tracing::info!(?created, "outbox partitions made ahead");
+        tracing::info!(table = table.name(), ?created, "partitions made ahead");
     }
     Ok(created)
+}
+
+/// Moves the inbox's horizon up to `to` (never down): ids made before it
+/// are recorded in `inbox_untimed` from then on. It waits (up to the lock
+/// timeout) for the transactions recording ids to end, so that none of
+/// them routes an id by the old horizon once the new one holds.
+async fn raise_inbox_horizon(client: &Client, to: OffsetDateTime) -> Result<()> {
+    let (class, key) = crate::inbox::HORIZON_LOCK;
+    let first = crate::inbox::first_id_at(to);
+    client
+        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await?;
+    // One query string: one transaction, so the lock is held until the
+    // new horizon is committed.
+    let raised = client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({class}, {key}); \
+             UPDATE inbox_horizon SET timed_from = '{first}' WHERE timed_from < '{first}'"
+        ))
+        .await;
+    client.batch_execute("RESET lock_timeout").await?;
+    Ok(raised?)
 }
 
 async fn is_empty(client: &Client, name: &str) -> Result<bool> {
@@ -245,11 +331,12 @@ const OLDEST_OPEN_SQL: &str = "\
     SELECT min(xact_start) FROM pg_stat_activity \
     WHERE datname = current_database() AND xact_start IS NOT NULL AND pid <> pg_backend_pid()";
 
-/// One round: makes partitions ahead, drops those past the window that
-/// are fully sent, freezes cold ones nearing the anti-wraparound horizon.
-pub async fn upkeep(client: &Client, slicing: &Slicing) -> Result<Upkeep> {
+/// One round for `table`: makes partitions ahead, drops those past the
+/// window (the outbox's once fully sent), freezes cold ones nearing the
+/// anti-wraparound horizon.
+pub async fn upkeep(client: &Client, table: Table, slicing: &Slicing) -> Result<Upkeep> {
     let mut upkeep = Upkeep {
-        created: make_ahead(client, slicing).await?,
+        created: make_ahead(client, table, slicing).await?,
         ..Upkeep::default()
     };
     let now = OffsetDateTime::now_utc();
@@ -267,15 +354,29 @@ pub async fn upkeep(client: &Client, slicing: &Slicing) -> Result<Upkeep> {
             row.try_get(0)?
         }
     };
-    for slice in slices(client).await? {
+    for slice in slices(client, table).await? {
         let expired = slice.upper < now - slicing.retention;
         let in_use = oldest_open.is_some_and(|start| start < slice.upper);
         if slice.detach_pending {
             // A detach cut short (a restart): finish it, then drop.
-            detach_and_drop(client, &slice.name, "FINALIZE").await?;
+            detach_and_drop(client, table, &slice.name, "FINALIZE").await?;
             upkeep.dropped.push(slice.name);
+        } else if table == Table::Inbox {
+            // A slice's length before it goes, its ids are recorded apart
+            // (and looked up in it too): an id recorded in it is remembered
+            // for at least that long.
+            if slice.upper < now - slicing.retention + slicing.interval {
+                raise_inbox_horizon(client, slice.upper).await?;
+            }
+            if expired {
+                detach_and_drop(client, table, &slice.name, "CONCURRENTLY").await?;
+                upkeep.dropped.push(slice.name);
+            } else if slice.upper < now && slice.frozen_xid_age > freeze_after {
+                freeze(client, &slice.name).await?;
+                upkeep.frozen.push(slice.name);
+            }
         } else if expired && !in_use && !has_pending(client, &slice.name).await? {
-            detach_and_drop(client, &slice.name, "CONCURRENTLY").await?;
+            detach_and_drop(client, table, &slice.name, "CONCURRENTLY").await?;
             upkeep.dropped.push(slice.name);
         } else if expired {
             upkeep.kept.push(slice.name);
@@ -285,7 +386,7 @@ pub async fn upkeep(client: &Client, slicing: &Slicing) -> Result<Upkeep> {
         }
     }
     if !upkeep.dropped.is_empty() || !upkeep.frozen.is_empty() {
-        tracing::info!(dropped = ?upkeep.dropped, frozen = ?upkeep.frozen, "outbox partitions past the retention window dropped");
+        tracing::info!(table = table.name(), dropped = ?upkeep.dropped, frozen = ?upkeep.frozen, "partitions past the retention window dropped");
     }
     if !upkeep.kept.is_empty() {
         tracing::warn!(kept = ?upkeep.kept, "outbox partitions past the retention window kept: rows still to send, or a transaction open since");
@@ -297,15 +398,18 @@ async fn has_pending(client: &Client, name: &str) -> Result<bool> {
     Ok(client.query_one(&pending_in(name), &[]).await?.try_get(0)?)
 }
 
-/// Detaches `name` (`CONCURRENTLY`: readers and writers of the outbox go
+/// Detaches `name` from `table` (`CONCURRENTLY`: readers and writers go
 /// on; or `FINALIZE` for a detach cut short) and drops it. Each statement
 /// on its own: a concurrent detach cannot run in a transaction block.
-async fn detach_and_drop(client: &Client, name: &str, how: &str) -> Result<()> {
+async fn detach_and_drop(client: &Client, table: Table, name: &str, how: &str) -> Result<()> {
     client
         .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
         .await?;
     let detached = client
-        .batch_execute(&format!("ALTER TABLE outbox DETACH PARTITION {name} {how}"))
+        .batch_execute(&format!(
+            "ALTER TABLE {} DETACH PARTITION {name} {how}",
+            table.name()
+        ))
         .await;
     let dropped = match detached {
         Ok(()) => client.batch_execute(&format!("DROP TABLE {name}")).await,
@@ -380,7 +484,8 @@ mod tests {
     #[test]
     fn names_and_bounds_are_in_utc() {
         let at = datetime!(2026-12-02 04:05:00 +01:00);
-        assert_eq!(name_of(at), "outbox_20261202_0305");
+        assert_eq!(name_of(Table::Outbox, at), "outbox_20261202_0305");
+        assert_eq!(name_of(Table::Inbox, at), "inbox_20261202_0305");
         assert_eq!(timestamp(at), "2026-12-02 03:05:00+00");
     }
 }

@@ -103,7 +103,8 @@ impl Started {
 }
 
 impl PipelineSettings {
-    /// Makes the outbox's partitions ahead (before anything is written),
+    /// Makes the outbox's and the inbox's partitions ahead (before
+    /// anything is written),
     /// then starts `plan`'s relays (none when `RELAY_ENABLED` is false),
     /// the outbox gauges, consumers, dead-letter drain and retention on
     /// `pool`, each watching
@@ -118,7 +119,9 @@ impl PipelineSettings {
         shutdown: &Signal,
     ) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
         let client = pool.get().await.map_err(crate::Error::from)?;
-        crate::partitions::make_ahead(&client, &self.retention.slicing()).await?;
+        use crate::partitions::{Table, make_ahead};
+        make_ahead(&client, Table::Outbox, &self.retention.slicing()).await?;
+        make_ahead(&client, Table::Inbox, &self.retention.inbox_slicing()).await?;
         drop(client);
         let consumers = ConsumerMetrics::register(registry)?;
         let relays = RelayMetrics::register(registry)?;

@@ -1,7 +1,8 @@
 //! Retention: outbox rows are kept for a window (default 7 days) so
 //! `outbox replay` can reach them, then leave with their time partition
-//! ([`crate::partitions`]), once sent; the inbox is purged after its own,
-//! longer window, in bounded batches.
+//! ([`crate::partitions`]), once sent; the inbox's ids leave the same way
+//! after its own, longer window (those recorded apart, in
+//! `inbox_untimed`, are purged in bounded batches).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use deadpool_postgres::Pool;
 use platform::settings::{ConfigError, Settings};
 use platform::shutdown::Signal;
 
-use crate::partitions::{self, Slicing};
+use crate::partitions::{self, Slicing, Table};
 use crate::{Result, inbox, vacuum};
 
 /// How long rows are kept and how much one statement deletes.
@@ -51,9 +52,14 @@ impl Retention {
         })
     }
 
-    /// The outbox's time partitions for this window.
+    /// The outbox's time partitions for its window.
     pub fn slicing(&self) -> Slicing {
         Slicing::for_retention(self.outbox)
+    }
+
+    /// The inbox's time partitions for its window.
+    pub fn inbox_slicing(&self) -> Slicing {
+        Slicing::for_retention(self.inbox)
     }
 }
 
@@ -88,14 +94,15 @@ pub(crate) async fn purge_older_than(
     }
 }
 
-/// Every `retention.every` until `shutdown`: the outbox's partitions
-/// (made ahead, dropped once past the window and sent, frozen when cold)
-/// and the inbox's purge. When the server's autovacuum is off, also
-/// vacuums and analyzes the inbox, the dead letters, the refused rows and
+/// Every `retention.every` until `shutdown`: the outbox's and the inbox's
+/// partitions (made ahead, dropped once past the window, the outbox's once
+/// sent, frozen when cold) and the purge of the ids recorded apart. When
+/// the server's autovacuum is off, also vacuums and analyzes those ids,
+/// the dead letters, the refused rows and
 /// `busy_tables` (the service's own) as autovacuum would (`vacuum`):
 /// without it they bloat with dead rows and their statistics go stale.
-/// The outbox's partitions need none of it: their rows are never updated
-/// or deleted.
+/// The partitions need none of it: their rows are never updated or
+/// deleted.
 pub async fn run(
     pool: Pool,
     retention: Retention,
@@ -109,10 +116,15 @@ pub async fn run(
             retention.every.min(VACUUM_EVERY)
         );
     }
-    let tables: Vec<&str> = ["inbox", "dead_letters", "outbox_refused", "outbox_cursor"]
-        .into_iter()
-        .chain(busy_tables.iter().copied())
-        .collect();
+    let tables: Vec<&str> = [
+        "inbox_untimed",
+        "dead_letters",
+        "outbox_refused",
+        "outbox_cursor",
+    ]
+    .into_iter()
+    .chain(busy_tables.iter().copied())
+    .collect();
     let mut next_purge = tokio::time::Instant::now();
     while !shutdown.is_cancelled() {
         if vacuum {
@@ -142,12 +154,16 @@ async fn purge(pool: &Pool, retention: &Retention) {
             return;
         }
     };
-    if let Err(error) = partitions::upkeep(&client, &retention.slicing()).await {
+    if let Err(error) = partitions::upkeep(&client, Table::Outbox, &retention.slicing()).await {
         tracing::warn!(%error, "outbox partition upkeep failed; will retry");
+    }
+    if let Err(error) = partitions::upkeep(&client, Table::Inbox, &retention.inbox_slicing()).await
+    {
+        tracing::warn!(%error, "inbox partition upkeep failed; will retry");
     }
     match inbox::purge(&client, retention.inbox, retention.batch).await {
         Ok(0) => {}
-        Ok(purged) => tracing::info!(purged, "purged inbox rows past retention"),
+        Ok(purged) => tracing::info!(purged, "purged inbox ids recorded apart past retention"),
         Err(error) => tracing::warn!(%error, "inbox purge failed"),
     }
 }

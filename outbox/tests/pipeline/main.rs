@@ -7,6 +7,7 @@ mod cursor;
 mod dead_letters;
 mod failover;
 mod helpers;
+mod inbox;
 mod partitions;
 mod relay;
 mod replay;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use outbox::partitions::{self, Slicing};
+use outbox::partitions::{self, Slicing, Table};
 use platform::shutdown::Signal;
 
 use crate::helpers::TestOutbox;
@@ -57,7 +57,9 @@ async fn an_expired_partition_goes_once_sent_while_relays_and_consumers_run() {
     };
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let client = outbox.pool.get().await.unwrap();
-    let upkeep = partitions::upkeep(&client, &slicing).await.unwrap();
+    let upkeep = partitions::upkeep(&client, Table::Outbox, &slicing)
+        .await
+        .unwrap();
     assert_eq!(upkeep.kept, [FIRST_SLICE], "{upkeep:?}");
     assert!(upkeep.dropped.is_empty(), "dropped with rows still to send");
 
@@ -77,7 +79,9 @@ async fn an_expired_partition_goes_once_sent_while_relays_and_consumers_run() {
         outbox.count("SELECT count(*) FROM outbox_pending").await == 0
     })
     .await;
-    let upkeep = partitions::upkeep(&client, &slicing).await.unwrap();
+    let upkeep = partitions::upkeep(&client, Table::Outbox, &slicing)
+        .await
+        .unwrap();
     assert_eq!(upkeep.dropped, [FIRST_SLICE], "{upkeep:?}");
     assert!(!slice_exists(&outbox, FIRST_SLICE).await);
     // Writing, relaying and consuming go on across the drop.
@@ -118,7 +122,9 @@ async fn partitions_are_made_ahead_and_a_cold_one_is_frozen_once() {
         freeze_after_xids: Some(-1),
         ..Slicing::for_retention(Duration::from_secs(24 * 3600))
     };
-    let upkeep = partitions::upkeep(&client, &slicing).await.unwrap();
+    let upkeep = partitions::upkeep(&client, Table::Outbox, &slicing)
+        .await
+        .unwrap();
     assert_eq!(upkeep.frozen, [FIRST_SLICE], "{upkeep:?}");
     assert_ne!(
         frozen_xid().await,
@@ -154,7 +160,9 @@ async fn a_shorter_retention_makes_the_partitions_not_begun_again_at_its_length(
     let outbox = TestOutbox::new().await;
     let client = outbox.pool.get().await.unwrap();
     let week = Slicing::for_retention(Duration::from_secs(7 * 24 * 3600));
-    partitions::make_ahead(&client, &week).await.unwrap();
+    partitions::make_ahead(&client, Table::Outbox, &week)
+        .await
+        .unwrap();
     let lengths = async || -> Vec<(f64, bool)> {
         client
             .query(
@@ -180,7 +188,9 @@ async fn a_shorter_retention_makes_the_partitions_not_begun_again_at_its_length(
         "no day-long partition made for a week's retention"
     );
     let minutes = Slicing::for_retention(Duration::from_secs(6 * 60));
-    partitions::make_ahead(&client, &minutes).await.unwrap();
+    partitions::make_ahead(&client, Table::Outbox, &minutes)
+        .await
+        .unwrap();
     let ahead: Vec<f64> = lengths()
         .await
         .into_iter()
