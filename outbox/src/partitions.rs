@@ -273,10 +273,21 @@ pub async fn make_ahead(client: &Client, table: Table, slicing: &Slicing) -> Res
 /// Moves the inbox's horizon up to `to` (never down): ids made before it
 /// are recorded in `inbox_untimed` from then on. It waits (up to the lock
 /// timeout) for the transactions recording ids to end, so that none of
-/// them routes an id by the old horizon once the new one holds.
+/// them routes an id by the old horizon once the new one holds; where the
+/// horizon is there already, it takes no lock (the upkeep asks each round).
 async fn raise_inbox_horizon(client: &Client, to: OffsetDateTime) -> Result<()> {
     let (class, key) = crate::inbox::HORIZON_LOCK;
     let first = crate::inbox::first_id_at(to);
+    let there: bool = client
+        .query_one(
+            "SELECT COALESCE(bool_and(timed_from >= $1), false) FROM inbox_horizon",
+            &[&first],
+        )
+        .await?
+        .try_get(0)?;
+    if there {
+        return Ok(());
+    }
     client
         .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
         .await?;

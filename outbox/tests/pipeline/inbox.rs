@@ -1,7 +1,7 @@
 //! The inbox in time slices: every kind of id is recorded once, in the
 //! table its kind and the horizon say; an id from a clock ahead is refused
 //! as bad data; a delivery while the horizon moves meets the one before
-//! it; a slice past the window goes while ids are recorded, and its ids
+//! it, and a horizon in place is not moved again; a slice past the window goes while ids are recorded, and its ids
 //! are recorded apart after; ids recorded before the upgrade still count.
 
 use std::collections::HashSet;
@@ -152,6 +152,28 @@ async fn a_delivery_while_the_horizon_moves_meets_the_one_before_it() {
         inbox::first_id_at(start + time::Duration::minutes(1))
     );
     drop((client, first));
+    outbox.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_horizon_already_moved_is_not_moved_again_under_the_lock() {
+    let outbox = TestOutbox::new().await;
+    let start = minute_start() - time::Duration::minutes(58);
+    slice_at(&outbox, "inbox_nearly_gone", start).await;
+    let hour = Slicing::for_retention(Duration::from_secs(3600));
+    let client = outbox.pool.get().await.unwrap();
+    partitions::upkeep(&client, Table::Inbox, &hour)
+        .await
+        .unwrap();
+    // A recording transaction stays open: were the horizon moved again,
+    // the upkeep would wait for it past its lock timeout and fail.
+    let mut recording = outbox.pool.get().await.unwrap();
+    let open = recording.transaction().await.unwrap();
+    inbox::record(&open, &[Uuid::now_v7()]).await.unwrap();
+    let upkeep = partitions::upkeep(&client, Table::Inbox, &hour).await;
+    assert!(upkeep.is_ok(), "{upkeep:?}");
+    open.rollback().await.unwrap();
+    drop((client, recording));
     outbox.cleanup().await;
 }
 
