@@ -238,10 +238,7 @@ pub async fn make_ahead(client: &Client, table: Table, slicing: &Slicing) -> Res
         }
     }
     let mut created = Vec::new();
-    client
-        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
-        .await?;
-    let result = async {
+    under_lock_timeout(client, async {
         for (lower, upper) in missing {
             let name = name_of(table, lower);
             // Made apart and attached: attaching takes no lock that
@@ -259,11 +256,9 @@ pub async fn make_ahead(client: &Client, table: Table, slicing: &Slicing) -> Res
                 .await?;
             created.push(name);
         }
-        Ok::<_, crate::Error>(())
-    }
-    .await;
-    client.batch_execute("RESET lock_timeout").await?;
-    result?;
+        Ok(())
+    })
+    .await?;
     if !created.is_empty() {
         tracing::info!(table = table.name(), ?created, "partitions made ahead");
     }
@@ -288,19 +283,27 @@ async fn raise_inbox_horizon(client: &Client, to: OffsetDateTime) -> Result<()> 
     if there {
         return Ok(());
     }
+    // One query string: one transaction, so the lock is held until the
+    // new horizon is committed.
+    let raise = format!(
+        "SELECT pg_advisory_xact_lock({class}, {key}); \
+         UPDATE inbox_horizon SET timed_from = '{first}' WHERE timed_from < '{first}'"
+    );
+    under_lock_timeout(client, async { Ok(client.batch_execute(&raise).await?) }).await
+}
+
+/// Runs `work` (statements on `client`) with the upkeep's short
+/// `lock_timeout`, and resets it after, whatever `work` returned.
+async fn under_lock_timeout<T>(
+    client: &Client,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     client
         .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
         .await?;
-    // One query string: one transaction, so the lock is held until the
-    // new horizon is committed.
-    let raised = client
-        .batch_execute(&format!(
-            "SELECT pg_advisory_xact_lock({class}, {key}); \
-             UPDATE inbox_horizon SET timed_from = '{first}' WHERE timed_from < '{first}'"
-        ))
-        .await;
+    let result = work.await;
     client.batch_execute("RESET lock_timeout").await?;
-    Ok(raised?)
+    result
 }
 
 async fn is_empty(client: &Client, name: &str) -> Result<bool> {
@@ -413,21 +416,16 @@ async fn has_pending(client: &Client, name: &str) -> Result<bool> {
 /// on; or `FINALIZE` for a detach cut short) and drops it. Each statement
 /// on its own: a concurrent detach cannot run in a transaction block.
 async fn detach_and_drop(client: &Client, table: Table, name: &str, how: &str) -> Result<()> {
-    client
-        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
-        .await?;
-    let detached = client
-        .batch_execute(&format!(
-            "ALTER TABLE {} DETACH PARTITION {name} {how}",
-            table.name()
-        ))
-        .await;
-    let dropped = match detached {
-        Ok(()) => client.batch_execute(&format!("DROP TABLE {name}")).await,
-        Err(error) => Err(error),
-    };
-    client.batch_execute("RESET lock_timeout").await?;
-    Ok(dropped?)
+    under_lock_timeout(client, async {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} DETACH PARTITION {name} {how}",
+                table.name()
+            ))
+            .await?;
+        Ok(client.batch_execute(&format!("DROP TABLE {name}")).await?)
+    })
+    .await
 }
 
 /// Freezes a cold partition, throttled as autovacuum is (its rows are

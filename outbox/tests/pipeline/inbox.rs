@@ -49,6 +49,16 @@ async fn slice_at(outbox: &TestOutbox, name: &str, start: OffsetDateTime) {
         .unwrap();
 }
 
+/// Where the inbox's time slices begin.
+async fn horizon(outbox: &TestOutbox) -> Uuid {
+    let client = outbox.pool.get().await.unwrap();
+    client
+        .query_one("SELECT timed_from FROM inbox_horizon", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Records `ids` in a transaction of their own and commits.
 async fn record(outbox: &TestOutbox, ids: &[Uuid]) -> outbox::Result<HashSet<Uuid>> {
     let mut client = outbox.pool.get().await.unwrap();
@@ -141,17 +151,11 @@ async fn a_delivery_while_the_horizon_moves_meets_the_one_before_it() {
         second.await.unwrap().is_empty(),
         "the second delivery applied too"
     );
-    let client = outbox.pool.get().await.unwrap();
-    let horizon: Uuid = client
-        .query_one("SELECT timed_from FROM inbox_horizon", &[])
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        horizon,
+        horizon(&outbox).await,
         inbox::first_id_at(start + time::Duration::minutes(1))
     );
-    drop((client, first));
+    drop(first);
     outbox.cleanup().await;
 }
 
@@ -225,12 +229,7 @@ async fn a_slice_past_the_window_goes_while_ids_are_recorded() {
         .unwrap()
         .get(0);
     assert!(gone);
-    let horizon: Uuid = client
-        .query_one("SELECT timed_from FROM inbox_horizon", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(horizon, inbox::first_id_at(end));
+    assert_eq!(horizon(&outbox).await, inbox::first_id_at(end));
     // An id of the slice that went is past the window: recorded apart,
     // without an error.
     assert_eq!(record(&outbox, &[old]).await.unwrap(), HashSet::from([old]));
