@@ -11,7 +11,10 @@
 //!
 //! The commit updates the one row of `outbox_standby_check`: a
 //! transaction that writes nothing, or only takes a transaction id, is
-//! committed without waiting for a standby. Nothing may cancel the check's
+//! committed without waiting for a standby. The relay makes it only where
+//! `synchronous_standby_names` is set, which its claim reads in the
+//! statement that reads the rows ([`STANDBYS_SQL`]): a single server pays
+//! no statement, transaction or round trip for it. Nothing may cancel the check's
 //! own wait (it would return with the same warning): nobody cancels the
 //! relay's statements, and `statement_timeout` ends before a commit waits.
 
@@ -26,12 +29,10 @@ use crate::Result;
 pub const STANDBY_CHECK_SQL: &str =
     "UPDATE outbox_standby_check SET checked_at = now() WHERE id = 1";
 
-/// The relay's check: writes (and waits) only where synchronous standbys
-/// are configured, so a single server writes nothing for it.
-const RELAY_CHECK_SQL: &str = "DO $$ BEGIN \
-     IF current_setting('synchronous_standby_names') <> '' THEN \
-     UPDATE outbox_standby_check SET checked_at = now() WHERE id = 1; \
-     END IF; END $$";
+/// Whether commits wait for synchronous standbys: a column of the relay's
+/// read, evaluated after the rows were seen (the setting changes only on a
+/// reload, as a failover manager makes one).
+pub(crate) const STANDBYS_SQL: &str = "current_setting('synchronous_standby_names') <> ''";
 
 /// How long the relay's check waits for a connection of the pool. The
 /// relay holds one already (its claim), so with every connection held by
@@ -39,14 +40,14 @@ const RELAY_CHECK_SQL: &str = "DO $$ BEGIN \
 /// instead of waiting for ever.
 const CONNECTION_WAIT: Duration = Duration::from_secs(2);
 
-/// Returns once a synchronous standby has every commit the caller saw (at
-/// once where there is none).
+/// Returns once a synchronous standby has every commit the caller saw;
+/// called where [`STANDBYS_SQL`] was true.
 pub async fn has_what_was_read(pool: &Pool) -> Result<()> {
     let timeouts = Timeouts {
         wait: Some(CONNECTION_WAIT),
         ..pool.timeouts()
     };
     let client = pool.timeout_get(&timeouts).await?;
-    client.batch_execute(RELAY_CHECK_SQL).await?;
+    client.batch_execute(STANDBY_CHECK_SQL).await?;
     Ok(())
 }

@@ -33,6 +33,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Result;
+use crate::standby::STANDBYS_SQL;
 
 /// A row as the relay reads it.
 #[derive(Debug, Clone)]
@@ -93,7 +94,8 @@ const LOCK_PARTITIONS_SQL: &str = "\
 /// `$1`: the claimed partitions; `$2`: new rows at most, and refused rows
 /// at most. The cursor is read here, after the locks were taken (a read in
 /// the locking statement could predate another relay's last move). Each
-/// row comes with its source and the statement's snapshot.
+/// row comes with its source, the statement's snapshot, and whether
+/// commits wait for synchronous standbys ([`crate::standby`]).
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH c AS (SELECT partition, released_snapshot, released_id \
@@ -116,7 +118,7 @@ static READ_SQL: LazyLock<String> = LazyLock::new(|| {
              SELECT {ROW_COLUMNS}, 'retry' AS source FROM outbox_refused o \
              WHERE o.set_aside_at IS NULL AND o.partition = ANY($1) \
              ORDER BY o.id LIMIT $2) \
-         SELECT *, pg_current_snapshot()::text FROM ( \
+         SELECT *, pg_current_snapshot()::text, {STANDBYS_SQL} FROM ( \
              SELECT * FROM fresh UNION ALL SELECT * FROM late UNION ALL SELECT * FROM retry) b \
          ORDER BY id"
     )
@@ -168,6 +170,9 @@ pub struct Claim {
     /// Where the cursor of the claimed partitions goes once the batch is
     /// confirmed.
     pub(crate) advance: Option<Advance>,
+    /// Whether commits wait for synchronous standbys: then a standby must
+    /// have the rows before they leave ([`crate::standby`]).
+    pub(crate) standbys: bool,
 }
 
 /// A cursor position to write.
@@ -206,6 +211,7 @@ pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> 
         claim.rows.push(outbox_row);
     }
     if let Some(first) = rows.first() {
+        claim.standbys = first.try_get(9)?;
         claim.advance = Some(Advance {
             partitions,
             snapshot: first.try_get(8)?,

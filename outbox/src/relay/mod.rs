@@ -248,7 +248,9 @@ impl Relay {
         if claim.rows.is_empty() {
             return Ok(None);
         }
-        crate::standby::has_what_was_read(&self.pool).await?;
+        if claim.standbys {
+            crate::standby::has_what_was_read(&self.pool).await?;
+        }
         let (groups, oversized) = pack(
             &claim.rows,
             self.config.events_per_message,

@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use outbox::relay::{Outcome, RelayConfig};
+use outbox::metrics::RelayMetrics;
+use outbox::relay::{Outcome, Relay, RelayConfig};
 
 use crate::helpers::{TestOutbox, amqp_url, new_events};
 use testkit::Proxy;
@@ -98,6 +99,30 @@ async fn a_rolled_back_transaction_publishes_nothing() {
     outbox.cleanup().await;
 }
 
+/// The standby check costs a server without synchronous standbys nothing:
+/// no statement, and so no second connection beside the claim's (with a
+/// pool of one, a relay that asked for one would wait and fail).
+#[tokio::test]
+async fn without_synchronous_standbys_a_batch_needs_no_second_connection() {
+    let outbox = TestOutbox::new().await;
+    let rows = events(3, 2);
+    outbox.append(&rows).await;
+    let mut relay = Relay::new(
+        platform::db::pool(&outbox.database, 1).unwrap(),
+        outbox.topology.clone(),
+        outbox.relay_config(),
+        RelayMetrics::unregistered(),
+    );
+    match relay.try_publish_batch().await.unwrap() {
+        Outcome::Published(report) => assert_eq!(report.published, rows.len()),
+        other => panic!("{} rows waiting, yet {other:?}", rows.len()),
+    }
+    let received = outbox
+        .take_events(&outbox.topology.order_created_queue(), rows.len())
+        .await;
+    assert_eq!(received.len(), rows.len());
+    outbox.cleanup().await;
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_mid_batch_releases_nothing_unconfirmed_and_loses_nothing() {
     let outbox = TestOutbox::new().await;
