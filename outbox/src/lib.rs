@@ -19,9 +19,9 @@
 //!   message, or a packed run of events).
 //! - [`schema`]: the outbox and inbox tables, as migrations services include.
 //! - [`writer`]: appending events inside the caller's transaction.
-//! - [`relay`]: claim, publish with confirms, move the cursor;
-//!   LISTEN/NOTIFY and polling; setting aside rows the broker keeps
-//!   refusing.
+//! - [`relay`]: claim, publish with confirms, move the cursor; woken by
+//!   its process's commits, polling otherwise; setting aside rows the
+//!   broker keeps refusing.
 //! - [`consumer`] and [`inbox`]: batch consumption with dedupe.
 //! - [`dead_letters`]: what consumers and the broker gave up on, kept for
 //!   an operator to list, requeue or purge.

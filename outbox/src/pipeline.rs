@@ -108,8 +108,9 @@ impl PipelineSettings {
     /// then starts `plan`'s relays (none when `RELAY_ENABLED` is false),
     /// the outbox gauges, consumers, dead-letter drain and retention on
     /// `pool`, each watching
-    /// `shutdown`; their metrics go to `registry`. `database` is where the
-    /// relays LISTEN for new rows.
+    /// `shutdown`; their metrics go to `registry`. `database` is named in
+    /// the log line that says so. The service calls
+    /// [`crate::relay::rows_committed`] after each commit of outbox rows.
     pub async fn start(
         &self,
         plan: Plan,
@@ -135,7 +136,7 @@ impl PipelineSettings {
                     self.relay_config(&plan.exchange, &name),
                     relays.clone(),
                 );
-                workers.push(tokio::spawn(relay.run(database.clone(), shutdown.clone())));
+                workers.push(tokio::spawn(relay.run(shutdown.clone())));
             }
         }
         workers.push(tokio::spawn(crate::stats::keep_gauges(

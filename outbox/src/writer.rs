@@ -6,6 +6,10 @@
 //! connection, whatever the batch size: run alone in the caller's
 //! transaction ([`append`]), or embedded in the caller's own statement
 //! ([`insert_sql`]), which is then the transaction.
+//!
+//! Once committed, the rows wake this process's relays: [`commit`] commits
+//! and says so; a caller whose statement was the transaction calls
+//! [`crate::relay::rows_committed`] itself.
 
 use std::sync::LazyLock;
 
@@ -114,6 +118,14 @@ pub async fn append(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<Uui
     let statement = tx.prepare_cached(&APPEND_SQL).await?;
     tx.execute(&statement, &columns.params()).await?;
     Ok(columns.ids)
+}
+
+/// Commits a transaction that appended events, and wakes this process's
+/// relays for them ([`crate::relay::wake`]).
+pub async fn commit(tx: Transaction<'_>) -> Result<()> {
+    tx.commit().await?;
+    crate::relay::rows_committed();
+    Ok(())
 }
 
 /// Sends `events` again under their own message ids, in the caller's

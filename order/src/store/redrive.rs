@@ -184,7 +184,7 @@ impl Redriver {
         }
         let events = created_events(&tx, &due).await?;
         report.resent = writer::resend(&tx, &events).await?;
-        tx.commit().await?;
+        writer::commit(tx).await?;
         self.redriven.inc_by(due.len() as u64);
         Ok(report)
     }

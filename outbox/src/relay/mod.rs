@@ -5,7 +5,7 @@
 //! cursor past it and records refusals, then commits: one small write per
 //! batch, none per row ([`claim`] says how the cursor never skips a row).
 //! [`Relay::run`] repeats the step until the outbox is empty, then waits
-//! for a NOTIFY or the poll interval.
+//! for a commit of its own process or its next poll ([`wake`]).
 //!
 //! Guarantees:
 //! - the cursor moves past a row only after the broker confirmed it; a
@@ -35,23 +35,22 @@
 //!   connection dropped, and the batch retried with backoff.
 
 mod claim;
-mod listener;
 mod pack;
 mod publisher;
+pub mod wake;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 use platform::shutdown::Signal;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
 
 pub(crate) use claim::ROW_COLUMNS;
 pub use claim::{Claim, OutboxRow, claim};
 pub(crate) use pack::pack;
 pub use publisher::{ConfirmOutcome, Publisher};
+pub use wake::rows_committed;
 
 use crate::Result;
 use crate::backoff::Backoff;
@@ -78,7 +77,8 @@ pub struct RelayConfig {
     pub max_message_bytes: usize,
     /// Refusals after which a row is set aside.
     pub max_attempts: i32,
-    /// Poll when no NOTIFY arrives; a lost notification costs at most this.
+    /// The longest an idle relay waits before it claims again: what rows
+    /// committed by another process wait at most ([`wake`]).
     pub poll_interval: Duration,
     /// After a batch that emptied the outbox, or a wake-up, wait this long
     /// for more rows before claiming: fewer, larger transactions and
@@ -381,15 +381,16 @@ impl Relay {
         self.publisher.as_ref()
     }
 
-    /// Sends batches until `shutdown` fires; between batches waits for a
-    /// NOTIFY on the outbox or the poll interval. The batch in progress when
-    /// the signal fires is finished, not abandoned.
-    pub async fn run(mut self, listen: tokio_postgres::Config, shutdown: Signal) {
-        let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listener::listen(listen, wake.clone(), shutdown.clone()));
+    /// Sends batches until `shutdown` fires; between batches lingers, and
+    /// when the outbox is empty waits for a commit of this process or its
+    /// next poll ([`wake`]). The batch in progress when the signal fires is
+    /// finished, not abandoned.
+    pub async fn run(mut self, shutdown: Signal) {
         let mut backoff = Backoff::default();
+        let mut idle = wake::IdleWait::new(self.config.linger, self.config.poll_interval);
         while !shutdown.is_cancelled() {
             let full_batch = self.config.batch_size;
+            let next_commit = wake::next_commit();
             let pause = match self.try_publish_batch().await {
                 Ok(Outcome::Published(report)) if report.refused > 0 => Some(backoff.next_delay()),
                 Ok(Outcome::BrokerRefused { .. }) => Some(backoff.next_delay()),
@@ -398,20 +399,25 @@ impl Relay {
                     if report.published + report.refused >= full_batch =>
                 {
                     backoff.reset();
+                    idle.reset();
                     None
                 }
                 Ok(Outcome::Published(_)) => {
                     backoff.reset();
+                    idle.reset();
                     Some(self.config.linger)
                 }
                 Ok(Outcome::Empty) => {
                     backoff.reset();
                     tokio::select! {
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep(self.config.poll_interval) => {}
-                        _ = shutdown.cancelled() => {}
+                        // Rows of this process: gather more for the linger.
+                        _ = next_commit => {
+                            idle.reset();
+                            Some(self.config.linger)
+                        }
+                        _ = tokio::time::sleep(idle.after_empty()) => None,
+                        _ = shutdown.cancelled() => None,
                     }
-                    Some(self.config.linger)
                 }
                 Err(error) => {
                     self.metrics.failures.inc();
@@ -426,6 +432,5 @@ impl Relay {
         if let Some(publisher) = self.publisher.take() {
             publisher.close().await;
         }
-        listener.abort();
     }
 }

@@ -65,7 +65,7 @@ async fn an_expired_partition_goes_once_sent_while_relays_and_consumers_run() {
 
     let stop = Signal::new();
     let relay = outbox.relay(outbox.relay_config());
-    let relaying = tokio::spawn(relay.run(outbox.database.clone(), stop.clone()));
+    let relaying = tokio::spawn(relay.run(stop.clone()));
     let consuming = tokio::spawn(outbox.consumer().run(stop.clone()));
     for round in 0..10 {
         outbox

@@ -56,9 +56,7 @@ async fn two_relays_publish_every_row_once_in_order_per_aggregate() {
             ..outbox.relay_config()
         };
         let relay = outbox.relay(config);
-        handles.push(tokio::spawn(
-            relay.run(outbox.database.clone(), stop.clone()),
-        ));
+        handles.push(tokio::spawn(relay.run(stop.clone())));
     }
     let received = outbox
         .take_events(&outbox.topology.order_created_queue(), all.len())
@@ -441,4 +439,109 @@ fn counts(report: &outbox::relay::BatchReport) -> (usize, usize, usize, usize) {
         report.refused,
         report.set_aside,
     )
+}
+
+/// Waits until nothing is left to send; how long that took, or `None`
+/// past `limit`.
+async fn until_sent(outbox: &TestOutbox, limit: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if outbox.count("SELECT count(*) FROM outbox_pending").await == 0 {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Rows committed by another process (nothing announced them in this one)
+/// are found by an idle relay's polls, the longest of which is its poll
+/// interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_relay_finds_rows_of_another_process_by_polling() {
+    let outbox = TestOutbox::new().await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_millis(300),
+        ..outbox.relay_config()
+    };
+    let stop = platform::shutdown::Signal::new();
+    let running = tokio::spawn(outbox.relay(config).run(stop.clone()));
+    // Idle long enough for its waits to have grown to the poll interval.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    outbox.append(&events(2, 2)).await;
+    let sent = until_sent(&outbox, Duration::from_secs(5)).await;
+    stop.cancel();
+    running.await.unwrap();
+    assert!(sent.is_some(), "rows committed elsewhere were never sent");
+    outbox.cleanup().await;
+}
+
+/// A commit of outbox rows in the relay's own process wakes it at once,
+/// however long its idle wait has grown: here the wait in progress when
+/// the rows commit ends about 4 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_relay_is_woken_by_a_commit_of_its_own_process() {
+    let outbox = TestOutbox::new().await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(60),
+        linger: Duration::ZERO,
+        ..outbox.relay_config()
+    };
+    let stop = platform::shutdown::Signal::new();
+    let running = tokio::spawn(outbox.relay(config).run(stop.clone()));
+    // Waits of 10 ms doubling: the one in progress at 6 s ends at 10.2 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    {
+        let mut client = outbox.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        outbox::writer::append(&tx, &new_events(&events(2, 2)))
+            .await
+            .unwrap();
+        outbox::writer::commit(tx).await.unwrap();
+    }
+    let sent = until_sent(&outbox, Duration::from_secs(3)).await;
+    stop.cancel();
+    running.await.unwrap();
+    assert!(
+        sent.is_some(),
+        "the relay slept through a commit of its own process"
+    );
+    outbox.cleanup().await;
+}
+
+/// Committing outbox rows sends no NOTIFY (each one made every inserting
+/// commit of the server take one lock in turn). Notifications arrive in
+/// commit order, so a control sent after the rows' commit comes first
+/// only if the rows sent none.
+#[tokio::test]
+async fn committing_outbox_rows_notifies_nobody() {
+    use futures_util::StreamExt;
+    let outbox = TestOutbox::new().await;
+    let (listener, mut connection) = outbox
+        .database
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(notification) = message {
+                let _ = heard.send(notification.channel().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN outbox; LISTEN control")
+        .await
+        .unwrap();
+    outbox.append(&events(2, 2)).await;
+    let client = outbox.pool.get().await.unwrap();
+    client.batch_execute("NOTIFY control").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), hearing.recv())
+        .await
+        .expect("not even the control notification arrived");
+    assert_eq!(first.as_deref(), Some("control"));
+    drop(listener);
+    outbox.cleanup().await;
 }

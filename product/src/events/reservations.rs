@@ -186,6 +186,9 @@ impl Handler for ReservationHandler {
     }
 
     async fn after_commit(&self, reserved: Reserved) {
+        // The batch's replies are committed: this process's relay need not
+        // wait for its poll.
+        outbox::relay::rows_committed();
         self.cache
             .best_effort("stock_sync", self.cache.sync_stock(&reserved.updates))
             .await;

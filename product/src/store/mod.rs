@@ -121,7 +121,7 @@ impl ProductStore {
             }
         }
         append_upserted(&tx, &product).await?;
-        tx.commit().await?;
+        writer::commit(tx).await?;
         Ok(Created::New(product))
     }
 
@@ -174,7 +174,7 @@ impl ProductStore {
         let product = product_from(&row)?;
         append_upserted(&tx, &product).await?;
         before_commit(product.id, product.version).await?;
-        tx.commit().await?;
+        writer::commit(tx).await?;
         Ok(Some(product))
     }
 
@@ -204,7 +204,7 @@ impl ProductStore {
         };
         writer::append(&tx, &[NewEvent::new(id, PRODUCT_DELETED, &event)?]).await?;
         before_commit(id, version).await?;
-        tx.commit().await?;
+        writer::commit(tx).await?;
         Ok(Some(version))
     }
 }

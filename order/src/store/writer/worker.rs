@@ -228,6 +228,11 @@ impl Writer {
         placement: Placement,
         clock: BatchClock,
     ) -> Vec<PlaceResult> {
+        if !placement.inserted.is_empty() {
+            // Their order.created rows are committed: this process's relay
+            // need not wait for its poll.
+            outbox::relay::rows_committed();
+        }
         let plan = plan_batch(
             jobs.iter()
                 .map(|job| (job.id, &job.order, job.idempotency_key.as_deref())),

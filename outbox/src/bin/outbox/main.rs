@@ -238,7 +238,7 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         stop.clone(),
     )));
     let relay = Relay::new(pool, settings.topology(), config, relay_metrics);
-    let mut running = tokio::spawn(relay.run(database, stop.clone()));
+    let mut running = tokio::spawn(relay.run(stop.clone()));
     // The relay runs until the signal; should it end by itself (a panic),
     // the process ends with it rather than serve metrics of a dead relay.
     let ended_by_itself = tokio::select! {
