@@ -104,13 +104,13 @@ impl Started {
 
 impl PipelineSettings {
     /// Makes the outbox's and the inbox's partitions ahead (before
-    /// anything is written),
-    /// then starts `plan`'s relays (none when `RELAY_ENABLED` is false),
-    /// the outbox gauges, consumers, dead-letter drain and retention on
-    /// `pool`, each watching
-    /// `shutdown`; their metrics go to `registry`. `database` is named in
-    /// the log line that says so. The service calls
-    /// [`crate::relay::rows_committed`] after each commit of outbox rows.
+    /// anything is written), then starts `plan`'s relays (none when
+    /// `RELAY_ENABLED` is false), the outbox gauges, consumers, dead-letter
+    /// drain and retention on `pool`, each watching `shutdown`; their
+    /// metrics go to `registry`, and `database` is named in the log line
+    /// that says so. The service wakes its relays after each commit of
+    /// outbox rows ([`crate::writer::commit`],
+    /// [`crate::relay::rows_committed`]).
     pub async fn start(
         &self,
         plan: Plan,

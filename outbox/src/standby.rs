@@ -14,9 +14,10 @@
 //! committed without waiting for a standby. The relay makes it only where
 //! `synchronous_standby_names` is set, which its claim reads in the
 //! statement that reads the rows ([`STANDBYS_SQL`]): a single server pays
-//! no statement, transaction or round trip for it. Nothing may cancel the check's
-//! own wait (it would return with the same warning): nobody cancels the
-//! relay's statements, and `statement_timeout` ends before a commit waits.
+//! no statement, transaction or round trip for it. Nothing may cancel the
+//! check's own wait (it would return with the same warning): nobody
+//! cancels the relay's statements, and `statement_timeout` ends before a
+//! commit waits.
 
 use std::time::Duration;
 
