@@ -92,12 +92,14 @@ sample() {
 checkpoints() {
   psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAtc "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
 }
+# It is stopped when the load ends, perhaps in the middle of a sample:
+# what that sample's commands would say then is not wanted.
 (
   for minute in $(seq 0 "$MINUTES"); do
     echo "$minute $(sample) $(checkpoints)" >>"$dir/samples.txt"
     sleep 60
   done
-) &
+) 2>/dev/null &
 sampler=$!
 # Each second: the upkeep statements running on the server (the services'
 # own vacuums and partition work, autovacuum's when it is on), one line
