@@ -281,6 +281,18 @@ impl TestOutbox {
     }
 }
 
+/// Whether `done` comes true within `limit`, asking every 50 ms.
+pub(crate) async fn within(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// `n` events `(aggregate, amount)` over seven aggregates, amounts
 /// `offset..offset + n`.
 pub(crate) fn events(n: usize, offset: usize) -> Vec<(String, i64)> {

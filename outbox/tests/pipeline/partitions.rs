@@ -7,7 +7,7 @@ use std::time::Duration;
 use outbox::partitions::{self, Slicing, Table};
 use platform::shutdown::Signal;
 
-use crate::helpers::TestOutbox;
+use crate::helpers::{TestOutbox, within};
 
 /// The slice of everything before the migration's first minutes.
 const FIRST_SLICE: &str = "outbox_before_v3";
@@ -36,14 +36,11 @@ async fn slice_exists(outbox: &TestOutbox, name: &str) -> bool {
         .get(0)
 }
 
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} did not happen within 30 s");
+async fn wait_until(what: &str, done: impl AsyncFnMut() -> bool) {
+    assert!(
+        within(Duration::from_secs(30), done).await,
+        "{what} did not happen within 30 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use outbox::metrics::RelayMetrics;
 use outbox::relay::{Outcome, Relay, RelayConfig};
 
-use crate::helpers::{TestOutbox, amqp_url, new_events};
+use crate::helpers::{TestOutbox, amqp_url, new_events, within};
 use testkit::Proxy;
 
 fn events(aggregates: usize, per_aggregate: usize) -> Vec<(String, i64)> {
@@ -121,6 +121,7 @@ async fn without_synchronous_standbys_a_batch_needs_no_second_connection() {
     assert_eq!(received.len(), rows.len());
     outbox.cleanup().await;
 }
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_mid_batch_releases_nothing_unconfirmed_and_loses_nothing() {
     let outbox = TestOutbox::new().await;
@@ -441,17 +442,12 @@ fn counts(report: &outbox::relay::BatchReport) -> (usize, usize, usize, usize) {
     )
 }
 
-/// Waits until nothing is left to send; how long that took, or `None`
-/// past `limit`.
-async fn until_sent(outbox: &TestOutbox, limit: Duration) -> Option<Duration> {
-    let started = std::time::Instant::now();
-    while started.elapsed() < limit {
-        if outbox.count("SELECT count(*) FROM outbox_pending").await == 0 {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
+/// Whether nothing is left to send within `limit`.
+async fn sent_within(outbox: &TestOutbox, limit: Duration) -> bool {
+    within(limit, async || {
+        outbox.count("SELECT count(*) FROM outbox_pending").await == 0
+    })
+    .await
 }
 
 /// Rows committed by another process (nothing announced them in this one)
@@ -469,10 +465,10 @@ async fn an_idle_relay_finds_rows_of_another_process_by_polling() {
     // Idle long enough for its waits to have grown to the poll interval.
     tokio::time::sleep(Duration::from_secs(1)).await;
     outbox.append(&events(2, 2)).await;
-    let sent = until_sent(&outbox, Duration::from_secs(5)).await;
+    let sent = sent_within(&outbox, Duration::from_secs(5)).await;
     stop.cancel();
     running.await.unwrap();
-    assert!(sent.is_some(), "rows committed elsewhere were never sent");
+    assert!(sent, "rows committed elsewhere were never sent");
     outbox.cleanup().await;
 }
 
@@ -499,13 +495,10 @@ async fn an_idle_relay_is_woken_by_a_commit_of_its_own_process() {
             .unwrap();
         outbox::writer::commit(tx).await.unwrap();
     }
-    let sent = until_sent(&outbox, Duration::from_secs(3)).await;
+    let sent = sent_within(&outbox, Duration::from_secs(3)).await;
     stop.cancel();
     running.await.unwrap();
-    assert!(
-        sent.is_some(),
-        "the relay slept through a commit of its own process"
-    );
+    assert!(sent, "the relay slept through a commit of its own process");
     outbox.cleanup().await;
 }
 
