@@ -40,7 +40,10 @@ use crate::store::{ORDERS_BY_IDS_SQL, StoreError, StoreResult, order_from};
 /// order holds is skipped), their items and their `order.created` events.
 /// Orders without a key are inserted plainly: a speculative insertion
 /// (`ON CONFLICT`) writes one more WAL record per row, and only a key can
-/// conflict.
+/// conflict. Each line's product is looked up by its key (`LATERAL`,
+/// `OFFSET 0`: the plan is generic, made for ten lines of unknown
+/// products, and with sequential scans off it would otherwise walk the
+/// whole replica's index into a hash or merge join in every batch).
 /// It returns the orders inserted (id, creation time) and the replica's
 /// view of every product of the batch (id, price, deleted; a product
 /// unknown there comes back with no price), from which the writer answers
@@ -51,7 +54,9 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH lines AS MATERIALIZED ( \
              SELECT l.order_id, l.product_id, l.quantity, r.price, r.deleted \
              FROM unnest($4::uuid[], $5::int8[], $6::int4[]) AS l(order_id, product_id, quantity) \
-             LEFT JOIN product_replica r ON r.id = l.product_id), \
+             LEFT JOIN LATERAL ( \
+                 SELECT r.price, r.deleted FROM product_replica r \
+                 WHERE r.id = l.product_id OFFSET 0) r ON true), \
          placeable AS ( \
              SELECT order_id, sum(quantity * price) AS total FROM lines GROUP BY order_id \
              HAVING bool_and(price IS NOT NULL AND NOT deleted)), \

@@ -106,23 +106,30 @@ impl Writer {
             return Vec::new();
         };
         let mut batch = vec![first];
+        self.take_queued(receiver, &mut batch);
+        let room = batch.len() < self.config.max_batch;
         let due = self
             .last_commit
             .map(|started| started + self.config.linger)
-            .filter(|due| *due > tokio::time::Instant::now() && !shutdown.is_cancelled());
+            .filter(|due| room && *due > tokio::time::Instant::now() && !shutdown.is_cancelled());
+        if let Some(due) = due {
+            tokio::time::sleep_until(due).await;
+            self.take_queued(receiver, &mut batch);
+        }
+        batch
+    }
+
+    /// Adds what is queued now to `batch`, up to `max_batch`. While the
+    /// writer lingers it sleeps instead of waiting on the queue, so that a
+    /// request joining a batch does not wake it (a wake-up, a context
+    /// switch between the HTTP and tokio threads, for every order).
+    fn take_queued(&self, receiver: &mut mpsc::Receiver<PlaceJob>, batch: &mut Vec<PlaceJob>) {
         while batch.len() < self.config.max_batch {
             match receiver.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) => match due {
-                    Some(due) => match tokio::time::timeout_at(due, receiver.recv()).await {
-                        Ok(Some(job)) => batch.push(job),
-                        _ => break,
-                    },
-                    None => break,
-                },
+                Err(_) => break,
             }
         }
-        batch
     }
 
     /// Takes the jobs whose waiters still wait, writes them and answers
@@ -421,5 +428,79 @@ impl From<StoreError> for PlaceError {
         } else {
             PlaceError::Internal(error.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::NewOrder;
+
+    fn writer(linger: Duration, max_batch: usize) -> Writer {
+        let database: Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let pool = platform::db::pool(&database, 1).unwrap();
+        let config = WriterConfig {
+            writers: 1,
+            max_batch,
+            linger,
+            capacity: 64,
+            statement_timeout: Duration::from_secs(1),
+        };
+        let metrics = WriterMetrics::register(&prometheus::Registry::new()).unwrap();
+        Writer::new(database, pool, config, metrics)
+    }
+
+    fn job() -> PlaceJob {
+        let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
+        PlaceJob::new(order, None, Duration::from_secs(5)).0
+    }
+
+    #[tokio::test]
+    async fn jobs_that_come_while_the_writer_lingers_join_the_batch_taken_at_its_end() {
+        let mut writer = writer(Duration::from_millis(150), 256);
+        let (sender, mut receiver) = mpsc::channel(64);
+        sender.try_send(job()).unwrap();
+        let started = tokio::time::Instant::now();
+        writer.last_commit = Some(started);
+        let later = sender.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                later.try_send(job()).unwrap();
+            }
+        });
+        let batch = writer.collect(&mut receiver, &Signal::new()).await;
+        assert_eq!(
+            batch.len(),
+            4,
+            "a job that came during the linger was left out"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "taken before the linger ended"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_idle_for_longer_than_its_linger_takes_what_is_queued_at_once() {
+        let mut writer = writer(Duration::from_millis(500), 2);
+        let (sender, mut receiver) = mpsc::channel(64);
+        for _ in 0..3 {
+            sender.try_send(job()).unwrap();
+        }
+        writer.last_commit = Some(tokio::time::Instant::now() - Duration::from_secs(1));
+        let started = tokio::time::Instant::now();
+        let batch = writer.collect(&mut receiver, &Signal::new()).await;
+        assert_eq!(
+            batch.len(),
+            2,
+            "more than max_batch, or less than was queued"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "it lingered"
+        );
     }
 }
