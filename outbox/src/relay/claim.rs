@@ -6,9 +6,10 @@
 //! with an id up to `released_id` has been sent, except rows of
 //! transactions that were still running in `released_snapshot`. A batch
 //! transaction first takes whole claim partitions (transaction-level
-//! advisory locks, tried in random order: another relay takes others, so
-//! two relays never send events of one aggregate at once, and no lock is
-//! written to the WAL), then reads in one statement, under one snapshot:
+//! advisory locks: all it can, if it may take all sixteen, or else those
+//! with something to send, tried in random order; another relay takes
+//! others, so two relays never send events of one aggregate at once, and
+//! no lock is written to the WAL), then reads in one statement, under one snapshot:
 //! - new rows: id above the partition's `released_id`, in id order, up to
 //!   the batch size (the `outbox_by_id` index, from the lowest cursor);
 //! - late rows: committed by a transaction `released_snapshot` saw running
@@ -33,6 +34,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::Result;
+use crate::schema::PARTITIONS;
 use crate::standby::STANDBYS_SQL;
 
 /// A row as the relay reads it.
@@ -90,6 +92,20 @@ const LOCK_PARTITIONS_SQL: &str = "\
                       WHERE r.set_aside_at IS NULL AND r.partition = c.partition) \
         ORDER BY random()) \
     SELECT partition FROM candidates WHERE pg_try_advisory_xact_lock($1, partition) LIMIT $2";
+
+/// Takes every claim partition no other relay holds (advisory lock `$1`,
+/// partition), without asking which have something to send: for a relay
+/// allowed all of them (the usual one relay per outbox), the probes of
+/// [`LOCK_PARTITIONS_SQL`] (an index probe per claim partition and table
+/// partition, in every batch) cost as much as the read itself, and a
+/// partition with nothing to send just reads nothing.
+static LOCK_ALL_PARTITIONS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT p::int2 FROM generate_series(0, {}) p \
+         WHERE pg_try_advisory_xact_lock($1, p)",
+        PARTITIONS - 1
+    )
+});
 
 /// `$1`: the claimed partitions; `$2`: new rows at most, and refused rows
 /// at most. The cursor is read here, after the locks were taken (a read in
@@ -187,10 +203,14 @@ pub(crate) struct Advance {
 /// to send: up to `max_rows` new rows, every late row, up to `max_rows`
 /// refused rows due again.
 pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> Result<Claim> {
-    let lock = tx.prepare_cached(LOCK_PARTITIONS_SQL).await?;
-    let partitions: Vec<i16> = tx
-        .query(&lock, &[&CLAIM_LOCK, &max_partitions])
-        .await?
+    let locked = if max_partitions >= i64::from(PARTITIONS) {
+        let lock = tx.prepare_cached(&LOCK_ALL_PARTITIONS_SQL).await?;
+        tx.query(&lock, &[&CLAIM_LOCK]).await?
+    } else {
+        let lock = tx.prepare_cached(LOCK_PARTITIONS_SQL).await?;
+        tx.query(&lock, &[&CLAIM_LOCK, &max_partitions]).await?
+    };
+    let partitions: Vec<i16> = locked
         .iter()
         .map(|row| row.try_get(0))
         .collect::<std::result::Result<_, _>>()?;

@@ -42,6 +42,17 @@ fn assert_in_order_per_aggregate(events: &[outbox::envelope::Envelope]) -> usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_publish_every_row_once_in_order_per_aggregate() {
+    two_relays_publish_every_row_once(8).await;
+}
+
+/// Two relays each allowed every partition (each process left at its
+/// default): whichever locks a partition first sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_each_allowed_every_partition_publish_every_row_once_in_order() {
+    two_relays_publish_every_row_once(16).await;
+}
+
+async fn two_relays_publish_every_row_once(claim_partitions: i64) {
     let outbox = TestOutbox::new().await;
     let all = events(100, 100);
     for chunk in all.chunks(500) {
@@ -52,7 +63,7 @@ async fn two_relays_publish_every_row_once_in_order_per_aggregate() {
     for _ in 0..2 {
         let config = RelayConfig {
             batch_size: 300,
-            claim_partitions: 8,
+            claim_partitions,
             ..outbox.relay_config()
         };
         let relay = outbox.relay(config);
@@ -72,6 +83,48 @@ async fn two_relays_publish_every_row_once_in_order_per_aggregate() {
     );
     assert_eq!(assert_in_order_per_aggregate(&received), all.len());
     assert_eq!(outbox.count("SELECT count(*) FROM outbox_pending").await, 0);
+    outbox.cleanup().await;
+}
+
+/// A relay allowed every partition takes all it can without probing them
+/// first, and so skips the partitions another relay holds, whatever they
+/// have to send: their rows wait for that relay.
+#[tokio::test]
+async fn a_relay_allowed_every_partition_reads_none_of_a_partition_another_holds() {
+    let outbox = TestOutbox::new().await;
+    let all = events(40, 1);
+    outbox.append(&all).await;
+    let held = outbox::writer::partition_of(&all[0].0);
+    let mut other = outbox.pool.get().await.unwrap();
+    let other_tx = other.transaction().await.unwrap();
+    other_tx
+        .execute(
+            "SELECT pg_advisory_xact_lock(x'6f757462'::int, $1::int)",
+            &[&i32::from(held)],
+        )
+        .await
+        .unwrap();
+    let mut client = outbox.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let claim = outbox::relay::claim(&tx, 16, 100).await.unwrap();
+    let of_held = all
+        .iter()
+        .filter(|(aggregate, _)| outbox::writer::partition_of(aggregate) == held)
+        .count();
+    assert!(of_held > 0 && of_held < all.len());
+    assert_eq!(
+        claim.rows.len(),
+        all.len() - of_held,
+        "read a held partition, or missed a free one"
+    );
+    assert!(
+        claim
+            .rows
+            .iter()
+            .all(|row| outbox::writer::partition_of(&row.aggregate_id) != held)
+    );
+    tx.rollback().await.unwrap();
+    other_tx.rollback().await.unwrap();
     outbox.cleanup().await;
 }
 
