@@ -112,9 +112,10 @@ fn listening_pids(ports: HashSet<u16>) -> anyhow::Result<HashMap<u16, i32>> {
     for process in procfs::process::all_processes()?.flatten() {
         let Ok(fds) = process.fd() else { continue };
         for fd in fds.flatten() {
-            if let FDTarget::Socket(inode) = fd.target
-                && let Some(port) = inodes.get(&inode)
-            {
+            let FDTarget::Socket(inode) = fd.target else {
+                continue;
+            };
+            if let Some(port) = inodes.get(&inode) {
                 pids.entry(*port).or_insert(process.pid);
             }
         }
