@@ -9,7 +9,8 @@
 //! advisory locks: all it can, if it may take all sixteen, or else those
 //! with something to send, tried in random order; another relay takes
 //! others, so two relays never send events of one aggregate at once, and
-//! no lock is written to the WAL), then reads in one statement, under one snapshot:
+//! no lock is written to the WAL), then reads in one statement, under one
+//! snapshot:
 //! - new rows: id above the partition's `released_id`, in id order, up to
 //!   the batch size (the `outbox_by_id` index, from the lowest cursor);
 //! - late rows: committed by a transaction `released_snapshot` saw running
