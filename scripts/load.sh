@@ -12,9 +12,11 @@
 # do not disturb it); DASHBOARD=0 skips k6's HTML dashboard (it costs k6
 # some CPU).
 #
-# The report gives each process's CPU per order (from /proc) and each
-# database's work per order (from pg_stat_database): run on a quiet
-# machine, since everything a server does meanwhile counts. Every host of
+# The report gives each process's CPU per order and its context switches
+# per order (from /proc; the switches move far less than the CPU time
+# when the machine's speed drifts) and each database's work per order
+# (from pg_stat_database): run on a quiet machine, since everything a
+# server does meanwhile counts. Every host of
 # ORDER_DATABASE_URL counts as PostgreSQL; FAILOVER_PORTS (a comma list,
 # 8441,8442,8443,2479 for `make pg-cluster`) adds the processes listening
 # there as "Patroni+etcd".

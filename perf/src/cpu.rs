@@ -9,6 +9,12 @@
 //! `cutime`/`cstime`, once reaped), so the difference of two snapshots is
 //! the time spent between them. The machine should be quiet: whatever
 //! else a server does in the meantime counts too.
+//!
+//! Each snapshot also counts the context switches of the process's threads
+//! and its live children's (a switch of a child that exited is lost with
+//! it; PostgreSQL's pooled backends live through a run). On a machine
+//! whose speed drifts, switches per order move far less than CPU time per
+//! order: they count wake-ups, not how long each took.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -22,6 +28,10 @@ pub struct CpuSnapshot {
     pub at: f64,
     /// User + system seconds of each watched process and its children.
     pub seconds: BTreeMap<String, f64>,
+    /// Context switches (voluntary and not) of each watched process's
+    /// threads and its live children's.
+    #[serde(default)]
+    pub switches: BTreeMap<String, u64>,
 }
 
 impl CpuSnapshot {
@@ -36,6 +46,20 @@ impl CpuSnapshot {
         self.seconds
             .iter()
             .filter_map(|(name, after)| Some((name.clone(), after - before.seconds.get(name)?)))
+            .collect()
+    }
+
+    /// Context switches each process made from `before` to this snapshot
+    /// (none for a snapshot that did not count them).
+    pub fn switches_since(&self, before: &CpuSnapshot) -> BTreeMap<String, u64> {
+        self.switches
+            .iter()
+            .filter_map(|(name, after)| {
+                Some((
+                    name.clone(),
+                    after.saturating_sub(*before.switches.get(name)?),
+                ))
+            })
             .collect()
     }
 }
@@ -61,14 +85,18 @@ impl Watch {
     pub fn snapshot(&self) -> anyhow::Result<CpuSnapshot> {
         let ticks = procfs::ticks_per_second() as f64;
         let mut seconds = BTreeMap::new();
+        let mut switches = BTreeMap::new();
         // Several processes of one name (the nodes of a database
         // cluster) add up.
         for (name, pid) in &self.pids {
-            *seconds.entry(name.clone()).or_default() += tree_ticks(*pid)? as f64 / ticks;
+            let usage = tree_usage(*pid)?;
+            *seconds.entry(name.clone()).or_default() += usage.ticks as f64 / ticks;
+            *switches.entry(name.clone()).or_default() += usage.switches;
         }
         Ok(CpuSnapshot {
             at: time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
             seconds,
+            switches,
         })
     }
 }
@@ -79,21 +107,46 @@ pub fn own_seconds() -> anyhow::Result<f64> {
     Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
-/// User and system ticks of `pid`, of its children that exited, and of
-/// its live children.
-fn tree_ticks(pid: i32) -> anyhow::Result<u64> {
-    let stat = Process::new(pid)?.stat()?;
-    let own = stat.utime + stat.stime + (stat.cutime + stat.cstime).max(0) as u64;
-    let mut children = 0;
+/// What a process and its children used so far.
+struct Usage {
+    /// User and system ticks of the process, of its children that exited,
+    /// and of its live children.
+    ticks: u64,
+    /// Context switches of the threads of the process and of its live
+    /// children.
+    switches: u64,
+}
+
+fn tree_usage(pid: i32) -> anyhow::Result<Usage> {
+    let process = Process::new(pid)?;
+    let stat = process.stat()?;
+    let mut usage = Usage {
+        ticks: stat.utime + stat.stime + (stat.cutime + stat.cstime).max(0) as u64,
+        switches: thread_switches(&process),
+    };
     for process in procfs::process::all_processes()?.flatten() {
         // A process gone since the listing is simply not counted.
-        if let Ok(child) = process.stat()
-            && child.ppid == pid
-        {
-            children += child.utime + child.stime;
+        let Ok(child) = process.stat() else { continue };
+        if child.ppid == pid {
+            usage.ticks += child.utime + child.stime;
+            usage.switches += thread_switches(&process);
         }
     }
-    Ok(own + children)
+    Ok(usage)
+}
+
+/// Context switches of every thread of `process` (a thread gone since the
+/// listing is not counted).
+fn thread_switches(process: &Process) -> u64 {
+    let Ok(tasks) = process.tasks() else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| task.status().ok())
+        .map(|status| {
+            status.voluntary_ctxt_switches.unwrap_or(0)
+                + status.nonvoluntary_ctxt_switches.unwrap_or(0)
+        })
+        .sum()
 }
 
 /// The process listening on each of `ports` (TCP, IPv4 or IPv6).
@@ -220,12 +273,19 @@ mod tests {
     fn this_test_finds_its_own_listener_and_counts_its_time() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let watched = [("me".to_owned(), port)];
+        let before = CpuSnapshot::take(&watched).unwrap();
         let busy = std::time::Instant::now();
         while busy.elapsed() < std::time::Duration::from_millis(50) {
             std::hint::black_box(busy.elapsed());
         }
-        let snapshot = CpuSnapshot::take(&[("me".into(), port)]).unwrap();
+        // Each sleep gives up the core: a voluntary switch of this thread.
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let snapshot = CpuSnapshot::take(&watched).unwrap();
         let seconds = snapshot.seconds["me"];
         assert!(seconds >= own_seconds().unwrap() - 0.02, "{seconds}");
+        assert!(snapshot.switches_since(&before)["me"] >= 5);
     }
 }

@@ -26,6 +26,10 @@ pub struct Costs {
     pub orders: f64,
     /// µs of CPU per order, by process (`PIPELINE`'s names).
     pub cpu_us: BTreeMap<String, f64>,
+    /// Context switches per order, by process: wake-ups, which a machine
+    /// whose speed drifts moves far less than CPU time.
+    #[serde(default)]
+    pub switches: BTreeMap<String, f64>,
     /// The pipeline's sum: every process but the load generator.
     pub pipeline_cpu_us: f64,
     /// The load generator's µs of CPU per request it sent.
@@ -53,6 +57,11 @@ pub fn per_order(
         .into_iter()
         .map(|(name, seconds)| (name, 1e6 * seconds / per))
         .collect();
+    let switches = cpu_after
+        .switches_since(cpu_before)
+        .into_iter()
+        .map(|(name, switches)| (name, switches as f64 / per))
+        .collect();
     let databases: BTreeMap<String, DatabaseCounters> = databases_after
         .iter()
         .filter_map(|(name, after)| {
@@ -66,6 +75,7 @@ pub fn per_order(
             .filter_map(|(name, _)| cpu_us.get(*name))
             .sum(),
         cpu_us,
+        switches,
         generator_cpu_us_per_request: None,
         commits: databases.values().map(|d| d.commits).sum(),
         databases,
@@ -91,6 +101,16 @@ impl Costs {
             parts.join(" + "),
             self.orders
         )];
+        let switches: Vec<String> = PIPELINE
+            .iter()
+            .filter_map(|(name, label)| Some(format!("{label} {:.2}", self.switches.get(*name)?)))
+            .collect();
+        if !switches.is_empty() {
+            lines.push(format!(
+                "  switches/order  {} (context switches of each process's threads, from /proc: steadier than CPU on a drifting machine)",
+                switches.join(", ")
+            ));
+        }
         for (name, db) in &self.databases {
             lines.push(format!(
                 "  per order, {name:<8} {:.2} commits, {:.2} inserts, {:.2} updates, {:.2} deletes, {:.0} buffer accesses",
@@ -117,11 +137,16 @@ mod tests {
 
     #[test]
     fn costs_are_differences_per_order() {
-        let snapshot = |postgres: f64, order: f64| CpuSnapshot {
+        let snapshot = |postgres: f64, order: f64, switches: u64| CpuSnapshot {
             at: 0.0,
             seconds: [
                 ("postgres".to_owned(), postgres),
                 ("order".to_owned(), order),
+            ]
+            .into(),
+            switches: [
+                ("postgres".to_owned(), switches),
+                ("order".to_owned(), 3 * switches),
             ]
             .into(),
         };
@@ -137,8 +162,8 @@ mod tests {
         };
         let costs = per_order(
             1000.0,
-            &snapshot(10.0, 2.0),
-            &snapshot(10.5, 2.25),
+            &snapshot(10.0, 2.0, 1_000),
+            &snapshot(10.5, 2.25, 3_000),
             &db(100.0),
             &db(400.0),
         );
@@ -146,6 +171,10 @@ mod tests {
         assert!((costs.pipeline_cpu_us - 750.0).abs() < 1e-9);
         assert!((costs.commits - 0.3).abs() < 1e-9);
         assert!((costs.databases["orders"].inserts - 1.2).abs() < 1e-9);
-        assert!(costs.lines("k6")[0].contains("pipeline 750 µs = PostgreSQL 500 + order 250"));
+        assert!((costs.switches["postgres"] - 2.0).abs() < 1e-9);
+        assert!((costs.switches["order"] - 6.0).abs() < 1e-9);
+        let lines = costs.lines("k6");
+        assert!(lines[0].contains("pipeline 750 µs = PostgreSQL 500 + order 250"));
+        assert!(lines[1].contains("switches/order  PostgreSQL 2.00, order 6.00"));
     }
 }
