@@ -117,6 +117,7 @@ struct Usage {
     switches: u64,
 }
 
+/// What `pid` and its children used so far.
 fn tree_usage(pid: i32) -> anyhow::Result<Usage> {
     let process = Process::new(pid)?;
     let stat = process.stat()?;
