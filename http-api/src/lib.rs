@@ -27,7 +27,8 @@
 //!
 //! Running a service:
 //! - [`bridge`]: how a coroutine hands work to the tokio runtime and parks
-//!   until the answer comes, without blocking a worker thread.
+//!   until the answer comes, without blocking a worker thread; the
+//!   deadlines of those waits are kept by one thread.
 //! - [`lifecycle`]: HTTP settings, binding the server, keeping the
 //!   workers, and draining both in order on shutdown.
 //! - [`runtime`]: starting the may workers and the tokio runtime.

@@ -3,13 +3,19 @@
 //! AMQP) without blocking the OS thread it runs on.
 //!
 //! The coroutine spawns the future on the tokio runtime and parks on a
-//! `may::sync::mpsc` receiver; the tokio task sends the result, which wakes
-//! the coroutine. A std or crossbeam `recv` here would block a may worker
+//! one-shot [`Answer`]; the tokio task sends the result, which wakes the
+//! coroutine. A std or crossbeam `recv` here would block a may worker
 //! thread and stall every other connection scheduled on it.
 //!
 //! The bridge also bounds the work in flight: past `max_in_flight` a call is
 //! refused at once with [`BridgeError::Overloaded`] (the handler answers 503
 //! with `Retry-After`) instead of queueing without limit.
+//!
+//! # Layout
+//! - this module: [`Bridge`], running a future for a coroutine;
+//! - `reply`: the one-shot [`Reply`] and [`Answer`] it waits on, which the
+//!   order service's group-commit writer answers too;
+//! - `deadlines`: the one thread that ends waits at their deadline.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +23,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+
+mod deadlines;
+mod reply;
+
+pub use reply::{Answer, Reply, reply_channel};
 
 /// Why a bridged call produced no result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -93,37 +104,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// The sending half of a one-shot, may-aware reply: any thread or task may
-/// send; the receiver parks a coroutine (or blocks a plain thread).
-pub struct Reply<T>(may::sync::mpsc::Sender<T>);
-
-impl<T> Reply<T> {
-    /// Delivers the answer; if the waiter gave up, it is dropped.
-    pub fn send(self, value: T) {
-        let _ = self.0.send(value);
-    }
-}
-
-/// The waiting half of [`Reply`].
-pub struct Answer<T>(may::sync::mpsc::Receiver<T>);
-
-impl<T> Answer<T> {
-    /// Parks until the answer arrives, the sender is dropped, or `timeout`;
-    /// after a timeout the caller may wait again.
-    pub fn wait(&self, timeout: Duration) -> Result<T, BridgeError> {
-        self.0.recv_timeout(timeout).map_err(|error| match error {
-            std::sync::mpsc::RecvTimeoutError::Timeout => BridgeError::TimedOut,
-            std::sync::mpsc::RecvTimeoutError::Disconnected => BridgeError::Lost,
-        })
-    }
-}
-
-/// A one-shot reply a pipeline stage (a group-commit writer, say) answers.
-pub fn reply_channel<T>() -> (Reply<T>, Answer<T>) {
-    let (sender, receiver) = may::sync::mpsc::channel();
-    (Reply(sender), Answer(receiver))
 }
 
 #[cfg(test)]

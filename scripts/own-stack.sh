@@ -1,0 +1,41 @@
+# Sourced by the scripts that run a stack of their own to put faults into
+# it (chaos.sh, alert-drill.sh, cluster-chaos.sh, pg-cluster-chaos.sh):
+# starting its processes, telling when both services are ready again, and
+# timing what happened. They set $dir (logs and pid files), $bin, and
+# ORDER_URL and PRODUCT_URL first.
+
+# start NAME COMMAND...: runs COMMAND in the background, its output
+# appended to $dir/NAME.log and its pid in $dir/NAME.pid.
+start() {
+  local name=$1
+  shift
+  "$@" >>"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+}
+
+# pid_of NAME: the pid start NAME wrote.
+pid_of() { cat "$dir/$1.pid"; }
+
+# stack_ready [PATTERN]: whether both services' /readyz match PATTERN (by
+# default: their RabbitMQ connection is up).
+stack_ready() {
+  local pattern=${1:-'"rabbitmq":"up"'}
+  curl -fsS "$ORDER_URL/readyz" 2>/dev/null | grep -q "$pattern" &&
+    curl -fsS "$PRODUCT_URL/readyz" 2>/dev/null | grep -q "$pattern"
+}
+
+# wait_for_stack [PATTERN]: stack_ready within 60 s, or fails.
+wait_for_stack() {
+  for _ in $(seq 1200); do stack_ready "$@" && return 0; sleep 0.05; done
+  return 1
+}
+
+# now_us: the time in microseconds.
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# seconds_between START_US END_US: the seconds between two now_us, to the
+# hundredth.
+seconds_between() {
+  local elapsed=$(($2 - $1))
+  printf '%d.%02d' $((elapsed / 1000000)) $(((elapsed / 10000) % 100))
+}
