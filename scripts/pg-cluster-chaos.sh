@@ -47,27 +47,15 @@ mkdir -p "$dir"
 echo "pg cluster chaos: $RATE req/s for ${DURATION}s, leader killed at +${KILL_AT}s, restarted at +${RESTART_AT}s -> $dir" >&2
 scripts/services.sh
 
-"$bin/product" >>"$dir/product.log" 2>&1 &
-echo $! >"$dir/product.pid"
-"$bin/order" >>"$dir/order.log" 2>&1 &
-echo $! >"$dir/order.pid"
+. "$(dirname "$0")/own-stack.sh"
+start product "$bin/product"
+start order "$bin/order"
 trap 'kill $(cat "$dir"/*.pid) 2>/dev/null || true' EXIT
 
-ready() {
-  curl -fsS "$ORDER_URL/readyz" 2>/dev/null | grep -q '"status":"ready"' &&
-    curl -fsS "$PRODUCT_URL/readyz" 2>/dev/null | grep -q '"status":"ready"'
-}
-for _ in $(seq 600); do ready && break; sleep 0.1; done
-ready || { echo "the services did not become ready (logs in $dir)" >&2; exit 1; }
+wait_for_stack '"status":"ready"' || { echo "the services did not become ready (logs in $dir)" >&2; exit 1; }
 "$bin/perf" seed --out "$dir/seed.json" >/dev/null
 pools() { (curl -fsS "$ORDER_URL/readyz"; echo; curl -fsS "$PRODUCT_URL/readyz"; echo) |
   python3 -c "import json, sys; print(' '.join(f'{k}={v}' for line in sys.stdin if line.strip() for k, v in json.loads(line)['databases'].items()))"; }
-
-now_us() { echo "${EPOCHREALTIME/./}"; }
-seconds_between() {
-  local elapsed=$(($2 - $1))
-  printf '%d.%02d' $((elapsed / 1000000)) $(((elapsed / 10000) % 100))
-}
 
 SCENARIO=chaos RATE=$RATE DURATION="${DURATION}s" SEED_FILE="$dir/seed.json" LOG_ACCEPTED=1 \
   SUMMARY_FILE="$dir/k6.json" \
