@@ -99,32 +99,32 @@ impl Deadlines {
     }
 
     fn sweep(&self) {
-        let mut heap = self.lock();
         loop {
-            let now = Instant::now();
-            let mut due = Vec::new();
-            while heap.peek().is_some_and(|first| first.at <= now) {
-                due.extend(heap.pop());
-            }
-            let sleep = heap.peek().map(|first| (first.at - now).max(TICK));
-            drop(heap);
+            let due = {
+                let mut heap = self.lock();
+                let now = Instant::now();
+                let mut due = Vec::new();
+                while heap.peek().is_some_and(|first| first.at <= now) {
+                    due.extend(heap.pop());
+                }
+                due
+            };
             for entry in due {
                 (entry.tell)();
             }
-            heap = self.lock();
-            heap = match sleep {
-                Some(sleep) => {
-                    self.earlier
-                        .wait_timeout(heap, sleep)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None if heap.is_empty() => self
-                    .earlier
-                    .wait(heap)
-                    .unwrap_or_else(PoisonError::into_inner),
-                None => heap,
-            };
+            // How long to sleep is read after the telling, under the lock
+            // that `add` takes: a deadline added meanwhile counts.
+            let heap = self.lock();
+            let left = heap
+                .peek()
+                .map(|first| first.at.saturating_duration_since(Instant::now()));
+            // The guard a wait gives back is dropped at once, poisoned or
+            // not: the next round takes the lock again.
+            match left {
+                Some(left) if left.is_zero() => continue,
+                Some(left) => drop(self.earlier.wait_timeout(heap, left.max(TICK))),
+                None => drop(self.earlier.wait(heap)),
+            }
         }
     }
 }
@@ -163,5 +163,21 @@ mod tests {
         drop(told);
         let order: Vec<i32> = tells.iter().collect();
         assert_eq!(order, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_deadline_added_while_others_are_told_is_not_kept_waiting_for_later_ones() {
+        let (told, tells) = mpsc::channel();
+        let now = Instant::now();
+        at(now + Duration::from_secs(3600), || {});
+        at(now + Duration::from_millis(20), move || {
+            at(Instant::now() + Duration::from_millis(20), move || {
+                let _ = told.send("added while telling");
+            });
+        });
+        assert_eq!(
+            tells.recv_timeout(Duration::from_secs(30)),
+            Ok("added while telling")
+        );
     }
 }
