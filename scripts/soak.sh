@@ -103,14 +103,21 @@ checkpoints() {
 sampler=$!
 # Each second: the upkeep statements running on the server (the services'
 # own vacuums and partition work, autovacuum's when it is on), one line
-# each: seconds since the load began, database, statement.
+# each: seconds since the load began, database, statement; and one line
+# `(waits)` of what the clients' running statements were waiting on then
+# (commits on WALWrite or WALSync are waiting for the disk).
 started=$(date +%s)
 (
   while :; do
     psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAt -F $'\t' -c "SELECT extract(epoch FROM now())::int - $started, \
       datname, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_stat_activity \
       WHERE state = 'active' AND pid <> pg_backend_pid() \
-        AND query ~* '^\\s*(VACUUM|ANALYZE|CREATE|DROP|ALTER|CHECKPOINT)'" >>"$dir/upkeep.tsv" 2>/dev/null || true
+        AND query ~* '^\\s*(VACUUM|ANALYZE|CREATE|DROP|ALTER|CHECKPOINT)' \
+      UNION ALL SELECT extract(epoch FROM now())::int - $started, '(waits)', \
+        string_agg(event || ' ' || n, ', ' ORDER BY n DESC) \
+      FROM (SELECT wait_event_type || ':' || wait_event AS event, count(*) AS n FROM pg_stat_activity \
+        WHERE state = 'active' AND wait_event IS NOT NULL AND backend_type = 'client backend' \
+          AND pid <> pg_backend_pid() GROUP BY 1) AS waiting HAVING count(*) > 0" >>"$dir/upkeep.tsv" 2>/dev/null || true
     sleep 1
   done
 ) &
@@ -133,13 +140,18 @@ samples = {}
 for line in open(f"{d}/samples.txt"):
     minute, *values = line.split()
     samples[int(minute)] = [float(v) for v in values]
-# Upkeep seen running in each minute, by database and statement.
-upkeep = {}
+# Upkeep seen running in each minute, by database and statement, and
+# at each second.
+upkeep, upkeep_at, waits_at = {}, {}, {}
 try:
     for line in open(f"{d}/upkeep.tsv"):
         second, database, statement = line.rstrip("\n").split("\t", 2)
+        if database == "(waits)":
+            waits_at[int(second)] = statement
+            continue
         upkeep.setdefault(int(second) // 60 + 1, {}).setdefault(f"{database}: {statement}", 0)
         upkeep[int(second) // 60 + 1][f"{database}: {statement}"] += 1
+        upkeep_at.setdefault(int(second), set()).add(f"{database}: {statement}")
 except FileNotFoundError:
     pass
 print(f"{'minute':>6} {'rate':>6} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'order MB':>8} {'product MB':>10} {'outbox MB o/p':>14} {'ckpt':>4}  upkeep (seconds seen)")
@@ -150,6 +162,20 @@ for n, step in enumerate(steps, start=1):
     seen = "; ".join(f"{what} ({count})" for what, count in sorted(upkeep.get(n, {}).items()))
     print(f"{n:>6} {step['achieved']:>6.0f} {step['p50_ms']:>7.2f} {step['p99_ms']:>8.2f} {step['errors']:>6} "
           f"{s[0]:>8.0f} {s[1]:>10.0f} {s[2]:>6.1f}/{s[3]:<6.1f} {begun:>4.0f}  {seen}")
+# Where in a slow minute its stall was: its slowest seconds (since the
+# load began, as upkeep.tsv counts them) and the upkeep seen within two
+# seconds of each.
+for n, step in enumerate(steps, start=1):
+    worst_by_second = step.get("worst_ms_by_second", [])
+    if step["p99_ms"] < limit or not worst_by_second:
+        continue
+    slowest = sorted(sorted(range(len(worst_by_second)), key=lambda i: -worst_by_second[i])[:3])
+    for i in slowest:
+        at = (n - 1) * 60 + i
+        near = sorted(set().union(*(upkeep_at.get(at + k, set()) for k in range(-2, 3))))
+        waits = "; ".join(f"{at + k}: {waits_at[at + k]}" for k in range(-1, 2) if at + k in waits_at)
+        print(f"  minute {n}, second {at}: slowest answer {worst_by_second[i]:.0f} ms; "
+              f"upkeep within 2 s: {'; '.join(near) or 'none'}; waits seen: {waits or 'none'}")
 before, after = (json.load(open(f"{d}/metrics-{w}.json")) for w in ("before", "after"))
 orders = sum(step["orders"] for step in steps)
 cpu = {k: after["cpu"]["seconds"].get(k, 0) - before["cpu"]["seconds"].get(k, 0) for k in after["cpu"]["seconds"]}

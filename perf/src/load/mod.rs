@@ -80,6 +80,11 @@ pub struct StepFigures {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The slowest answer to the requests planned in each second of the
+    /// step, in ms (empty for the whole run): when, inside a slow window,
+    /// the stall was, to be read against what else ran at that second.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub worst_ms_by_second: Vec<f64>,
     /// CPU seconds of each watched process during the step.
     pub cpu: BTreeMap<String, f64>,
 }
@@ -122,6 +127,29 @@ struct Tally {
     orders: u64,
     /// Answers that came in during each step (by arrival, not by plan).
     answered_in: Vec<u64>,
+    /// The slowest latency (µs) of the requests planned in each second.
+    worst_by_second: Vec<u64>,
+}
+
+impl Tally {
+    fn new(steps: usize, seconds: u64) -> anyhow::Result<Self> {
+        Ok(Tally {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            ok: 0,
+            errors: 0,
+            orders: 0,
+            answered_in: vec![0; steps],
+            worst_by_second: vec![0; seconds as usize],
+        })
+    }
+
+    /// One answer's latency, for a request planned in `second` of its step.
+    fn record(&mut self, second: usize, latency_us: u64) {
+        self.histogram.saturating_record(latency_us.max(1));
+        if let Some(worst) = self.worst_by_second.get_mut(second) {
+            *worst = (*worst).max(latency_us);
+        }
+    }
 }
 
 /// Shared by every request of a run (one thread: `Rc`, `RefCell`).
@@ -145,16 +173,9 @@ async fn drive(plan: &Plan, seed: &Seed) -> anyhow::Result<Summary> {
         order: Pool::new(plan.order, plan.connections),
         product: Pool::new(plan.product, plan.connections),
         tallies: RefCell::new(
-            (0..steps)
-                .map(|_| {
-                    Ok(Tally {
-                        histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-                        ok: 0,
-                        errors: 0,
-                        orders: 0,
-                        answered_in: vec![0; steps],
-                    })
-                })
+            plan.steps
+                .iter()
+                .map(|step| Tally::new(steps, step.seconds))
                 .collect::<anyhow::Result<_>>()?,
         ),
         current_step: RefCell::new(0),
@@ -188,11 +209,12 @@ async fn drive(plan: &Plan, seed: &Seed) -> anyhow::Result<Summary> {
                     break;
                 }
                 let request = plan.scenario.next(seed, &mut rng);
+                let second = (next / step.rate.max(1)) as usize;
                 requests.push(tokio::task::spawn_local(send(
                     shared.clone(),
                     request,
                     planned,
-                    index,
+                    (index, second),
                 )));
                 next += 1;
             }
@@ -245,8 +267,14 @@ async fn drive(plan: &Plan, seed: &Seed) -> anyhow::Result<Summary> {
 }
 
 /// Sends one request on an idle connection (or a new one, up to the
-/// limit) and records its latency from its planned time.
-async fn send(shared: Rc<Shared>, request: Request, planned: Instant, step: usize) {
+/// limit) and records its latency from its planned time, in the tally of
+/// its step and second.
+async fn send(
+    shared: Rc<Shared>,
+    request: Request,
+    planned: Instant,
+    (step, second): (usize, usize),
+) {
     let pool = match request.service {
         Service::Order => shared.order.clone(),
         Service::Product => shared.product.clone(),
@@ -277,7 +305,7 @@ async fn send(shared: Rc<Shared>, request: Request, planned: Instant, step: usiz
     let now = *shared.current_step.borrow();
     let mut tallies = shared.tallies.borrow_mut();
     let tally = &mut tallies[step];
-    tally.histogram.saturating_record(latency_us.max(1));
+    tally.record(second, latency_us);
     tally.answered_in[now] += 1;
     if ok {
         tally.ok += 1;
@@ -309,6 +337,11 @@ fn figures_of(
         p95_ms: ms(0.95),
         p99_ms: ms(0.99),
         max_ms: tally.histogram.max() as f64 / 1000.0,
+        worst_ms_by_second: tally
+            .worst_by_second
+            .iter()
+            .map(|&us| us as f64 / 1000.0)
+            .collect(),
         cpu,
     }
 }
@@ -328,6 +361,7 @@ fn total_of(
         errors: tallies.iter().map(|t| t.errors).sum(),
         orders: tallies.iter().map(|t| t.orders).sum(),
         answered_in: Vec::new(),
+        worst_by_second: Vec::new(),
     };
     let seconds: f64 = steps.iter().map(|s| s.seconds).sum();
     let answered = merged.ok + merged.errors;
@@ -339,4 +373,25 @@ fn total_of(
         answered,
         cpu.unwrap_or_default(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_second_keeps_its_slowest_answer() {
+        let mut tally = Tally::new(1, 3).unwrap();
+        tally.record(0, 4_000);
+        tally.record(0, 9_000);
+        tally.record(0, 5_000);
+        tally.record(2, 208_000);
+        // A request planned past the step's last second (none are) is
+        // counted in the histogram and nowhere else.
+        tally.record(3, 1_000);
+        let figures = figures_of(1000, 3.0, 5, &tally, 5, BTreeMap::new());
+        assert_eq!(figures.worst_ms_by_second, vec![9.0, 0.0, 208.0]);
+        assert_eq!(tally.histogram.len(), 5);
+        assert!((figures.max_ms - 208.0).abs() < 0.5);
+    }
 }
