@@ -110,7 +110,12 @@ impl Deadlines {
                 due
             };
             for entry in due {
-                (entry.tell)();
+                // A telling that panics (the last drop of an answer nobody
+                // waits for any more runs here) must not end the thread:
+                // every later wait would then park past its deadline.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(entry.tell)).is_err() {
+                    tracing::error!("a deadline's telling panicked; the deadlines thread goes on");
+                }
             }
             // How long to sleep is read after the telling, under the lock
             // that `add` takes: a deadline added meanwhile counts.
@@ -133,6 +138,19 @@ impl Deadlines {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn a_telling_that_panics_leaves_the_later_deadlines_told() {
+        let (told, heard) = mpsc::channel();
+        let now = Instant::now();
+        at(now, || panic!("a telling panics"));
+        at(now + Duration::from_millis(10), move || {
+            let _ = told.send(());
+        });
+        heard
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the deadline after a panicking one was never told");
+    }
 
     #[test]
     fn a_deadline_earlier_than_all_others_fires_at_its_own_time() {
