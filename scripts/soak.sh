@@ -8,6 +8,8 @@
 # the size of both outboxes, the checkpoints the server began and the
 # upkeep statements it ran in that minute (vacuum, analyze, partition
 # work: what a slow minute is to be read against, sampled each second).
+# For each minute over the limit it then prints its slowest seconds with
+# the upkeep and the commits' waits seen around each.
 # It passes when every minute's p99 is under
 # P99_LIMIT_MS, no request failed, memory stayed flat, the outboxes' size
 # held once retention ran, and the invariants hold after the drain. Stop
