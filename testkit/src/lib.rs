@@ -6,10 +6,23 @@
 //!   or freezes its connections on demand: a server failing mid-request,
 //!   without touching the shared server.
 //! - [`env_or`] and the default URLs of the local test servers.
+//! - [`ANALYZE_SAMPLE_ROWS_SQL`]: how much of a table an `ANALYZE` reads.
 
 pub mod proxy;
 
 pub use proxy::Proxy;
+
+/// How many rows an `ANALYZE` of table `$1` (its name, as text) samples:
+/// 300 per point of the largest statistics target among its columns, the
+/// server's `default_statistics_target` for a column without its own (-1,
+/// or NULL from PostgreSQL 17 on). One row, one `bigint`. On a table of
+/// millions each sampled row is mostly a page read back from disk.
+pub const ANALYZE_SAMPLE_ROWS_SQL: &str = "\
+    SELECT 300 * max(CASE WHEN COALESCE(a.attstattarget, -1) < 0 \
+        THEN current_setting('default_statistics_target')::int \
+        ELSE a.attstattarget END)::bigint \
+    FROM pg_attribute a \
+    WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped";
 
 /// A setting from the environment, or `default`.
 pub fn env_or(name: &str, default: &str) -> String {

@@ -10,3 +10,4 @@ mod idempotency;
 mod pg_cluster;
 mod stock_loop;
 mod stuck_orders;
+mod upkeep;

@@ -7,3 +7,4 @@ mod cache;
 mod helpers;
 mod products;
 mod stock;
+mod upkeep;
