@@ -69,7 +69,7 @@ impl Bridge {
         F::Output: Send + 'static,
     {
         let slot = self.admit()?;
-        let (reply, answer) = reply_channel();
+        let (reply, mut answer) = reply_channel();
         self.handle.spawn(async move {
             let output = work.await;
             drop(slot);
@@ -83,13 +83,17 @@ impl Bridge {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Takes a slot if one is free. The count moves only for a call that
+    /// gets one: a refused call adding itself before looking would push the
+    /// count past the real work until it took itself off again, refusing
+    /// callers below the bound meanwhile (spurious 503s in a burst).
     fn admit(&self) -> Result<Slot, BridgeError> {
-        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self.in_flight.clone());
-        if before >= self.max_in_flight {
-            return Err(BridgeError::Overloaded);
-        }
-        Ok(slot)
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                (running < self.max_in_flight).then_some(running + 1)
+            })
+            .map(|_| Slot(self.in_flight.clone()))
+            .map_err(|_| BridgeError::Overloaded)
     }
 
     pub fn handle(&self) -> &Handle {
@@ -150,6 +154,27 @@ mod tests {
         assert_eq!(bridge.run(async {}), Err(BridgeError::Overloaded));
         release.send(()).unwrap();
         assert_eq!(pending.join().unwrap(), Ok(()));
+        assert_eq!(bridge.in_flight(), 0);
+    }
+
+    #[test]
+    fn refused_calls_never_count_as_work_in_flight() {
+        let runtime = runtime();
+        let bridge = Bridge::new(runtime.handle().clone(), 1, Duration::from_secs(5));
+        let held = bridge.admit().expect("the only slot is free");
+        let refusing = bridge.clone();
+        let refusals = std::thread::spawn(move || {
+            for _ in 0..200_000 {
+                assert_eq!(refusing.admit().err(), Some(BridgeError::Overloaded));
+            }
+        });
+        let mut most = 0;
+        while !refusals.is_finished() {
+            most = most.max(bridge.in_flight());
+        }
+        refusals.join().unwrap();
+        assert_eq!(most, 1, "a refused call was counted as running");
+        drop(held);
         assert_eq!(bridge.in_flight(), 0);
     }
 

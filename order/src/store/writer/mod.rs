@@ -111,7 +111,7 @@ impl Waiting {
     /// Parks until the writer answers. At the deadline a job still queued
     /// is given up (never written: a true 503); a job the writer took is
     /// waited for, since the writer answers within [`ANSWER_GRACE`].
-    pub fn outcome(self) -> PlaceResult {
+    pub fn outcome(mut self) -> PlaceResult {
         let unknown = Err(PlaceError::OutcomeUnknown(self.id));
         match self.answer.wait(self.timeout) {
             Ok(outcome) => outcome,
