@@ -157,7 +157,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             drop(reply);
         });
-        // Broken, it would time out after 30 s instead of failing never.
+        // Broken, this fails after 30 s (timed out) instead of hanging.
         assert_eq!(answer.wait(Duration::from_secs(30)), Err(BridgeError::Lost));
         dropper.join().unwrap();
     }
