@@ -5,11 +5,14 @@
 # the run, then sends orders open-loop at RATE for MINUTES with `perf load`
 # (latency from each request's planned time) and prints one line a minute:
 # p50, p99 and errors of the minute, each service's resident memory, and
-# the size of both outboxes, the checkpoints the server began and the
+# the size of both outboxes, the checkpoints the server began, the
+# longest any of its seconds waited for a core, and the
 # upkeep statements it ran in that minute (vacuum, analyze, partition
 # work: what a slow minute is to be read against, sampled each second).
 # For each minute over the limit it then prints its slowest seconds with
-# the upkeep and the commits' waits seen around each.
+# the upkeep and the commits' waits seen around each, and where the
+# machine's time went in them (`perf sample-machine`: busy, stolen and
+# waited-for time, each process's CPU, the services' busiest threads).
 # It passes when every minute's p99 is under
 # P99_LIMIT_MS, no request failed, memory stayed flat, the outboxes' size
 # held once retention ran, and the invariants hold after the drain. Stop
@@ -65,7 +68,9 @@ wait_ready() {
   echo "the stack did not become ready (logs in $dir)" >&2
   return 1
 }
-trap stop EXIT
+# The samplers started below end with the script, however it ends.
+samplers=()
+trap 'kill "${samplers[@]}" 2>/dev/null || true; stop' EXIT
 start; wait_ready; "$bin/perf" drain >/dev/null; stop
 # Redis keeps counters of products by id; a database made anew reuses the
 # ids, so its keys are its own (by the database's oid).
@@ -103,12 +108,14 @@ checkpoints() {
   done
 ) 2>/dev/null &
 sampler=$!
+samplers+=($sampler)
 # Each second: the upkeep statements running on the server (the services'
 # own vacuums and partition work, autovacuum's when it is on), one line
 # each: seconds since the load began, database, statement; and one line
 # `(waits)` of what the clients' running statements were waiting on then
 # (commits on WALWrite or WALSync are waiting for the disk).
 started=$(date +%s)
+echo "$started" >"$dir/started.txt"
 (
   while :; do
     psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAt -F $'\t' -c "SELECT extract(epoch FROM now())::int - $started, \
@@ -124,60 +131,106 @@ started=$(date +%s)
   done
 ) &
 upkeep=$!
+samplers+=($upkeep)
+"$bin/perf" sample-machine --out "$dir/machine.jsonl" &
+machine=$!
+samplers+=($machine)
 
-"$bin/perf" load --scenario orders --rate "$RATE" --seconds $((MINUTES * 60)) --window-seconds 60 \
+window=60
+"$bin/perf" load --scenario orders --rate "$RATE" --seconds $((MINUTES * 60)) --window-seconds "$window" \
   --seed "$dir/seed.json" --out "$dir/load-summary.json" >"$dir/load.txt"
-kill "$sampler" "$upkeep" 2>/dev/null || true
+kill "$sampler" "$upkeep" "$machine" 2>/dev/null || true
 "$bin/perf" drain >/dev/null || true
 sleep 2
 "$bin/perf" scrape --out "$dir/metrics-after.json"
 held=yes
 "$bin/perf" check --seed "$dir/seed.json" --out "$dir/check.json" >"$dir/check.txt" 2>&1 || held=no
 
-python3 - "$dir" "$P99_LIMIT_MS" "$held" "$OUTBOX_RETENTION_HOURS" <<'EOF' | tee "$dir/soak.txt"
+python3 - "$dir" "$P99_LIMIT_MS" "$held" "$OUTBOX_RETENTION_HOURS" "$window" <<'EOF' | tee "$dir/soak.txt"
 import json, sys
 d, limit, held, retention_hours = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "yes", float(sys.argv[4])
+window = int(sys.argv[5])
+# When the load began, in seconds since the epoch (upkeep.tsv counts from it).
+started = int(open(f"{d}/started.txt").read())
 steps = json.load(open(f"{d}/load-summary.json"))["steps"]
 samples = {}
 for line in open(f"{d}/samples.txt"):
     minute, *values = line.split()
     samples[int(minute)] = [float(v) for v in values]
-# Upkeep seen running in each minute, by database and statement, and
-# at each second.
-upkeep, upkeep_at, waits_at = {}, {}, {}
+# Upkeep seen running at each second (since the load began), by
+# database and statement, and the clients' waits then.
+upkeep_at, waits_at = {}, {}
 try:
     for line in open(f"{d}/upkeep.tsv"):
         second, database, statement = line.rstrip("\n").split("\t", 2)
         if database == "(waits)":
             waits_at[int(second)] = statement
-            continue
-        upkeep.setdefault(int(second) // 60 + 1, {}).setdefault(f"{database}: {statement}", 0)
-        upkeep[int(second) // 60 + 1][f"{database}: {statement}"] += 1
-        upkeep_at.setdefault(int(second), set()).add(f"{database}: {statement}")
+        else:
+            upkeep_at.setdefault(int(second), set()).add(f"{database}: {statement}")
 except FileNotFoundError:
     pass
-print(f"{'minute':>6} {'rate':>6} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'order MB':>8} {'product MB':>10} {'outbox MB o/p':>14} {'ckpt':>4}  upkeep (seconds seen)")
+# Where the machine's time went at each second (the sampler's reading
+# at its end).
+machine_at = {}
+try:
+    for line in open(f"{d}/machine.jsonl"):
+        try:
+            second = json.loads(line)
+        except ValueError:
+            continue  # the last line, cut off when the sampler was stopped
+        machine_at[int(second["at"]) - 1 - started] = second
+except FileNotFoundError:
+    pass
+def window_of(second):
+    return second // window + 1
+def seconds_seen(n):
+    counts = {}
+    for second, statements in upkeep_at.items():
+        if window_of(second) == n:
+            for what in statements:
+                counts[what] = counts.get(what, 0) + 1
+    return counts
+def waited_most(n):
+    # The most any second of the window waited for a core, in ms.
+    waits = [m["cpu_waited_ms"] for s, m in machine_at.items() if window_of(s) == n and m.get("cpu_waited_ms") is not None]
+    return max(waits) if waits else float("nan")
+def machine_line(second):
+    m = machine_at.get(second)
+    if m is None:
+        return "not sampled"
+    ms = lambda v: "?" if v is None else f"{v:.0f}"
+    processes = ", ".join(f"{name} {cpu:.0f}" for name, cpu in m["processes"].items())
+    others = ", ".join(f"{name} {cpu:.0f}" for name, cpu in m["busiest_others"])
+    threads = "; ".join(f"{service}: " + ", ".join(f"{name} {cpu:.0f}" for name, cpu in listed)
+                        for service, listed in m["threads"].items() if listed)
+    return (f"busy {m['busy']:.0f}% (steal {m['steal']:.0f}, iowait {m['iowait']:.0f}), "
+            f"waited for a core {ms(m['cpu_waited_ms'])} ms, disk {ms(m['io_waited_ms'])} ms, "
+            f"runnable {m['running']}; {processes}; others {m['others']:.0f} ({others}); threads {threads or 'none'}")
+print(f"{'minute':>6} {'rate':>6} {'p50 ms':>7} {'p99 ms':>8} {'errors':>6} {'order MB':>8} {'product MB':>10} {'outbox MB o/p':>14} {'ckpt':>4} {'core wait':>9}  upkeep (seconds seen)")
 for n, step in enumerate(steps, start=1):
     s = samples.get(n, [float("nan")] * 5)
     # Checkpoints begun since the minute before (none known without both samples).
     begun = s[4] - samples[n - 1][4] if len(s) > 4 and n in samples and n - 1 in samples else float("nan")
-    seen = "; ".join(f"{what} ({count})" for what, count in sorted(upkeep.get(n, {}).items()))
+    seen = "; ".join(f"{what} ({count})" for what, count in sorted(seconds_seen(n).items()))
     print(f"{n:>6} {step['achieved']:>6.0f} {step['p50_ms']:>7.2f} {step['p99_ms']:>8.2f} {step['errors']:>6} "
-          f"{s[0]:>8.0f} {s[1]:>10.0f} {s[2]:>6.1f}/{s[3]:<6.1f} {begun:>4.0f}  {seen}")
+          f"{s[0]:>8.0f} {s[1]:>10.0f} {s[2]:>6.1f}/{s[3]:<6.1f} {begun:>4.0f} {waited_most(n):>9.0f}  {seen}")
 # Where in a slow minute its stall was: its slowest seconds (since the
-# load began, as upkeep.tsv counts them) and the upkeep seen within two
-# seconds of each.
+# load began, as upkeep.tsv counts them), the upkeep seen within two
+# seconds of each, and the machine in it and the seconds either side
+# (an answer planned in one second may be waited for into the next).
 for n, step in enumerate(steps, start=1):
     worst_by_second = step.get("worst_ms_by_second", [])
     if step["p99_ms"] < limit or not worst_by_second:
         continue
     slowest = sorted(sorted(range(len(worst_by_second)), key=lambda i: -worst_by_second[i])[:3])
     for i in slowest:
-        at = (n - 1) * 60 + i
+        at = (n - 1) * window + i
         near = sorted(set().union(*(upkeep_at.get(at + k, set()) for k in range(-2, 3))))
         waits = "; ".join(f"{at + k}: {waits_at[at + k]}" for k in range(-1, 2) if at + k in waits_at)
         print(f"  minute {n}, second {at}: slowest answer {worst_by_second[i]:.0f} ms; "
               f"upkeep within 2 s: {'; '.join(near) or 'none'}; waits seen: {waits or 'none'}")
+        for k in (-1, 0, 1):
+            print(f"    machine at {at + k}: {machine_line(at + k)}")
 before, after = (json.load(open(f"{d}/metrics-{w}.json")) for w in ("before", "after"))
 orders = sum(step["orders"] for step in steps)
 cpu = {k: after["cpu"]["seconds"].get(k, 0) - before["cpu"]["seconds"].get(k, 0) for k in after["cpu"]["seconds"]}

@@ -82,6 +82,11 @@ impl Watch {
         })
     }
 
+    /// The name and pid of each process found.
+    pub fn pids(&self) -> &[(String, i32)] {
+        &self.pids
+    }
+
     pub fn snapshot(&self) -> anyhow::Result<CpuSnapshot> {
         let ticks = procfs::ticks_per_second() as f64;
         let mut seconds = BTreeMap::new();

@@ -10,7 +10,8 @@
 //! - [`fill`]: both databases grown to the size weeks of traffic leave.
 //! - [`load`]: the open-loop load generator (`perf load`).
 //! - [`cpu`] and [`pgstat`]: what a run cost each process (from /proc)
-//!   and each database (from `pg_stat_database`).
+//!   and each database (from `pg_stat_database`); [`machine_sample`]:
+//!   where the machine's time went each second of a long run.
 //! - [`report`]: a run's figures, the services' metrics, the costs per
 //!   order and the invariant check as one page; [`chart`] draws a ramp.
 
@@ -20,6 +21,7 @@ pub mod cpu;
 pub mod fill;
 pub mod invariants;
 pub mod load;
+pub mod machine_sample;
 pub mod pgstat;
 pub mod relay_bench;
 pub mod report;

@@ -53,35 +53,44 @@ impl PartialEq for Entry {
 
 impl Eq for Entry {}
 
-/// The deadlines of the whole process, and the thread that sweeps them.
+/// A set of deadlines and the thread that sweeps them: the process has
+/// one ([`at`]); each test its own, so that no other test's deadlines wake
+/// its thread.
 struct Deadlines {
     heap: Mutex<BinaryHeap<Entry>>,
     /// Signalled when a deadline earlier than all others arrives.
     earlier: Condvar,
 }
 
-static DEADLINES: LazyLock<&'static Deadlines> = LazyLock::new(|| {
-    let deadlines: &'static Deadlines = Box::leak(Box::new(Deadlines {
-        heap: Mutex::new(BinaryHeap::new()),
-        earlier: Condvar::new(),
-    }));
-    std::thread::Builder::new()
-        .name("deadlines".into())
-        .spawn(|| deadlines.sweep())
-        .expect("the deadlines thread could not start");
-    deadlines
-});
+static DEADLINES: LazyLock<&'static Deadlines> = LazyLock::new(Deadlines::start);
 
 /// Runs `tell` once `at` has passed (up to a [`TICK`] later), on the
 /// deadlines thread: it must be short and must not block.
 pub(crate) fn at(at: Instant, tell: impl FnOnce() + Send + 'static) {
-    DEADLINES.add(Entry {
-        at,
-        tell: Box::new(tell),
-    });
+    DEADLINES.at(at, tell);
 }
 
 impl Deadlines {
+    /// Empty deadlines and their thread, for the rest of the process.
+    fn start() -> &'static Deadlines {
+        let deadlines: &'static Deadlines = Box::leak(Box::new(Deadlines {
+            heap: Mutex::new(BinaryHeap::new()),
+            earlier: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("deadlines".into())
+            .spawn(|| deadlines.sweep())
+            .expect("the deadlines thread could not start");
+        deadlines
+    }
+
+    fn at(&self, at: Instant, tell: impl FnOnce() + Send + 'static) {
+        self.add(Entry {
+            at,
+            tell: Box::new(tell),
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, BinaryHeap<Entry>> {
         // A panic while holding the lock leaves the heap whole (push and
         // pop do not unwind halfway).
@@ -141,10 +150,11 @@ mod tests {
 
     #[test]
     fn a_telling_that_panics_leaves_the_later_deadlines_told() {
+        let deadlines = Deadlines::start();
         let (told, heard) = mpsc::channel();
         let now = Instant::now();
-        at(now, || panic!("a telling panics"));
-        at(now + Duration::from_millis(10), move || {
+        deadlines.at(now, || panic!("a telling panics"));
+        deadlines.at(now + Duration::from_millis(10), move || {
             let _ = told.send(());
         });
         heard
@@ -154,13 +164,19 @@ mod tests {
 
     #[test]
     fn a_deadline_earlier_than_all_others_fires_at_its_own_time() {
+        // Its own thread, asleep until the late deadline: only the early
+        // one's arrival can wake it in time.
+        let deadlines = Deadlines::start();
         let (told, tells) = mpsc::channel();
         let late = told.clone();
-        at(Instant::now() + Duration::from_secs(3600), move || {
+        deadlines.at(Instant::now() + Duration::from_secs(3600), move || {
             let _ = late.send("late");
         });
+        // By then the thread sleeps on the late deadline (were it still
+        // starting, it would see both and the test would prove nothing).
+        std::thread::sleep(Duration::from_millis(100));
         let began = Instant::now();
-        at(began + Duration::from_millis(20), move || {
+        deadlines.at(began + Duration::from_millis(20), move || {
             let _ = told.send("early");
         });
         let first = tells.recv_timeout(Duration::from_secs(60));
@@ -170,11 +186,12 @@ mod tests {
 
     #[test]
     fn deadlines_fire_in_the_order_they_fall_due_whatever_the_order_they_came() {
+        let deadlines = Deadlines::start();
         let (told, tells) = mpsc::channel();
         let now = Instant::now();
         for (label, millis) in [(3, 90), (1, 30), (2, 60)] {
             let told = told.clone();
-            at(now + Duration::from_millis(millis), move || {
+            deadlines.at(now + Duration::from_millis(millis), move || {
                 let _ = told.send(label);
             });
         }
@@ -185,11 +202,12 @@ mod tests {
 
     #[test]
     fn a_deadline_added_while_others_are_told_is_not_kept_waiting_for_later_ones() {
+        let deadlines = Deadlines::start();
         let (told, tells) = mpsc::channel();
         let now = Instant::now();
-        at(now + Duration::from_secs(3600), || {});
-        at(now + Duration::from_millis(20), move || {
-            at(Instant::now() + Duration::from_millis(20), move || {
+        deadlines.at(now + Duration::from_secs(3600), || {});
+        deadlines.at(now + Duration::from_millis(20), move || {
+            deadlines.at(Instant::now() + Duration::from_millis(20), move || {
                 let _ = told.send("added while telling");
             });
         });

@@ -1,8 +1,10 @@
 //! What this machine can do without the pipeline, to read its figures
 //! against: PostgreSQL's and RabbitMQ's ceilings, the relay beside the
-//! broker's, and an HTTP no-op server on the services' own core.
+//! broker's, and an HTTP no-op server on the services' own core; and
+//! where its time went each second of a run.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -98,4 +100,26 @@ pub(crate) fn noop_server(port: u16) -> anyhow::Result<()> {
     loop {
         std::thread::park();
     }
+}
+
+/// One line of JSON a second to `out` until the process is stopped (a
+/// soak kills it when its load ends), each written whole and flushed.
+pub(crate) fn sample_machine(out: &Path) -> anyhow::Result<()> {
+    let mut file =
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut sampler = perf::machine_sample::MachineSampler::new(
+        &perf::cpu::pipeline_processes(),
+        &["order", "product"],
+    )?;
+    let start = std::time::Instant::now();
+    for n in 1.. {
+        // Each reading at a whole second from the start, however long the
+        // last one took.
+        let due = start + std::time::Duration::from_secs(n);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let mut line = serde_json::to_vec(&sampler.read_second()?)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+    }
+    Ok(())
 }

@@ -124,6 +124,13 @@ enum Command {
         #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
         namespace: String,
     },
+    /// Until stopped, write one JSON line a second of where the machine's
+    /// time went: busy, stolen and waited-for time, the CPU of each process
+    /// of the pipeline and of the rest, the services' busiest threads.
+    SampleMachine {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Serve HTTP no-ops on the services' server core (the HTTP ceiling).
     NoopServer {
         #[arg(long, default_value_t = 9099)]
@@ -135,6 +142,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::NoopServer { port } = cli.command {
         return machine::noop_server(port);
+    }
+    if let Command::SampleMachine { out } = &cli.command {
+        return machine::sample_machine(out);
     }
     if let Command::Load(args) = cli.command {
         // One thread does all of it: no wake-ups across threads, the least
@@ -234,7 +244,7 @@ fn main() -> anyhow::Result<()> {
                 println!("dead letters: {total}");
                 Ok(())
             }
-            Command::NoopServer { .. } => Ok(()),
+            Command::NoopServer { .. } | Command::SampleMachine { .. } => Ok(()),
         }
     })
 }
