@@ -220,8 +220,7 @@ fn difference(
         if root_name.contains_key(pid) {
             // Children reaped since: all they used, less what was counted
             // of them while they lived.
-            let reaped =
-                now.reaped - earlier.map_or(now.reaped, |earlier| earlier.reaped.min(now.reaped));
+            let reaped = earlier.map_or(0, |earlier| now.reaped.saturating_sub(earlier.reaped));
             let counted: u64 = before
                 .processes
                 .iter()
