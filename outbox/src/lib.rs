@@ -19,6 +19,8 @@
 //!   message, or a packed run of events).
 //! - [`schema`]: the outbox and inbox tables, as migrations services include.
 //! - [`writer`]: appending events inside the caller's transaction.
+//! - [`unsent`]: the one rule of what is still to send, which every
+//!   reader of the outbox applies.
 //! - [`relay`]: claim, publish with confirms, move the cursor; woken by
 //!   its process's commits, polling otherwise; setting aside rows the
 //!   broker keeps refusing.
@@ -52,6 +54,7 @@ pub mod settings;
 pub mod standby;
 pub mod stats;
 pub mod topology;
+pub mod unsent;
 pub mod vacuum;
 pub mod writer;
 

@@ -120,7 +120,7 @@ pub async fn run(
         "inbox_untimed",
         "dead_letters",
         "outbox_refused",
-        "outbox_cursor",
+        "outbox_relay_cursor",
     ]
     .into_iter()
     .chain(busy_tables.iter().copied())

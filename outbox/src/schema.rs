@@ -42,5 +42,6 @@ pub fn migrations() -> MigrationSet {
         history: HISTORY,
         migrations: embedded::migrations::runner().get_migrations().clone(),
         before: Some(MOVE_HISTORY),
+        after: Some(crate::unsent::VIEWS_SQL.as_str()),
     }
 }

@@ -18,6 +18,15 @@
 //! check's own wait (it would return with the same warning): nobody
 //! cancels the relay's statements, and `statement_timeout` ends before a
 //! commit waits.
+//!
+//! The check runs on another connection of the pool than the claim (whose
+//! transaction stays open until the cursor moves), and with a multi-host
+//! URL, right after a failover, that connection may reach another server
+//! than the one the rows were read from: a commit there proves nothing of
+//! them. So the claim reads the identity of its server ([`SERVER_SQL`]:
+//! address, port and the start of its postmaster; the system identifier
+//! is the same on every member of a Patroni cluster), and the check
+//! proves its commit only on the same server, or fails.
 
 use std::time::Duration;
 
@@ -35,20 +44,41 @@ pub const STANDBY_CHECK_SQL: &str =
 /// reload, as a failover manager makes one).
 pub(crate) const STANDBYS_SQL: &str = "current_setting('synchronous_standby_names') <> ''";
 
+/// The identity of the server a session is on: its address and port, and
+/// when its postmaster started (a restarted server may have lost what was
+/// only local).
+pub(crate) const SERVER_SQL: &str =
+    "concat_ws(' ', inet_server_addr(), inet_server_port(), pg_postmaster_start_time())";
+
 /// How long the relay's check waits for a connection of the pool. The
 /// relay holds one already (its claim), so with every connection held by
 /// relays waiting for a second one, the step fails and lets its own go
 /// instead of waiting for ever.
 const CONNECTION_WAIT: Duration = Duration::from_secs(2);
 
-/// Returns once a synchronous standby has every commit the caller saw;
-/// called where [`STANDBYS_SQL`] was true.
-pub async fn has_what_was_read(pool: &Pool) -> Result<()> {
+/// Returns once a synchronous standby has every commit the caller saw on
+/// `server` (the claim's [`SERVER_SQL`]); called where [`STANDBYS_SQL`]
+/// was true. Fails if the pool's connection is on another server.
+pub async fn has_what_was_read(pool: &Pool, server: &str) -> Result<()> {
     let timeouts = Timeouts {
         wait: Some(CONNECTION_WAIT),
         ..pool.timeouts()
     };
     let client = pool.timeout_get(&timeouts).await?;
-    client.batch_execute(STANDBY_CHECK_SQL).await?;
-    Ok(())
+    // One implicit transaction: its commit (the check) comes before the
+    // last statement's completion, and the stream ends after both.
+    let answers = client
+        .simple_query(&format!("SELECT {SERVER_SQL}; {STANDBY_CHECK_SQL}"))
+        .await?;
+    let here = answers.iter().find_map(|answer| match answer {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    match here {
+        Some(here) if here == server => Ok(()),
+        here => Err(crate::Error::Unavailable(format!(
+            "the standby check reached {} instead of {server}, where the rows were read (a failover?): nothing sent",
+            here.as_deref().unwrap_or("an unnamed server")
+        ))),
+    }
 }

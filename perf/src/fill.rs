@@ -32,6 +32,11 @@ pub async fn order_count(orders: &Client) -> anyhow::Result<i64> {
 const ID_AT: &str = "(lpad(to_hex((extract(epoch FROM t) * 1000)::int8), 12, '0') || '7' \
     || substr(md5(random()::text), 1, 3) || '8' || substr(md5(random()::text), 1, 15))::uuid";
 
+/// Whether the outbox is append-only (its relays keep a cursor: named
+/// `outbox_relay_cursor` since migration 9, `outbox_cursor` before).
+pub(crate) const APPEND_ONLY_SQL: &str = "SELECT to_regclass('outbox_relay_cursor') IS NOT NULL \
+     OR to_regclass('outbox_cursor') IS NOT NULL";
+
 /// Which outbox a database has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outbox {
@@ -41,10 +46,7 @@ enum Outbox {
 
 impl Outbox {
     async fn of(client: &Client) -> anyhow::Result<Self> {
-        let append_only: bool = client
-            .query_one("SELECT to_regclass('outbox_cursor') IS NOT NULL", &[])
-            .await?
-            .get(0);
+        let append_only: bool = client.query_one(APPEND_ONLY_SQL, &[]).await?.get(0);
         Ok(if append_only {
             Outbox::AppendOnly
         } else {
@@ -78,12 +80,23 @@ impl Outbox {
     /// past it (nothing else may be waiting: checked before).
     async fn settle(self, client: &Client) -> anyhow::Result<()> {
         if self == Outbox::AppendOnly {
+            // The cursor's table and snapshot of this release, or of the
+            // releases before it (an older build measured with its perf).
+            let listed: bool = client
+                .query_one("SELECT to_regclass('outbox_relay_cursor') IS NOT NULL", &[])
+                .await?
+                .get(0);
             client
-                .batch_execute(
+                .batch_execute(if listed {
+                    "UPDATE outbox_relay_cursor SET \
+                         released_id = array_fill((SELECT max(id) FROM outbox), ARRAY[16]), \
+                         released_snapshot = array_fill(outbox_snapshot_listing( \
+                             pg_current_snapshot(), pg_current_xact_id()), ARRAY[16])"
+                } else {
                     "UPDATE outbox_cursor SET \
                          released_id = array_fill((SELECT max(id) FROM outbox), ARRAY[16]), \
-                         released_snapshot = array_fill(pg_current_snapshot(), ARRAY[16])",
-                )
+                         released_snapshot = array_fill(pg_current_snapshot(), ARRAY[16])"
+                })
                 .await?;
         }
         Ok(())

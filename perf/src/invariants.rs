@@ -80,7 +80,7 @@ pub async fn order_counts(orders: &Client) -> anyhow::Result<(i64, i64, i64)> {
 /// a view; the outbox before it marked rows published.
 async fn pending_rows_sql(client: &tokio_postgres::Client) -> anyhow::Result<&'static str> {
     let append_only: bool = client
-        .query_one("SELECT to_regclass('outbox_cursor') IS NOT NULL", &[])
+        .query_one(crate::fill::APPEND_ONLY_SQL, &[])
         .await?
         .get(0);
     Ok(if append_only {

@@ -2,31 +2,32 @@
 //! refusals.
 //!
 //! The outbox is append-only; how far the relay got is kept per claim
-//! partition (`outbox_cursor`, one row holding all sixteen): every row
-//! with an id up to `released_id` has been sent, except rows of
-//! transactions that were still running in `released_snapshot`. A batch
-//! transaction first takes whole claim partitions (transaction-level
-//! advisory locks: all it can, if it may take all sixteen, or else those
-//! with something to send, tried in random order; another relay takes
-//! others, so two relays never send events of one aggregate at once, and
-//! no lock is written to the WAL), then reads in one statement, under one
-//! snapshot:
-//! - new rows: id above the partition's `released_id`, in id order, up to
-//!   the batch size (the `outbox_by_id` index, from the lowest cursor);
-//! - late rows: committed by a transaction `released_snapshot` saw running
-//!   (`outbox_by_xid`): it took its ids before the cursor moved past them,
-//!   and committed after. Looked up by xid alone (`OFFSET 0` keeps the
-//!   planner from scanning the id index for them instead: it read every
-//!   row below the cursor, 43 ms a partition at 350,000 rows);
-//! - refused rows due for another attempt (`outbox_refused`).
+//! partition (`outbox_relay_cursor`, one row holding all sixteen): a
+//! released id and a released snapshot, and what is still to come by them
+//! is the rule of [`crate::unsent`]. A batch transaction first takes whole
+//! claim partitions (transaction-level advisory locks: all it can, if it
+//! may take all sixteen, or else those with something to send, tried in
+//! random order; another relay takes others, so two relays never send
+//! events of one aggregate at once, and no lock is written to the WAL),
+//! then reads in one statement, under one snapshot, from `outbox_unsent`:
+//! - new rows: above the partition's released id, in id order, up to the
+//!   batch size (from the lowest released id of the claimed partitions);
+//! - late rows: at or below it, of transactions the released snapshot did
+//!   not see, all of them (bounded by the transactions that were running
+//!   at the last read: never the backlog);
+//! - and refused rows due for another attempt (`outbox_refused`).
 //!
-//! After the broker confirmed, the cursor becomes (the statement's
-//! snapshot, the largest new id read). A row the statement could not see
-//! yet either has a larger id or belongs to a transaction running in that
-//! snapshot, so it is read later, never skipped, however late it commits.
-//! Within an aggregate, ids follow commit order (its writers serialise on
-//! its row), and a snapshot that sees an event sees the ones before it, so
-//! a partition's events leave in order.
+//! The read takes the batch's transaction id as it returns its rows,
+//! after its snapshot was taken. Once the broker confirmed, the cursor
+//! becomes (the largest new id read; the read's snapshot with every
+//! transaction id from its xmax below the batch's own listed). The proof
+//! that nothing is skipped, whatever order transactions take their ids in
+//! and commit in, is in docs/ARCHITECTURE.md ("Nothing skipped"); it needs
+//! the claim to be the first thing its transaction does ([`claim`] checks)
+//! and writers to take their transaction id before their row id (the id's
+//! default does). Within an aggregate, ids follow commit order (its
+//! writers serialise on its row), and a snapshot that sees an event sees
+//! the ones before it, so a partition's events leave in order.
 
 use std::sync::LazyLock;
 
@@ -36,7 +37,7 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::schema::PARTITIONS;
-use crate::standby::STANDBYS_SQL;
+use crate::standby::{SERVER_SQL, STANDBYS_SQL};
 
 /// A row as the relay reads it.
 #[derive(Debug, Clone)]
@@ -78,21 +79,17 @@ const CLAIM_LOCK: i32 = 0x6f75_7462;
 /// lock `$1`, partition), in random order so that none starves when a
 /// relay takes fewer than all. The candidates are listed first
 /// (`MATERIALIZED`), so that a lock is tried only on a row the `LIMIT`
-/// still wants.
+/// still wants. Each row also says whether the transaction had a
+/// transaction id already ([`claim`] refuses one that had).
 const LOCK_PARTITIONS_SQL: &str = "\
     WITH candidates AS MATERIALIZED ( \
         SELECT c.partition FROM outbox_partition_cursor c \
-        WHERE EXISTS (SELECT 1 FROM outbox o \
-                      WHERE o.id > c.released_id AND o.partition = c.partition) \
-           OR EXISTS (SELECT 1 FROM ( \
-                          SELECT partition, id FROM outbox \
-                          WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(c.released_snapshot))) \
-                          OFFSET 0) o \
-                      WHERE o.partition = c.partition AND o.id <= c.released_id) \
+        WHERE EXISTS (SELECT 1 FROM outbox_unsent u WHERE u.partition = c.partition) \
            OR EXISTS (SELECT 1 FROM outbox_refused r \
                       WHERE r.set_aside_at IS NULL AND r.partition = c.partition) \
         ORDER BY random()) \
-    SELECT partition FROM candidates WHERE pg_try_advisory_xact_lock($1, partition) LIMIT $2";
+    SELECT partition, pg_current_xact_id_if_assigned() IS NOT NULL FROM candidates \
+    WHERE pg_try_advisory_xact_lock($1, partition) LIMIT $2";
 
 /// Takes every claim partition no other relay holds (advisory lock `$1`,
 /// partition), without asking which have something to send: for a relay
@@ -102,8 +99,8 @@ const LOCK_PARTITIONS_SQL: &str = "\
 /// partition with nothing to send just reads nothing.
 static LOCK_ALL_PARTITIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT p::int2 FROM generate_series(0, {}) p \
-         WHERE pg_try_advisory_xact_lock($1, p)",
+        "SELECT p::int2, pg_current_xact_id_if_assigned() IS NOT NULL \
+         FROM generate_series(0, {}) p WHERE pg_try_advisory_xact_lock($1, p)",
         PARTITIONS - 1
     )
 });
@@ -111,43 +108,43 @@ static LOCK_ALL_PARTITIONS_SQL: LazyLock<String> = LazyLock::new(|| {
 /// `$1`: the claimed partitions; `$2`: new rows at most, and refused rows
 /// at most. The cursor is read here, after the locks were taken (a read in
 /// the locking statement could predate another relay's last move). Each
-/// row comes with its source, the statement's snapshot, and whether
-/// commits wait for synchronous standbys ([`crate::standby`]).
+/// row comes with its source, the statement's snapshot, whether commits
+/// wait for synchronous standbys ([`crate::standby`]), the server's
+/// identity, and the batch's transaction id: taken here, as the rows are
+/// returned (after the snapshot; and only when there are rows, so an
+/// empty poll commits nothing).
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH c AS (SELECT partition, released_snapshot, released_id \
-                    FROM outbox_partition_cursor WHERE partition = ANY($1)), \
-         fresh AS ( \
-             SELECT {ROW_COLUMNS}, 'fresh' AS source FROM outbox o \
-             WHERE o.id > (SELECT min(released_id) FROM c) \
-               AND o.partition = ANY($1) \
-               AND o.id > (SELECT released_id FROM outbox_cursor)[o.partition + 1] \
+        "WITH fresh AS ( \
+             SELECT {ROW_COLUMNS}, 'fresh' AS source FROM outbox_unsent o \
+             WHERE NOT o.late AND o.partition = ANY($1) \
+               AND o.id > (SELECT min(released_id) FROM outbox_partition_cursor \
+                           WHERE partition = ANY($1)) \
              ORDER BY o.id LIMIT $2), \
          late AS ( \
-             SELECT {ROW_COLUMNS}, 'late' AS source FROM ( \
-                 SELECT * FROM outbox \
-                 WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot) FROM c)) \
-                 OFFSET 0) o \
-             JOIN c ON c.partition = o.partition \
-             WHERE o.id <= c.released_id \
-               AND o.xid IN (SELECT pg_snapshot_xip(c.released_snapshot))), \
+             SELECT {ROW_COLUMNS}, 'late' AS source FROM outbox_unsent o \
+             WHERE o.late AND o.partition = ANY($1)), \
          retry AS ( \
              SELECT {ROW_COLUMNS}, 'retry' AS source FROM outbox_refused o \
              WHERE o.set_aside_at IS NULL AND o.partition = ANY($1) \
              ORDER BY o.id LIMIT $2) \
-         SELECT *, pg_current_snapshot()::text, {STANDBYS_SQL} FROM ( \
+         SELECT *, pg_current_snapshot()::text, {STANDBYS_SQL}, {SERVER_SQL}, \
+             pg_current_xact_id()::text FROM ( \
              SELECT * FROM fresh UNION ALL SELECT * FROM late UNION ALL SELECT * FROM retry) b \
          ORDER BY id"
     )
 });
 
-/// Moves the cursor of the claimed partitions `$1`: the read's snapshot
-/// `$2`, and the largest new id it read `$3`. Another relay's partitions
+/// Moves the cursor of the claimed partitions `$1`: the largest new id
+/// read `$3`, and the read's snapshot `$2` listing every transaction id
+/// from its xmax below the batch's own `$4`. Another relay's partitions
 /// keep theirs: computed from the row as it is when this update gets it.
 const ADVANCE_SQL: &str = "\
-    UPDATE outbox_cursor SET \
+    UPDATE outbox_relay_cursor SET \
         released_snapshot = ARRAY( \
-            SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN $2::text::pg_snapshot ELSE released_snapshot[i] END \
+            SELECT CASE WHEN i - 1 = ANY($1::int2[]) \
+                        THEN outbox_snapshot_listing($2::text::pg_snapshot, $4::text::xid8) \
+                        ELSE released_snapshot[i] END \
             FROM generate_subscripts(released_snapshot, 1) i ORDER BY i), \
         released_id = ARRAY( \
             SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN GREATEST(released_id[i], $3) ELSE released_id[i] END \
@@ -190,19 +187,27 @@ pub struct Claim {
     /// Whether commits wait for synchronous standbys: then a standby must
     /// have the rows before they leave ([`crate::standby`]).
     pub(crate) standbys: bool,
+    /// The server the rows were read from ([`crate::standby::SERVER_SQL`]).
+    pub(crate) server: String,
 }
 
 /// A cursor position to write.
 #[derive(Debug)]
 pub(crate) struct Advance {
     partitions: Vec<i16>,
+    /// The read's snapshot.
     snapshot: String,
+    /// The batch's transaction id, taken after that snapshot.
+    reader: String,
     released_id: i64,
 }
 
 /// Locks up to `max_partitions` claim partitions and reads what they have
 /// to send: up to `max_rows` new rows, every late row, up to `max_rows`
-/// refused rows due again.
+/// refused rows due again. It must be the first thing `tx` does that
+/// takes a transaction id: the cursor it leaves lists the transactions
+/// from the read's snapshot up to the batch's own id, which must come
+/// after that snapshot (a transaction that had an id already is refused).
 pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> Result<Claim> {
     let locked = if max_partitions >= i64::from(PARTITIONS) {
         let lock = tx.prepare_cached(&LOCK_ALL_PARTITIONS_SQL).await?;
@@ -211,10 +216,15 @@ pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> 
         let lock = tx.prepare_cached(LOCK_PARTITIONS_SQL).await?;
         tx.query(&lock, &[&CLAIM_LOCK, &max_partitions]).await?
     };
-    let partitions: Vec<i16> = locked
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<std::result::Result<_, _>>()?;
+    let mut partitions = Vec::with_capacity(locked.len());
+    for row in &locked {
+        if row.try_get::<_, bool>(1)? {
+            return Err(crate::Error::Invalid(
+                "a relay's claim must come before anything that takes a transaction id in its transaction".into(),
+            ));
+        }
+        partitions.push(row.try_get::<_, i16>(0)?);
+    }
     if partitions.is_empty() {
         return Ok(Claim::default());
     }
@@ -233,9 +243,11 @@ pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> 
     }
     if let Some(first) = rows.first() {
         claim.standbys = first.try_get(9)?;
+        claim.server = first.try_get(10)?;
         claim.advance = Some(Advance {
             partitions,
             snapshot: first.try_get(8)?,
+            reader: first.try_get(11)?,
             released_id: largest_new,
         });
     }
@@ -247,7 +259,12 @@ pub(crate) async fn advance(tx: &Transaction<'_>, advance: &Advance) -> Result<(
     let statement = tx.prepare_cached(ADVANCE_SQL).await?;
     tx.execute(
         &statement,
-        &[&advance.partitions, &advance.snapshot, &advance.released_id],
+        &[
+            &advance.partitions,
+            &advance.snapshot,
+            &advance.released_id,
+            &advance.reader,
+        ],
     )
     .await?;
     Ok(())

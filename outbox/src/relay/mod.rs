@@ -249,7 +249,7 @@ impl Relay {
             return Ok(None);
         }
         if claim.standbys {
-            crate::standby::has_what_was_read(&self.pool).await?;
+            crate::standby::has_what_was_read(&self.pool, &claim.server).await?;
         }
         let (groups, oversized) = pack(
             &claim.rows,

@@ -72,6 +72,7 @@ impl TestOutbox {
                 history: platform::db::SERVICE_HISTORY,
                 migrations: vec![Self::effects_migration()],
                 before: None,
+                after: None,
             },
         ];
         platform::db::migrate(&database, &migrations).await.unwrap();

@@ -8,6 +8,7 @@ mod dead_letters;
 mod failover;
 mod helpers;
 mod inbox;
+mod interleavings;
 mod partitions;
 mod relay;
 mod replay;

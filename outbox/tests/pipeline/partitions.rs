@@ -201,3 +201,135 @@ async fn a_shorter_retention_makes_the_partitions_not_begun_again_at_its_length(
     drop(client);
     outbox.cleanup().await;
 }
+
+/// Appends, in `tx`, one order.created event of `aggregate` written an
+/// hour ago: into the first slice, as a transaction open that long would.
+async fn append_an_hour_ago(tx: &deadpool_postgres::Transaction<'_>, aggregate: &str) {
+    tx.execute(
+        "INSERT INTO outbox (message_id, aggregate_id, partition, event_type, payload, created_at) \
+         VALUES (gen_random_uuid(), $1, $2, 'order.created', '{\"amount\": 1}', \
+                 now() - interval '1 hour')",
+        &[&aggregate, &outbox::writer::partition_of(aggregate)],
+    )
+    .await
+    .unwrap();
+}
+
+/// Everything older than a second is past the window.
+fn a_second() -> Slicing {
+    Slicing {
+        retention: Duration::from_secs(1),
+        ..Slicing::for_retention(Duration::from_secs(3600))
+    }
+}
+
+async fn aggregates_sent(outbox: &TestOutbox, expected: usize) -> Vec<String> {
+    let mut sent: Vec<String> = outbox
+        .take_events(&outbox.topology.order_created_queue(), expected)
+        .await
+        .into_iter()
+        .map(|event| event.aggregate_id)
+        .collect();
+    sent.sort();
+    sent
+}
+
+/// The issue's case: a concurrent detach cut short by its lock timeout
+/// leaves the slice "detach pending", and a transaction open since then
+/// commits a row into it, which the outbox no longer shows. The upkeep
+/// finalizes the detach, looks again by the slice's own name, and moves
+/// the row to be sent before it drops the slice.
+#[tokio::test]
+async fn a_row_committed_into_a_slice_whose_detach_was_cut_short_is_sent_not_dropped() {
+    let outbox = TestOutbox::new().await;
+    write_an_hour_ago(&outbox, 3).await;
+    let mut relay = outbox.relay(outbox.relay_config());
+    assert_eq!(outbox.drain(&mut relay).await, 3);
+    let mut writer = outbox.pool.get().await.unwrap();
+    let late = writer.transaction().await.unwrap();
+    append_an_hour_ago(&late, "late").await;
+    let detacher = outbox.pool.get().await.unwrap();
+    detacher
+        .batch_execute("SET lock_timeout = '1s'")
+        .await
+        .unwrap();
+    let cut_short = detacher
+        .batch_execute(&format!(
+            "ALTER TABLE outbox DETACH PARTITION {FIRST_SLICE} CONCURRENTLY"
+        ))
+        .await
+        .expect_err("the detach did not wait for the writer");
+    assert_eq!(
+        cut_short.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{cut_short}"
+    );
+    late.commit().await.unwrap();
+    assert_eq!(
+        outbox
+            .count("SELECT count(*) FROM outbox WHERE aggregate_id = 'late'")
+            .await,
+        0,
+        "a detach pending slice's row is no longer seen through the outbox"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let client = outbox.pool.get().await.unwrap();
+    let upkeep = partitions::upkeep(&client, Table::Outbox, &a_second())
+        .await
+        .unwrap();
+    assert_eq!(upkeep.dropped, [FIRST_SLICE], "{upkeep:?}");
+    assert_eq!(upkeep.moved, 1, "{upkeep:?}");
+    assert!(!slice_exists(&outbox, FIRST_SLICE).await);
+    assert_eq!(
+        outbox.drain(&mut relay).await,
+        1,
+        "the late row was dropped"
+    );
+    assert_eq!(
+        aggregates_sent(&outbox, 5).await,
+        ["late", "old-1", "old-2", "old-3"]
+    );
+    assert_eq!(outbox.count("SELECT count(*) FROM outbox_pending").await, 0);
+    drop((client, detacher));
+    outbox.cleanup().await;
+}
+
+/// A writer open since before its slice's end, its row not committed:
+/// the slice stays while the writer holds it (the upkeep's detach and its
+/// last look both wait for it, and give up for the round), and once the
+/// writer commits, its row is sent and the slice goes.
+#[tokio::test]
+async fn an_expired_slice_an_open_writer_holds_goes_only_after_its_row_is_sent() {
+    let outbox = TestOutbox::new().await;
+    write_an_hour_ago(&outbox, 2).await;
+    let mut relay = outbox.relay(outbox.relay_config());
+    assert_eq!(outbox.drain(&mut relay).await, 2);
+    let mut writer = outbox.pool.get().await.unwrap();
+    let open = writer.transaction().await.unwrap();
+    append_an_hour_ago(&open, "open").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let client = outbox.pool.get().await.unwrap();
+    for round in 0..2 {
+        let upkeep = partitions::upkeep(&client, Table::Outbox, &a_second())
+            .await
+            .unwrap();
+        assert_eq!(upkeep.kept, [FIRST_SLICE], "round {round}: {upkeep:?}");
+        assert!(upkeep.dropped.is_empty(), "round {round}: {upkeep:?}");
+    }
+    open.commit().await.unwrap();
+    let upkeep = partitions::upkeep(&client, Table::Outbox, &a_second())
+        .await
+        .unwrap();
+    assert_eq!(upkeep.dropped, [FIRST_SLICE], "{upkeep:?}");
+    assert_eq!(
+        outbox.drain(&mut relay).await,
+        1,
+        "the open writer's row was dropped"
+    );
+    assert_eq!(
+        aggregates_sent(&outbox, 4).await,
+        ["old-1", "old-2", "open"]
+    );
+    drop(client);
+    outbox.cleanup().await;
+}

@@ -19,6 +19,7 @@ async fn a_database_migrated_before_keeps_what_it_had_to_send() {
         history: SERVICE_HISTORY,
         migrations: before,
         before: None,
+        after: None,
     };
     platform::db::migrate(&database, &[old_layout])
         .await

@@ -29,6 +29,10 @@ pub struct MigrationSet {
     /// SQL run first, under the migration lock: for a component that moved
     /// its history to a table of its own, the move.
     pub before: Option<&'static str>,
+    /// SQL run after the set's migrations, every time, under the lock:
+    /// objects made from the component's code rather than kept in a
+    /// migration (each must be replaceable in place, `CREATE OR REPLACE`).
+    pub after: Option<&'static str>,
 }
 
 impl MigrationSet {
@@ -39,6 +43,7 @@ impl MigrationSet {
             history: SERVICE_HISTORY,
             migrations: embedded.get_migrations().clone(),
             before: None,
+            after: None,
         }
     }
 }
@@ -139,6 +144,12 @@ pub async fn migrate(config: &Config, sets: &[MigrationSet]) -> Result<usize, Db
             Ok(report) => applied += report.applied_migrations().len(),
             Err(error) => {
                 outcome = Err(error.into());
+                break;
+            }
+        }
+        if let Some(after) = set.after {
+            if let Err(source) = client.batch_execute(after).await {
+                outcome = Err(error_at(source));
                 break;
             }
         }

@@ -1,0 +1,63 @@
+//! Still to come: the one rule by which every reader of the outbox tells
+//! the rows the relays have yet to send, written once, here.
+//!
+//! A row is still to come while its id is above its claim partition's
+//! released id, or its transaction is not visible in the partition's
+//! released snapshot (`pg_visible_in_snapshot`). The released snapshot
+//! lists every transaction below the relay's own id that its read did not
+//! see (`outbox_snapshot_listing`, migration V9), and a row below the
+//! released id was written by such a transaction (docs/ARCHITECTURE.md,
+//! "Nothing skipped"), so both parts are found through an index:
+//! - above: by id, from the lowest released id (`outbox_by_id`);
+//! - late (at or below the released id): by the transaction ids the
+//!   snapshots list (`outbox_by_xid`). `OFFSET 0` keeps the planner from
+//!   reading the id index below the cursor instead: every row ever sent.
+//!
+//! Its readers: the view `outbox_unsent` ([`VIEWS_SQL`], made from this
+//! text after every migration run), which the relay's read and its choice
+//! of partitions, the view `outbox_pending` (with refused rows due
+//! again), `outbox stats`, the gauges and the upkeep's check of a time
+//! partition read; and the upkeep's last look at a detached partition
+//! ([`rows_of`] with its own name).
+
+use std::sync::LazyLock;
+
+/// The outbox's columns, as the views show them (named: a view's columns
+/// stay as they were made, whatever a later migration adds to the table).
+const COLUMNS: &str = "o.id, o.message_id, o.aggregate_id, o.partition, o.event_type, o.payload, \
+                       o.created_at, o.queue, o.xid";
+
+/// The rows of `table` (the outbox, or a time partition of it by name)
+/// still to come: the outbox's columns, and `late` (at or below the
+/// released id).
+pub(crate) fn rows_of(table: &str) -> String {
+    format!(
+        "SELECT {COLUMNS}, false AS late FROM {table} o \
+         WHERE o.id > (SELECT min(released_id) FROM outbox_partition_cursor) \
+           AND o.id > (SELECT released_id FROM outbox_relay_cursor)[o.partition + 1] \
+         UNION ALL \
+         SELECT {COLUMNS}, true AS late FROM ( \
+             SELECT * FROM {table} \
+             WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot) \
+                                    FROM outbox_partition_cursor)) \
+             OFFSET 0) o \
+         JOIN outbox_partition_cursor c ON c.partition = o.partition \
+         WHERE o.id <= c.released_id AND NOT pg_visible_in_snapshot(o.xid, c.released_snapshot)"
+    )
+}
+
+/// The views every reader but the upkeep's last look reads through:
+/// `outbox_unsent` ([`rows_of`] the outbox) and `outbox_pending` (those,
+/// and refused rows due for another attempt).
+pub static VIEWS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "CREATE OR REPLACE VIEW outbox_unsent AS {}; \
+         CREATE OR REPLACE VIEW outbox_pending AS \
+             SELECT id, message_id, aggregate_id, partition, event_type, payload, created_at, queue \
+             FROM outbox_unsent \
+             UNION ALL \
+             SELECT id, message_id, aggregate_id, partition, event_type, payload, created_at, queue \
+             FROM outbox_refused WHERE set_aside_at IS NULL",
+        rows_of("outbox")
+    )
+});
