@@ -12,5 +12,6 @@ mod interleavings;
 mod partitions;
 mod relay;
 mod replay;
+mod schedule;
 mod upgrade;
 mod vacuum;
