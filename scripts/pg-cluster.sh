@@ -151,6 +151,9 @@ bootstrap:
         max_wal_senders: 10
         max_replication_slots: 10
         max_connections: 200
+        # The outbox's tests of prepared transactions (the local server
+        # allows none).
+        max_prepared_transactions: 16
         wal_keep_size: 256MB
   initdb:
     - encoding: UTF8

@@ -47,7 +47,7 @@ pub(crate) const STANDBYS_SQL: &str = "current_setting('synchronous_standby_name
 /// The identity of the server a session is on: its address and port, and
 /// when its postmaster started (a restarted server may have lost what was
 /// only local).
-pub(crate) const SERVER_SQL: &str =
+pub const SERVER_SQL: &str =
     "concat_ws(' ', inet_server_addr(), inet_server_port(), pg_postmaster_start_time())";
 
 /// How long the relay's check waits for a connection of the pool. The

@@ -5,9 +5,12 @@
 //! - [`proxy`]: a TCP proxy in front of PostgreSQL or RabbitMQ that cuts
 //!   or freezes its connections on demand: a server failing mid-request,
 //!   without touching the shared server.
+//! - [`pg_cluster`]: the Patroni cluster's URL, for the tests that need
+//!   one, and its script.
 //! - [`env_or`] and the default URLs of the local test servers.
 //! - [`ANALYZE_SAMPLE_ROWS_SQL`]: how much of a table an `ANALYZE` reads.
 
+pub mod pg_cluster;
 pub mod proxy;
 
 pub use proxy::Proxy;

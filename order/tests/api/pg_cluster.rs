@@ -10,7 +10,6 @@
 //! three nodes again.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -22,29 +21,14 @@ use crate::helpers::{Options, TestPipeline, error_code, spawn_pipeline_with_opti
 /// One test at a time: each kills the primary.
 static CLUSTER: Mutex<()> = Mutex::const_new(());
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-cluster.sh");
-
 /// Runs `scripts/pg-cluster.sh args`; its output, if it succeeded.
 fn cluster(args: &[&str]) -> Option<String> {
-    let output = Command::new("bash").arg(SCRIPT).args(args).output().ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    testkit::pg_cluster::script(args)
 }
 
 /// The cluster's URL for the tests' databases, if it is healthy.
 fn cluster_url() -> Option<String> {
-    if cluster(&["healthy"]).is_some() {
-        return cluster(&["url", "postgres"]);
-    }
-    let why =
-        "no leader with two streaming replicas on 5441-5443 (start it with `make pg-cluster`)";
-    if std::env::var("REQUIRE_PG_CLUSTER").is_ok_and(|required| required == "1") {
-        panic!("REQUIRE_PG_CLUSTER=1, yet {why}");
-    }
-    eprintln!("skipped: no Patroni cluster: {why}");
-    None
+    testkit::pg_cluster::healthy_url("postgres")
 }
 
 /// Waits until a node other than `old` leads; which one.

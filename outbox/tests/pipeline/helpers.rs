@@ -48,10 +48,15 @@ impl TestOutbox {
 
     /// An empty database of the test's own.
     pub(crate) async fn fresh_database() -> Config {
+        Self::fresh_database_on(&base_database_url()).await
+    }
+
+    /// An empty database of the test's own on the server (or servers) of
+    /// `url`.
+    pub(crate) async fn fresh_database_on(url: &str) -> Config {
         platform::telemetry::init_for_tests();
         let id = Uuid::new_v4().simple().to_string();
-        let mut database =
-            platform::db::parse_url("TEST_DATABASE_URL", &base_database_url()).unwrap();
+        let mut database = platform::db::parse_url("TEST_DATABASE_URL", url).unwrap();
         database.dbname(format!("outbox_test_{id}"));
         platform::db::ensure_exists(&database).await.unwrap();
         database

@@ -10,6 +10,7 @@ mod helpers;
 mod inbox;
 mod interleavings;
 mod partitions;
+mod pg_cluster;
 mod relay;
 mod replay;
 mod schedule;
