@@ -4,6 +4,8 @@
 //   orders  constant arrival rate of POST /orders over the seeded products
 //   mixed   80% GET /products/:id, 15% POST /orders, 5% product writes (PATCH price)
 //   hot     every order on one product: the contention case
+//   concurrent  POST /orders at RATE and price changes (PATCH) of the same
+//           products at PRICE_RATE: writers of both outboxes at once
 //   ramp    arrival rate stepped up (STEP_RATE every STEP_SECONDS up to
 //           MAX_RATE); each request is tagged with its step so the report
 //           can find the highest step that held (the knee)
@@ -25,6 +27,7 @@ const DURATION = __ENV.DURATION || '60s';
 const ORDER_URLS = (__ENV.ORDER_URL || 'http://127.0.0.1:8080').split(',');
 const PRODUCT_URLS = (__ENV.PRODUCT_URL || 'http://127.0.0.1:3000').split(',');
 const NOOP_URL = __ENV.NOOP_URL || 'http://127.0.0.1:9099';
+const PRICE_RATE = parseInt(__ENV.PRICE_RATE || '100', 10);
 const STEP_RATE = parseInt(__ENV.STEP_RATE || '1000', 10);
 const STEP_SECONDS = parseInt(__ENV.STEP_SECONDS || '20', 10);
 const MAX_RATE = parseInt(__ENV.MAX_RATE || '8000', 10);
@@ -61,6 +64,7 @@ const scenarios = {
   mixed: { mixed: constant('mixed', RATE) },
   hot: { hot: constant('hotOrder', RATE) },
   chaos: { chaos: constant('placeOrder', RATE) },
+  concurrent: { orders: constant('placeOrder', RATE), prices: constant('changePrice', PRICE_RATE) },
   // Closed loop, no pause: as many requests as k6 and the server manage.
   noop: { noop: { executor: 'constant-vus', exec: 'noop', vus: 64, duration: DURATION } },
   ramp: {
@@ -87,7 +91,7 @@ export const options = {
   scenarios: scenarios[SCENARIO],
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
   thresholds: SCENARIO === 'ramp' ? rampThresholds()
-    : SCENARIO === 'chaos' ? {}
+    : SCENARIO === 'chaos' || SCENARIO === 'concurrent' ? {}
     : { http_req_failed: ['rate<0.001'], http_req_duration: ['p(99)<20'] },
   // A killed service must not hold requests for k6's default 60 s.
   discardResponseBodies: true,
@@ -120,6 +124,14 @@ export function hotOrder(data) {
   order(data.seed.hot, { name: 'POST /orders' });
 }
 
+// Price changes only: stock stays under the stock loop's control, so the
+// invariant check still adds up.
+export function changePrice(data) {
+  const body = JSON.stringify({ price: 100 + Math.floor(Math.random() * 900) });
+  const response = http.patch(`${productUrl()}/products/${pick(data.seed.products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, json));
+  check(response, { 'product written': (r) => r.status === 200 });
+}
+
 export function mixed(data) {
   const seed = data.seed;
   const roll = Math.random();
@@ -129,11 +141,7 @@ export function mixed(data) {
   } else if (roll < 0.95) {
     order(pick(seed.products), { name: 'POST /orders' });
   } else {
-    // Price changes only: stock stays under the stock loop's control, so
-    // the invariant check still adds up.
-    const body = JSON.stringify({ price: 100 + Math.floor(Math.random() * 900) });
-    const response = http.patch(`${productUrl()}/products/${pick(seed.products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, json));
-    check(response, { 'product written': (r) => r.status === 200 });
+    changePrice(data);
   }
 }
 

