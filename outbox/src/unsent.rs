@@ -14,11 +14,13 @@
 //!   reading the id index below the cursor instead: every row ever sent.
 //!
 //! Its readers: the view `outbox_unsent` ([`VIEWS_SQL`], made from this
-//! text after every migration run), which the relay's read and its choice
-//! of partitions, the view `outbox_pending` (with refused rows due
-//! again), `outbox stats`, the gauges and the upkeep's check of a time
-//! partition read; and the upkeep's last look at a detached partition
-//! ([`rows_of`] with its own name).
+//! text after every migration run), which the relay's read of late rows
+//! and its choice of partitions, the view `outbox_pending` (with refused
+//! rows due again), `outbox stats`, the gauges and the upkeep's check of
+//! a time partition read; the relay's read of new rows ([`ABOVE`], on the
+//! outbox itself: through the view, its `ORDER BY id LIMIT` sorted every
+//! new row instead of walking the id index); and the upkeep's last look
+//! at a detached partition ([`rows_of`] with its own name).
 
 use std::sync::LazyLock;
 
@@ -27,14 +29,26 @@ use std::sync::LazyLock;
 const COLUMNS: &str = "o.id, o.message_id, o.aggregate_id, o.partition, o.event_type, o.payload, \
                        o.created_at, o.queue, o.xid";
 
+/// The rule's first part, for a row `o`: above its claim partition's
+/// released id. A reader adds a bound the id index can start from (the
+/// relay's read: the lowest released id of the partitions it claimed, so
+/// that its `ORDER BY id LIMIT` walks the index in order from there).
+pub(crate) const ABOVE: &str =
+    "o.id > (SELECT released_id FROM outbox_relay_cursor)[o.partition + 1]";
+
+/// The rule's second part, for a row `o` of a transaction the snapshot of
+/// its partition's cursor `c` lists: at or below the released id, and not
+/// visible in the released snapshot.
+const LATE: &str =
+    "o.id <= c.released_id AND NOT pg_visible_in_snapshot(o.xid, c.released_snapshot)";
+
 /// The rows of `table` (the outbox, or a time partition of it by name)
 /// still to come: the outbox's columns, and `late` (at or below the
 /// released id).
 pub(crate) fn rows_of(table: &str) -> String {
     format!(
         "SELECT {COLUMNS}, false AS late FROM {table} o \
-         WHERE o.id > (SELECT min(released_id) FROM outbox_partition_cursor) \
-           AND o.id > (SELECT released_id FROM outbox_relay_cursor)[o.partition + 1] \
+         WHERE o.id > (SELECT min(released_id) FROM outbox_partition_cursor) AND {ABOVE} \
          UNION ALL \
          SELECT {COLUMNS}, true AS late FROM ( \
              SELECT * FROM {table} \
@@ -42,7 +56,7 @@ pub(crate) fn rows_of(table: &str) -> String {
                                     FROM outbox_partition_cursor)) \
              OFFSET 0) o \
          JOIN outbox_partition_cursor c ON c.partition = o.partition \
-         WHERE o.id <= c.released_id AND NOT pg_visible_in_snapshot(o.xid, c.released_snapshot)"
+         WHERE {LATE}"
     )
 }
 

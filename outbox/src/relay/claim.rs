@@ -9,12 +9,13 @@
 //! may take all sixteen, or else those with something to send, tried in
 //! random order; another relay takes others, so two relays never send
 //! events of one aggregate at once, and no lock is written to the WAL),
-//! then reads in one statement, under one snapshot, from `outbox_unsent`:
+//! then reads in one statement, under one snapshot:
 //! - new rows: above the partition's released id, in id order, up to the
-//!   batch size (from the lowest released id of the claimed partitions);
-//! - late rows: at or below it, of transactions the released snapshot did
-//!   not see, all of them (bounded by the transactions that were running
-//!   at the last read: never the backlog);
+//!   batch size (from the lowest released id of the claimed partitions,
+//!   along the id index);
+//! - late rows (`outbox_unsent`): at or below it, of transactions the
+//!   released snapshot did not see, all of them (bounded by the
+//!   transactions that were running at the last read: never the backlog);
 //! - and refused rows due for another attempt (`outbox_refused`).
 //!
 //! The read takes the batch's transaction id as it returns its rows,
@@ -38,6 +39,7 @@ use uuid::Uuid;
 use crate::Result;
 use crate::schema::PARTITIONS;
 use crate::standby::{SERVER_SQL, STANDBYS_SQL};
+use crate::unsent::ABOVE;
 
 /// A row as the relay reads it.
 #[derive(Debug, Clone)]
@@ -116,10 +118,10 @@ static LOCK_ALL_PARTITIONS_SQL: LazyLock<String> = LazyLock::new(|| {
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH fresh AS ( \
-             SELECT {ROW_COLUMNS}, 'fresh' AS source FROM outbox_unsent o \
-             WHERE NOT o.late AND o.partition = ANY($1) \
-               AND o.id > (SELECT min(released_id) FROM outbox_partition_cursor \
+             SELECT {ROW_COLUMNS}, 'fresh' AS source FROM outbox o \
+             WHERE o.id > (SELECT min(released_id) FROM outbox_partition_cursor \
                            WHERE partition = ANY($1)) \
+               AND o.partition = ANY($1) AND {ABOVE} \
              ORDER BY o.id LIMIT $2), \
          late AS ( \
              SELECT {ROW_COLUMNS}, 'late' AS source FROM outbox_unsent o \
@@ -252,6 +254,62 @@ pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> 
         });
     }
     Ok(claim)
+}
+
+/// The plan of each statement a batch runs before it publishes, as
+/// PostgreSQL runs it for the relay (generic, prepared, keyed access),
+/// with its buffers (`EXPLAIN (ANALYZE, BUFFERS)`), for claims of all
+/// sixteen partitions and of `max_rows` rows; in a transaction rolled
+/// back after. For `perf relay-plans`.
+pub async fn plans(
+    client: &mut tokio_postgres::Client,
+    max_rows: i64,
+) -> Result<Vec<(&'static str, String)>> {
+    let all: Vec<i16> = (0..PARTITIONS as i16).collect();
+    let partitions = format!(
+        "'{{{}}}'",
+        all.iter().map(i16::to_string).collect::<Vec<_>>().join(",")
+    );
+    let statements: [(&'static str, &str, String); 3] = [
+        (
+            "lock every partition",
+            &LOCK_ALL_PARTITIONS_SQL,
+            format!("{CLAIM_LOCK}"),
+        ),
+        (
+            "lock partitions with something to send",
+            LOCK_PARTITIONS_SQL,
+            format!("{CLAIM_LOCK}, 16"),
+        ),
+        ("read", &READ_SQL, format!("{partitions}, {max_rows}")),
+    ];
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
+         SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0",
+    )
+    .await?;
+    let mut plans = Vec::new();
+    for (n, (name, sql, arguments)) in statements.iter().enumerate() {
+        tx.batch_execute(&format!("PREPARE relay_plan_{n} AS {sql}"))
+            .await?;
+        let lines = tx
+            .query(
+                &format!("EXPLAIN (ANALYZE, BUFFERS) EXECUTE relay_plan_{n}({arguments})"),
+                &[],
+            )
+            .await?;
+        let text = lines
+            .iter()
+            .map(|line| line.try_get::<_, String>(0))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+            .join("\n");
+        plans.push((*name, text));
+        tx.batch_execute(&format!("DEALLOCATE relay_plan_{n}"))
+            .await?;
+    }
+    tx.rollback().await?;
+    Ok(plans)
 }
 
 /// Moves the claimed partitions' cursor past what the claim read.

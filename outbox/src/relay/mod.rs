@@ -47,7 +47,7 @@ use platform::shutdown::Signal;
 use time::OffsetDateTime;
 
 pub(crate) use claim::ROW_COLUMNS;
-pub use claim::{Claim, OutboxRow, claim};
+pub use claim::{Claim, OutboxRow, claim, plans};
 pub(crate) use pack::pack;
 pub use publisher::{ConfirmOutcome, Publisher};
 pub use wake::rows_committed;

@@ -81,6 +81,15 @@ enum Command {
     /// Open-loop load at a constant rate, or stepped up (a ramp); latency
     /// from each request's planned send time; a JSON summary for `report`.
     Load(LoadArgs),
+    /// Print the plans of the relay's statements on a service's outbox
+    /// (generic, as prepared, with their buffers; rolled back after).
+    RelayPlans {
+        /// `order` (ORDER_DATABASE_URL) or `product` (PRODUCT_DATABASE_URL).
+        #[arg(long, default_value = "order")]
+        service: String,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: i64,
+    },
     /// Wait until no order is PENDING and both outboxes are empty.
     Drain {
         #[arg(long, default_value_t = 120)]
@@ -206,6 +215,21 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Load(_) => Ok(()),
+            Command::RelayPlans {
+                service,
+                batch_size,
+            } => {
+                let setting = match service.as_str() {
+                    "order" => "ORDER_DATABASE_URL",
+                    "product" => "PRODUCT_DATABASE_URL",
+                    other => anyhow::bail!("--service is order or product, not {other}"),
+                };
+                let mut client = platform::db::connect(&database(setting)?).await?;
+                for (name, plan) in outbox::relay::plans(&mut client, batch_size).await? {
+                    println!("-- {name}\n{plan}\n");
+                }
+                Ok(())
+            }
             Command::Drain { timeout_secs } => {
                 let stores = stores().await?;
                 let (drained, waited) =
