@@ -14,13 +14,15 @@
 //!   reading the id index below the cursor instead: every row ever sent.
 //!
 //! Its readers: the view `outbox_unsent` ([`VIEWS_SQL`], made from this
-//! text after every migration run), which the relay's read of late rows
-//! and its choice of partitions, the view `outbox_pending` (with refused
-//! rows due again), `outbox stats`, the gauges and the upkeep's check of
-//! a time partition read; the relay's read of new rows ([`ABOVE`], on the
-//! outbox itself: through the view, its `ORDER BY id LIMIT` sorted every
-//! new row instead of walking the id index); and the upkeep's last look
-//! at a detached partition ([`rows_of`] with its own name).
+//! text after every migration run), which the view `outbox_pending` (with
+//! refused rows due again), `outbox stats`, the gauges and the upkeep's
+//! check of a time partition read; the relay's read and its choice of
+//! partitions, which apply the two parts ([`ABOVE`], [`late`]) to the
+//! outbox directly (through the view, the read's `ORDER BY id LIMIT`
+//! sorted every new row instead of walking the id index, and its plan,
+//! estimated dearer as a generic one, was made again for every batch);
+//! and the upkeep's last look at a detached partition ([`rows_of`] with
+//! its own name).
 
 use std::sync::LazyLock;
 
@@ -36,11 +38,21 @@ const COLUMNS: &str = "o.id, o.message_id, o.aggregate_id, o.partition, o.event_
 pub(crate) const ABOVE: &str =
     "o.id > (SELECT released_id FROM outbox_relay_cursor)[o.partition + 1]";
 
-/// The rule's second part, for a row `o` of a transaction the snapshot of
-/// its partition's cursor `c` lists: at or below the released id, and not
-/// visible in the released snapshot.
-const LATE: &str =
-    "o.id <= c.released_id AND NOT pg_visible_in_snapshot(o.xid, c.released_snapshot)";
+/// The rule's second part: rows `o` at or below the released id of their
+/// claim partition's cursor `c` that its released snapshot does not see,
+/// found by the transaction ids the snapshots of `cursors` (a relation of
+/// `partition, released_id, released_snapshot`) list. Selects `select`
+/// from `table`.
+pub(crate) fn late(select: &str, table: &str, cursors: &str) -> String {
+    format!(
+        "SELECT {select} FROM ( \
+             SELECT * FROM {table} \
+             WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot) FROM {cursors})) \
+             OFFSET 0) o \
+         JOIN {cursors} c ON c.partition = o.partition \
+         WHERE o.id <= c.released_id AND NOT pg_visible_in_snapshot(o.xid, c.released_snapshot)"
+    )
+}
 
 /// The rows of `table` (the outbox, or a time partition of it by name)
 /// still to come: the outbox's columns, and `late` (at or below the
@@ -49,14 +61,12 @@ pub(crate) fn rows_of(table: &str) -> String {
     format!(
         "SELECT {COLUMNS}, false AS late FROM {table} o \
          WHERE o.id > (SELECT min(released_id) FROM outbox_partition_cursor) AND {ABOVE} \
-         UNION ALL \
-         SELECT {COLUMNS}, true AS late FROM ( \
-             SELECT * FROM {table} \
-             WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(released_snapshot) \
-                                    FROM outbox_partition_cursor)) \
-             OFFSET 0) o \
-         JOIN outbox_partition_cursor c ON c.partition = o.partition \
-         WHERE {LATE}"
+         UNION ALL {late}",
+        late = late(
+            &format!("{COLUMNS}, true AS late"),
+            table,
+            "outbox_partition_cursor"
+        )
     )
 }
 

@@ -4,7 +4,8 @@
 //! The outbox is append-only; how far the relay got is kept per claim
 //! partition (`outbox_relay_cursor`, one row holding all sixteen): a
 //! released id and a released snapshot, and what is still to come by them
-//! is the rule of [`crate::unsent`]. A batch transaction first takes whole
+//! is the rule of [`crate::unsent`], whose two parts the read and the
+//! choice of partitions apply. A batch transaction first takes whole
 //! claim partitions (transaction-level advisory locks: all it can, if it
 //! may take all sixteen, or else those with something to send, tried in
 //! random order; another relay takes others, so two relays never send
@@ -13,9 +14,9 @@
 //! - new rows: above the partition's released id, in id order, up to the
 //!   batch size (from the lowest released id of the claimed partitions,
 //!   along the id index);
-//! - late rows (`outbox_unsent`): at or below it, of transactions the
-//!   released snapshot did not see, all of them (bounded by the
-//!   transactions that were running at the last read: never the backlog);
+//! - late rows: at or below it, of transactions the released snapshot did
+//!   not see, all of them (bounded by the transactions that were running
+//!   at the last read: never the backlog);
 //! - and refused rows due for another attempt (`outbox_refused`).
 //!
 //! The read takes the batch's transaction id as it returns its rows,
@@ -39,7 +40,7 @@ use uuid::Uuid;
 use crate::Result;
 use crate::schema::PARTITIONS;
 use crate::standby::{SERVER_SQL, STANDBYS_SQL};
-use crate::unsent::ABOVE;
+use crate::unsent::{ABOVE, late};
 
 /// A row as the relay reads it.
 #[derive(Debug, Clone)]
@@ -73,6 +74,14 @@ impl OutboxRow {
     }
 }
 
+/// The batch's statements run on generic plans, made once per connection:
+/// a custom plan is no better (every parameter is a cursor position, a
+/// set of partitions or a batch size), and PostgreSQL's choice between
+/// the two follows estimates that a grown outbox's statistics tip (a read
+/// through the view `outbox_unsent` was planned again for every batch on a
+/// database of 2 million orders: a millisecond of the server's time each).
+const GENERIC_PLANS_SQL: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
+
 /// The first key of the advisory locks that claim partitions (the second
 /// is the partition): `outb`.
 const CLAIM_LOCK: i32 = 0x6f75_7462;
@@ -83,15 +92,21 @@ const CLAIM_LOCK: i32 = 0x6f75_7462;
 /// (`MATERIALIZED`), so that a lock is tried only on a row the `LIMIT`
 /// still wants. Each row also says whether the transaction had a
 /// transaction id already ([`claim`] refuses one that had).
-const LOCK_PARTITIONS_SQL: &str = "\
-    WITH candidates AS MATERIALIZED ( \
-        SELECT c.partition FROM outbox_partition_cursor c \
-        WHERE EXISTS (SELECT 1 FROM outbox_unsent u WHERE u.partition = c.partition) \
-           OR EXISTS (SELECT 1 FROM outbox_refused r \
-                      WHERE r.set_aside_at IS NULL AND r.partition = c.partition) \
-        ORDER BY random()) \
-    SELECT partition, pg_current_xact_id_if_assigned() IS NOT NULL FROM candidates \
-    WHERE pg_try_advisory_xact_lock($1, partition) LIMIT $2";
+static LOCK_PARTITIONS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH candidates AS MATERIALIZED ( \
+             SELECT c.partition FROM outbox_partition_cursor c \
+             WHERE EXISTS (SELECT 1 FROM outbox o \
+                           WHERE o.id > c.released_id AND o.partition = c.partition AND {ABOVE}) \
+                OR c.partition IN (SELECT partition FROM ({late}) l) \
+                OR EXISTS (SELECT 1 FROM outbox_refused r \
+                           WHERE r.set_aside_at IS NULL AND r.partition = c.partition) \
+             ORDER BY random()) \
+         SELECT partition, pg_current_xact_id_if_assigned() IS NOT NULL FROM candidates \
+         WHERE pg_try_advisory_xact_lock($1, partition) LIMIT $2",
+        late = late("o.partition", "outbox", "outbox_partition_cursor")
+    )
+});
 
 /// Takes every claim partition no other relay holds (advisory lock `$1`,
 /// partition), without asking which have something to send: for a relay
@@ -117,15 +132,13 @@ static LOCK_ALL_PARTITIONS_SQL: LazyLock<String> = LazyLock::new(|| {
 /// empty poll commits nothing).
 static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH fresh AS ( \
+        "WITH c AS (SELECT partition, released_snapshot, released_id \
+                    FROM outbox_partition_cursor WHERE partition = ANY($1)), \
+         fresh AS ( \
              SELECT {ROW_COLUMNS}, 'fresh' AS source FROM outbox o \
-             WHERE o.id > (SELECT min(released_id) FROM outbox_partition_cursor \
-                           WHERE partition = ANY($1)) \
-               AND o.partition = ANY($1) AND {ABOVE} \
+             WHERE o.id > (SELECT min(released_id) FROM c) AND o.partition = ANY($1) AND {ABOVE} \
              ORDER BY o.id LIMIT $2), \
-         late AS ( \
-             SELECT {ROW_COLUMNS}, 'late' AS source FROM outbox_unsent o \
-             WHERE o.late AND o.partition = ANY($1)), \
+         late AS ({late}), \
          retry AS ( \
              SELECT {ROW_COLUMNS}, 'retry' AS source FROM outbox_refused o \
              WHERE o.set_aside_at IS NULL AND o.partition = ANY($1) \
@@ -133,24 +146,25 @@ static READ_SQL: LazyLock<String> = LazyLock::new(|| {
          SELECT *, pg_current_snapshot()::text, {STANDBYS_SQL}, {SERVER_SQL}, \
              pg_current_xact_id()::text FROM ( \
              SELECT * FROM fresh UNION ALL SELECT * FROM late UNION ALL SELECT * FROM retry) b \
-         ORDER BY id"
+         ORDER BY id",
+        late = late(&format!("{ROW_COLUMNS}, 'late' AS source"), "outbox", "c")
     )
 });
 
 /// Moves the cursor of the claimed partitions `$1`: the largest new id
 /// read `$3`, and the read's snapshot `$2` listing every transaction id
-/// from its xmax below the batch's own `$4`. Another relay's partitions
-/// keep theirs: computed from the row as it is when this update gets it.
+/// from its xmax below the batch's own `$4` (made once, in `FROM`, for
+/// all of them). Another relay's partitions keep theirs: computed from the
+/// row as it is when this update gets it.
 const ADVANCE_SQL: &str = "\
     UPDATE outbox_relay_cursor SET \
         released_snapshot = ARRAY( \
-            SELECT CASE WHEN i - 1 = ANY($1::int2[]) \
-                        THEN outbox_snapshot_listing($2::text::pg_snapshot, $4::text::xid8) \
-                        ELSE released_snapshot[i] END \
+            SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN listed.snapshot ELSE released_snapshot[i] END \
             FROM generate_subscripts(released_snapshot, 1) i ORDER BY i), \
         released_id = ARRAY( \
             SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN GREATEST(released_id[i], $3) ELSE released_id[i] END \
-            FROM generate_subscripts(released_id, 1) i ORDER BY i)";
+            FROM generate_subscripts(released_id, 1) i ORDER BY i) \
+    FROM (SELECT outbox_snapshot_listing($2::text::pg_snapshot, $4::text::xid8) AS snapshot) listed";
 
 /// Counts a refusal of each row `$1` (with its reason `$2`): a first
 /// refusal copies the row into `outbox_refused`, a later one counts up; a
@@ -211,11 +225,12 @@ pub(crate) struct Advance {
 /// from the read's snapshot up to the batch's own id, which must come
 /// after that snapshot (a transaction that had an id already is refused).
 pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> Result<Claim> {
+    tx.batch_execute(GENERIC_PLANS_SQL).await?;
     let locked = if max_partitions >= i64::from(PARTITIONS) {
         let lock = tx.prepare_cached(&LOCK_ALL_PARTITIONS_SQL).await?;
         tx.query(&lock, &[&CLAIM_LOCK]).await?
     } else {
-        let lock = tx.prepare_cached(LOCK_PARTITIONS_SQL).await?;
+        let lock = tx.prepare_cached(&LOCK_PARTITIONS_SQL).await?;
         tx.query(&lock, &[&CLAIM_LOCK, &max_partitions]).await?
     };
     let mut partitions = Vec::with_capacity(locked.len());
@@ -278,7 +293,7 @@ pub async fn plans(
         ),
         (
             "lock partitions with something to send",
-            LOCK_PARTITIONS_SQL,
+            &LOCK_PARTITIONS_SQL,
             format!("{CLAIM_LOCK}, 16"),
         ),
         ("read", &READ_SQL, format!("{partitions}, {max_rows}")),
