@@ -15,7 +15,7 @@
 -- 2. The relay keeps, for each claim partition, a snapshot that sees
 --    what its read saw and lists every transaction id below the reader's
 --    own (taken after the read's snapshot) that the read did not see
---    (`outbox_snapshot_listing`): every transaction that may still hold a
+--    (`outbox::relay::snapshot`): every transaction that may still hold a
 --    row below the cursor is in the list, and is looked up by it.
 -- 3. Rows are stamped with the start of their statement, not of their
 --    transaction: an old transaction writes into the current time
@@ -36,20 +36,6 @@ COMMENT ON FUNCTION outbox_next_id() IS
 ALTER TABLE outbox ALTER COLUMN id SET DEFAULT outbox_next_id();
 ALTER TABLE outbox ALTER COLUMN created_at SET DEFAULT statement_timestamp();
 
--- `seen` with every transaction id from its xmax up to `upper` (not
--- included) listed as in progress: it sees exactly what `seen` sees, and
--- its list holds every transaction below `upper` that `seen` does not see.
-CREATE FUNCTION outbox_snapshot_listing(seen pg_snapshot, upper xid8) RETURNS pg_snapshot
-    LANGUAGE sql IMMUTABLE STRICT
-    RETURN (
-        SELECT (pg_snapshot_xmin(seen)::text || ':'
-                || GREATEST(upper, pg_snapshot_xmax(seen))::text || ':'
-                || COALESCE(string_agg(x::text, ',' ORDER BY x), ''))::pg_snapshot
-        FROM (SELECT pg_snapshot_xip(seen) AS x
-              UNION ALL
-              SELECT g::text::xid8
-              FROM generate_series(pg_snapshot_xmax(seen)::text::int8, upper::text::int8 - 1) g) listed);
-
 ALTER TABLE outbox_cursor RENAME TO outbox_relay_cursor;
 
 -- The cursors as an earlier release left them: every writer has ended
@@ -59,12 +45,19 @@ ALTER TABLE outbox_cursor RENAME TO outbox_relay_cursor;
 -- under the current cursors are sent as late rows (rows skipped under
 -- cursors since moved on need a replay: docs/OPERATIONS.md).
 UPDATE outbox_relay_cursor SET released_snapshot = ARRAY(
-    SELECT outbox_snapshot_listing(c.released_snapshot, COALESCE(
-               (SELECT (max(o.xid::text::int8) + 1)::text::xid8 FROM outbox o
-                WHERE o.partition = c.partition AND o.id <= c.released_id
-                  AND o.xid >= pg_snapshot_xmax(c.released_snapshot)),
-               pg_snapshot_xmax(c.released_snapshot)))
-    FROM outbox_partition_cursor c ORDER BY c.partition);
+    SELECT (pg_snapshot_xmin(c.released_snapshot)::text || ':'
+            || GREATEST(pg_snapshot_xmax(c.released_snapshot)::text::int8,
+                        COALESCE(listed.top + 1, 0))::text || ':'
+            || COALESCE(listed.ids, ''))::pg_snapshot
+    FROM outbox_partition_cursor c
+    CROSS JOIN LATERAL (
+        SELECT max(l.x::text::int8) AS top, string_agg(l.x::text, ',' ORDER BY l.x) AS ids
+        FROM (SELECT pg_snapshot_xip(c.released_snapshot) AS x
+              UNION
+              SELECT o.xid FROM outbox o
+              WHERE o.partition = c.partition AND o.id <= c.released_id
+                AND o.xid >= pg_snapshot_xmax(c.released_snapshot)) l) listed
+    ORDER BY c.partition);
 
 -- Made again from the library's one definition of "still to come"
 -- (`outbox::unsent`) after every migration run.

@@ -5,7 +5,7 @@
 //! released id, or its transaction is not visible in the partition's
 //! released snapshot (`pg_visible_in_snapshot`). The released snapshot
 //! lists every transaction below the relay's own id that its read did not
-//! see (`outbox_snapshot_listing`, migration V9), and a row below the
+//! see (`outbox::relay`'s snapshot listing), and a row below the
 //! released id was written by such a transaction (docs/ARCHITECTURE.md,
 //! "Nothing skipped"), so both parts are found through an index:
 //! - above: by id, from the lowest released id (`outbox_by_id`);

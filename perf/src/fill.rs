@@ -80,23 +80,25 @@ impl Outbox {
     /// past it (nothing else may be waiting: checked before).
     async fn settle(self, client: &Client) -> anyhow::Result<()> {
         if self == Outbox::AppendOnly {
-            // The cursor's table and snapshot of this release, or of the
-            // releases before it (an older build measured with its perf).
-            let listed: bool = client
+            // The cursor's table of this release, or of the releases
+            // before it (an older build measured with its perf). The
+            // services are stopped (`assert_idle`): no writer is in flight,
+            // so the current snapshot sees every row below the cursor.
+            let renamed: bool = client
                 .query_one("SELECT to_regclass('outbox_relay_cursor') IS NOT NULL", &[])
                 .await?
                 .get(0);
+            let cursor = if renamed {
+                "outbox_relay_cursor"
+            } else {
+                "outbox_cursor"
+            };
             client
-                .batch_execute(if listed {
-                    "UPDATE outbox_relay_cursor SET \
-                         released_id = array_fill((SELECT max(id) FROM outbox), ARRAY[16]), \
-                         released_snapshot = array_fill(outbox_snapshot_listing( \
-                             pg_current_snapshot(), pg_current_xact_id()), ARRAY[16])"
-                } else {
-                    "UPDATE outbox_cursor SET \
+                .batch_execute(&format!(
+                    "UPDATE {cursor} SET \
                          released_id = array_fill((SELECT max(id) FROM outbox), ARRAY[16]), \
                          released_snapshot = array_fill(pg_current_snapshot(), ARRAY[16])"
-                })
+                ))
                 .await?;
         }
         Ok(())

@@ -22,7 +22,8 @@
 //! The read takes the batch's transaction id as it returns its rows,
 //! after its snapshot was taken. Once the broker confirmed, the cursor
 //! becomes (the largest new id read; the read's snapshot with every
-//! transaction id from its xmax below the batch's own listed). The proof
+//! transaction id from its xmax below the batch's own listed:
+//! [`super::snapshot`]). The proof
 //! that nothing is skipped, whatever order transactions take their ids in
 //! and commit in, is in docs/ARCHITECTURE.md ("Nothing skipped"); it needs
 //! the claim to be the first thing its transaction does ([`claim`] checks)
@@ -152,19 +153,18 @@ static READ_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Moves the cursor of the claimed partitions `$1`: the largest new id
-/// read `$3`, and the read's snapshot `$2` listing every transaction id
-/// from its xmax below the batch's own `$4` (made once, in `FROM`, for
-/// all of them). Another relay's partitions keep theirs: computed from the
-/// row as it is when this update gets it.
+/// read `$3`, and the read's snapshot with every transaction id from its
+/// xmax below the batch's own listed `$2` ([`super::snapshot`]). Another
+/// relay's partitions keep theirs: computed from the row as it is when
+/// this update gets it.
 const ADVANCE_SQL: &str = "\
     UPDATE outbox_relay_cursor SET \
         released_snapshot = ARRAY( \
-            SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN listed.snapshot ELSE released_snapshot[i] END \
+            SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN $2::text::pg_snapshot ELSE released_snapshot[i] END \
             FROM generate_subscripts(released_snapshot, 1) i ORDER BY i), \
         released_id = ARRAY( \
             SELECT CASE WHEN i - 1 = ANY($1::int2[]) THEN GREATEST(released_id[i], $3) ELSE released_id[i] END \
-            FROM generate_subscripts(released_id, 1) i ORDER BY i) \
-    FROM (SELECT outbox_snapshot_listing($2::text::pg_snapshot, $4::text::xid8) AS snapshot) listed";
+            FROM generate_subscripts(released_id, 1) i ORDER BY i)";
 
 /// Counts a refusal of each row `$1` (with its reason `$2`): a first
 /// refusal copies the row into `outbox_refused`, a later one counts up; a
@@ -211,10 +211,9 @@ pub struct Claim {
 #[derive(Debug)]
 pub(crate) struct Advance {
     partitions: Vec<i16>,
-    /// The read's snapshot.
+    /// The read's snapshot, listing every id from its xmax below the
+    /// batch's own.
     snapshot: String,
-    /// The batch's transaction id, taken after that snapshot.
-    reader: String,
     released_id: i64,
 }
 
@@ -263,8 +262,7 @@ pub async fn claim(tx: &Transaction<'_>, max_partitions: i64, max_rows: i64) -> 
         claim.server = first.try_get(10)?;
         claim.advance = Some(Advance {
             partitions,
-            snapshot: first.try_get(8)?,
-            reader: first.try_get(11)?,
+            snapshot: super::snapshot::listing(first.try_get(8)?, first.try_get(11)?)?,
             released_id: largest_new,
         });
     }
@@ -332,12 +330,7 @@ pub(crate) async fn advance(tx: &Transaction<'_>, advance: &Advance) -> Result<(
     let statement = tx.prepare_cached(ADVANCE_SQL).await?;
     tx.execute(
         &statement,
-        &[
-            &advance.partitions,
-            &advance.snapshot,
-            &advance.released_id,
-            &advance.reader,
-        ],
+        &[&advance.partitions, &advance.snapshot, &advance.released_id],
     )
     .await?;
     Ok(())

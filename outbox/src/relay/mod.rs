@@ -37,6 +37,7 @@
 mod claim;
 mod pack;
 mod publisher;
+mod snapshot;
 pub mod wake;
 
 use std::collections::HashSet;

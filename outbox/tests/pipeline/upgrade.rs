@@ -79,3 +79,64 @@ async fn versions(client: &tokio_postgres::Client, history: &str) -> Vec<i32> {
         .map(|row| row.get(0))
         .collect()
 }
+
+/// A database an earlier release's relay left with a row below its
+/// cursor that the cursor's snapshot neither saw nor listed (the row it
+/// would skip for good): the upgrade lists its transaction in the cursor,
+/// and the row goes out.
+#[tokio::test]
+async fn a_row_an_earlier_cursor_passed_over_is_sent_after_the_upgrade() {
+    let database = TestOutbox::fresh_database().await;
+    let mut before = outbox::schema::migrations();
+    before
+        .migrations
+        .retain(|migration| migration.version() < 9);
+    before.after = None;
+    platform::db::migrate(&database, &[before]).await.unwrap();
+    let client = platform::db::connect(&database).await.unwrap();
+    // The snapshot an old relay read under, before the row's transaction
+    // took its id; then the row commits, and the cursor passes its id.
+    let seen: String = client
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(
+            "INSERT INTO outbox (message_id, aggregate_id, partition, event_type, payload) \
+             VALUES (gen_random_uuid(), 'passed-over', 3, 'order.created', '{\"amount\": 1}')",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE outbox_cursor SET \
+                 released_id = array_fill((SELECT max(id) FROM outbox), ARRAY[16]), \
+                 released_snapshot = array_fill($1::text::pg_snapshot, ARRAY[16])",
+            &[&seen],
+        )
+        .await
+        .unwrap();
+    let waiting: i64 = client
+        .query_one("SELECT count(*) FROM outbox_pending", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 0, "the earlier release counted the row as sent");
+
+    let outbox = TestOutbox::on(database).await;
+    assert_eq!(outbox.count("SELECT count(*) FROM outbox_pending").await, 1);
+    let mut relay = outbox.relay(outbox.relay_config());
+    assert_eq!(
+        outbox.drain(&mut relay).await,
+        1,
+        "the row passed over stays unsent"
+    );
+    let sent = outbox
+        .take_events(&outbox.topology.order_created_queue(), 2)
+        .await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].aggregate_id, "passed-over");
+    drop(client);
+    outbox.cleanup().await;
+}
