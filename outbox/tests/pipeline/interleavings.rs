@@ -275,3 +275,22 @@ async fn two_relays_on_different_claim_partitions_send_a_late_commit() {
     assert_eq!(sent(&outbox, 4).await, expected);
     outbox.cleanup().await;
 }
+
+/// The cursor a batch leaves lists the transactions from its read's
+/// snapshot up to its own id, so that id must come after the read: a
+/// claim in a transaction that took one before is refused.
+#[tokio::test]
+async fn a_claim_in_a_transaction_that_already_has_an_id_is_refused() {
+    let outbox = TestOutbox::new().await;
+    outbox.append(&[("a".into(), 1)]).await;
+    let mut client = outbox.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    take_xid(&tx).await;
+    let refused = outbox::relay::claim(&tx, 16, 100)
+        .await
+        .expect_err("a claim after the transaction took its id");
+    assert!(refused.to_string().contains("transaction id"), "{refused}");
+    tx.rollback().await.unwrap();
+    drop(client);
+    outbox.cleanup().await;
+}
