@@ -91,14 +91,19 @@ const CLAIM_LOCK: i32 = 0x6f75_7462;
 /// lock `$1`, partition), in random order so that none starves when a
 /// relay takes fewer than all. The candidates are listed first
 /// (`MATERIALIZED`), so that a lock is tried only on a row the `LIMIT`
-/// still wants. Each row also says whether the transaction had a
+/// still wants. A partition's first new row is looked for in id order
+/// (`ORDER BY id LIMIT 1`: as a plain `EXISTS`, the generic plan built a
+/// bitmap of every new row for each partition, 130 ms a batch with
+/// 300,000 waiting). Each row also says whether the transaction had a
 /// transaction id already ([`claim`] refuses one that had).
 static LOCK_PARTITIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH candidates AS MATERIALIZED ( \
              SELECT c.partition FROM outbox_partition_cursor c \
-             WHERE EXISTS (SELECT 1 FROM outbox o \
-                           WHERE o.id > c.released_id AND o.partition = c.partition AND {ABOVE}) \
+             WHERE EXISTS (SELECT 1 FROM ( \
+                               SELECT 1 FROM outbox o \
+                               WHERE o.id > c.released_id AND o.partition = c.partition AND {ABOVE} \
+                               ORDER BY o.id LIMIT 1) first) \
                 OR c.partition IN (SELECT partition FROM ({late}) l) \
                 OR EXISTS (SELECT 1 FROM outbox_refused r \
                            WHERE r.set_aside_at IS NULL AND r.partition = c.partition) \

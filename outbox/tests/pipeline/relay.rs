@@ -597,8 +597,9 @@ fn most_rows(plan: &str) -> u64 {
 /// A batch reads what it sends, not the backlog: with 20,000 rows
 /// waiting, reading a batch of 100 walks the id index from the cursor and
 /// stops at the batch's end (sorting the backlog first would bring every
-/// row up through the plan), and the late rows are looked up by the few
-/// transactions the cursor lists.
+/// row up through the plan), the late rows are looked up by the few
+/// transactions the cursor lists, and the probe for partitions with
+/// something to send stops at each one's first row.
 #[tokio::test]
 async fn a_batch_reads_what_it_sends_not_the_backlog() {
     let outbox = TestOutbox::new().await;
@@ -623,6 +624,17 @@ async fn a_batch_reads_what_it_sends_not_the_backlog() {
     assert!(
         most <= 1_000,
         "a node of a batch of 100 brought up {most} rows:\n{read}"
+    );
+    // A relay allowed fewer than all partitions asks which have something
+    // to send: each one's first new row, not all of them.
+    let (_, probe) = plans
+        .iter()
+        .find(|(name, _)| *name == "lock partitions with something to send")
+        .unwrap();
+    let most = most_rows(probe);
+    assert!(
+        most <= 1_000,
+        "the probe of the partitions brought up {most} rows:\n{probe}"
     );
     drop(client);
     outbox.cleanup().await;
