@@ -70,9 +70,10 @@ pub(crate) fn rows_of(table: &str) -> String {
     )
 }
 
-/// The views every reader but the upkeep's last look reads through:
-/// `outbox_unsent` ([`rows_of`] the outbox) and `outbox_pending` (those,
-/// and refused rows due for another attempt).
+/// The views `outbox stats`, the gauges, the upkeep's check of a time
+/// partition, the tools and operators read: `outbox_unsent` ([`rows_of`]
+/// the outbox; `late` says which part found a row) and `outbox_pending`
+/// (those, and refused rows due for another attempt).
 pub static VIEWS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "CREATE OR REPLACE VIEW outbox_unsent AS {}; \

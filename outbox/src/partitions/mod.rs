@@ -13,7 +13,8 @@
 //! reads do not conflict with) after being made apart, and detached
 //! `CONCURRENTLY` before it is dropped, each under a short `lock_timeout`
 //! so that it gives up and tries again next time rather than queue behind
-//! a long transaction.
+//! a long transaction. One process at a time changes a database's
+//! partitions (`PARTITIONS_LOCK`).
 //!
 //! An outbox slice goes only once nothing in it is still to send and no
 //! transaction that wrote into it is still open or prepared ([`retire`]
