@@ -400,16 +400,20 @@ async fn retire_expired_outbox(
 }
 
 /// Detaches `name` from `table` (`CONCURRENTLY`: readers and writers go
-/// on; or `FINALIZE` for a detach cut short) and drops it. Each statement
-/// on its own: a concurrent detach cannot run in a transaction block.
-async fn detach_and_drop(client: &Client, table: Table, name: &str, how: &str) -> Result<()> {
+/// on; or `FINALIZE` for a detach cut short), on its own: a concurrent
+/// detach cannot run in a transaction block.
+async fn detach(client: &Client, table: Table, name: &str, how: &str) -> Result<()> {
     under_lock_timeout(client, async {
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {} DETACH PARTITION {name} {how}",
-                table.name()
-            ))
-            .await?;
+        let detach = format!("ALTER TABLE {} DETACH PARTITION {name} {how}", table.name());
+        Ok(client.batch_execute(&detach).await?)
+    })
+    .await
+}
+
+/// [`detach`], then drops it.
+async fn detach_and_drop(client: &Client, table: Table, name: &str, how: &str) -> Result<()> {
+    detach(client, table, name, how).await?;
+    under_lock_timeout(client, async {
         Ok(client.batch_execute(&format!("DROP TABLE {name}")).await?)
     })
     .await

@@ -32,7 +32,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use super::catalog::{Slice, timestamp};
-use super::{LOCK_TIMEOUT, Table, under_lock_timeout};
+use super::{LOCK_TIMEOUT, Table, detach};
 use crate::Result;
 
 /// What became of a slice this round.
@@ -54,10 +54,10 @@ pub(super) async fn retire(client: &Client, slice: &Slice) -> Result<Retired> {
         if has_unsent(client, slice).await? {
             return Ok(Retired::Unsent);
         }
-        if busy(detach(client, &slice.name, "CONCURRENTLY").await)? {
+        if busy(detach(client, Table::Outbox, &slice.name, "CONCURRENTLY").await)? {
             return Ok(Retired::Busy);
         }
-    } else if busy(detach(client, &slice.name, "FINALIZE").await)? {
+    } else if busy(detach(client, Table::Outbox, &slice.name, "FINALIZE").await)? {
         return Ok(Retired::Busy);
     }
     last_look(client, &slice.name).await
@@ -93,20 +93,6 @@ async fn has_unsent(client: &Client, slice: &Slice) -> Result<bool> {
         timestamp(slice.upper)
     );
     Ok(client.query_one(&sql, &[]).await?.try_get(0)?)
-}
-
-/// Detaches `name` from the outbox (`CONCURRENTLY`, or `FINALIZE` for a
-/// detach cut short): on its own, as a concurrent detach cannot run in a
-/// transaction block.
-async fn detach(client: &Client, name: &str, how: &str) -> Result<()> {
-    under_lock_timeout(client, async {
-        let detach = format!(
-            "ALTER TABLE {} DETACH PARTITION {name} {how}",
-            Table::Outbox.name()
-        );
-        Ok(client.batch_execute(&detach).await?)
-    })
-    .await
 }
 
 /// Step 3: locks the detached `name`, moves what is still to come in it

@@ -5,7 +5,7 @@
 
 use outbox::writer;
 
-use crate::helpers::{TestOutbox, new_events};
+use crate::helpers::{TestOutbox, new_events, take_xid};
 
 /// Appends one event of `aggregate` with `amount` in `tx`, after taking the
 /// aggregate's lock, as a writer of that aggregate would.
@@ -14,13 +14,6 @@ async fn append_locked(tx: &deadpool_postgres::Transaction<'_>, aggregate: &str,
         .await
         .unwrap();
     writer::append(tx, &new_events(&[(aggregate.into(), amount)]))
-        .await
-        .unwrap();
-}
-
-/// Takes a transaction id now (as a first write would).
-async fn take_xid(tx: &deadpool_postgres::Transaction<'_>) {
-    tx.query_one("SELECT pg_current_xact_id()", &[])
         .await
         .unwrap();
 }

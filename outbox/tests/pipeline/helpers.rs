@@ -165,6 +165,19 @@ impl TestOutbox {
         published + self.drain(relay).await
     }
 
+    /// The aggregates of the events that reached the orders queue (waiting
+    /// for up to `expected` events), sorted.
+    pub(crate) async fn sent_aggregates(&self, expected: usize) -> Vec<String> {
+        let mut aggregates: Vec<String> = self
+            .take_events(&self.topology.order_created_queue(), expected)
+            .await
+            .into_iter()
+            .map(|event| event.aggregate_id)
+            .collect();
+        aggregates.sort();
+        aggregates
+    }
+
     pub(crate) async fn count(&self, sql: &str) -> i64 {
         let client = self.pool.get().await.unwrap();
         client.query_one(sql, &[]).await.unwrap().get(0)
@@ -285,6 +298,13 @@ impl TestOutbox {
         let _ = connection.close(200, "done".into()).await;
         platform::db::drop_database(&self.database).await.unwrap();
     }
+}
+
+/// Takes a transaction id now, as a transaction's first write does.
+pub(crate) async fn take_xid(tx: &Transaction<'_>) {
+    tx.query_one("SELECT pg_current_xact_id()", &[])
+        .await
+        .unwrap();
 }
 
 /// Whether `done` comes true within `limit`, asking every 50 ms.

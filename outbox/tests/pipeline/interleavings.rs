@@ -11,33 +11,13 @@ use deadpool_postgres::Transaction;
 use outbox::relay::RelayConfig;
 use outbox::writer;
 
-use crate::helpers::{TestOutbox, new_events};
-
-/// Takes a transaction id now, as a transaction's first write does.
-async fn take_xid(tx: &Transaction<'_>) {
-    tx.query_one("SELECT pg_current_xact_id()", &[])
-        .await
-        .unwrap();
-}
+use crate::helpers::{TestOutbox, new_events, take_xid};
 
 /// Appends one event of `aggregate`.
 async fn append(tx: &Transaction<'_>, aggregate: &str) {
     writer::append(tx, &new_events(&[(aggregate.into(), 1)]))
         .await
         .unwrap();
-}
-
-/// Reads what reached the test's queue (waiting up to `expected` events),
-/// the aggregates sorted.
-async fn sent(outbox: &TestOutbox, expected: usize) -> Vec<String> {
-    let mut aggregates: Vec<String> = outbox
-        .take_events(&outbox.topology.order_created_queue(), expected)
-        .await
-        .into_iter()
-        .map(|event| event.aggregate_id)
-        .collect();
-    aggregates.sort();
-    aggregates
 }
 
 async fn pending(outbox: &TestOutbox) -> i64 {
@@ -73,7 +53,7 @@ async fn a_transaction_whose_id_is_past_the_snapshots_xmax_is_sent_when_it_commi
         "B's row is not counted as pending"
     );
     assert_eq!(outbox.drain(&mut relay).await, 1, "B's row was skipped");
-    assert_eq!(sent(&outbox, 3).await, ["a", "b"]);
+    assert_eq!(outbox.sent_aggregates(3).await, ["a", "b"]);
     assert_eq!(pending(&outbox).await, 0);
     outbox.cleanup().await;
 }
@@ -102,7 +82,7 @@ async fn a_transaction_that_wrote_elsewhere_first_is_sent_when_it_commits() {
     assert_eq!(outbox.drain(&mut relay).await, 1);
     b.commit().await.unwrap();
     assert_eq!(outbox.drain(&mut relay).await, 1, "B's row was skipped");
-    assert_eq!(sent(&outbox, 3).await, ["a", "b"]);
+    assert_eq!(outbox.sent_aggregates(3).await, ["a", "b"]);
     outbox.cleanup().await;
 }
 
@@ -154,7 +134,7 @@ async fn a_row_whose_id_was_taken_before_its_transaction_id_is_sent() {
     release.send(()).unwrap();
     b.await.unwrap();
     assert_eq!(outbox.drain(&mut relay).await, 1, "B's row was skipped");
-    assert_eq!(sent(&outbox, 4).await, ["a", "b", "first"]);
+    assert_eq!(outbox.sent_aggregates(4).await, ["a", "b", "first"]);
     outbox.cleanup().await;
 }
 
@@ -188,7 +168,7 @@ async fn a_savepoint_rolled_back_sends_only_what_its_transaction_kept() {
         1,
         "B's kept row was skipped"
     );
-    assert_eq!(sent(&outbox, 4).await, ["a", "b"]);
+    assert_eq!(outbox.sent_aggregates(4).await, ["a", "b"]);
     assert_eq!(pending(&outbox).await, 0);
     outbox.cleanup().await;
 }
@@ -218,7 +198,7 @@ async fn an_aborted_transaction_sends_nothing_and_holds_nothing_back() {
     assert_eq!(pending(&outbox).await, 0);
     outbox.append(&[("next".into(), 1)]).await;
     assert_eq!(outbox.drain(&mut relay).await, 1);
-    assert_eq!(sent(&outbox, 3).await, ["a", "next"]);
+    assert_eq!(outbox.sent_aggregates(3).await, ["a", "next"]);
     outbox.cleanup().await;
 }
 
@@ -272,7 +252,7 @@ async fn two_relays_on_different_claim_partitions_send_a_late_commit() {
     assert_eq!(sent_after, 2, "B's row was skipped, or the row of {there}");
     let mut expected = vec![here.to_owned(), here.to_owned(), there];
     expected.sort();
-    assert_eq!(sent(&outbox, 4).await, expected);
+    assert_eq!(outbox.sent_aggregates(4).await, expected);
     outbox.cleanup().await;
 }
 

@@ -223,17 +223,6 @@ fn a_second() -> Slicing {
     }
 }
 
-async fn aggregates_sent(outbox: &TestOutbox, expected: usize) -> Vec<String> {
-    let mut sent: Vec<String> = outbox
-        .take_events(&outbox.topology.order_created_queue(), expected)
-        .await
-        .into_iter()
-        .map(|event| event.aggregate_id)
-        .collect();
-    sent.sort();
-    sent
-}
-
 /// The case: a concurrent detach cut short by its lock timeout
 /// leaves the slice "detach pending", and a transaction open since then
 /// commits a row into it, which the outbox no longer shows. The upkeep
@@ -286,7 +275,7 @@ async fn a_row_committed_into_a_slice_whose_detach_was_cut_short_is_sent_not_dro
         "the late row was dropped"
     );
     assert_eq!(
-        aggregates_sent(&outbox, 5).await,
+        outbox.sent_aggregates(5).await,
         ["late", "old-1", "old-2", "old-3"]
     );
     assert_eq!(outbox.count("SELECT count(*) FROM outbox_pending").await, 0);
@@ -326,10 +315,7 @@ async fn an_expired_slice_an_open_writer_holds_goes_only_after_its_row_is_sent()
         1,
         "the open writer's row was dropped"
     );
-    assert_eq!(
-        aggregates_sent(&outbox, 4).await,
-        ["old-1", "old-2", "open"]
-    );
+    assert_eq!(outbox.sent_aggregates(4).await, ["old-1", "old-2", "open"]);
     drop(client);
     outbox.cleanup().await;
 }

@@ -13,18 +13,12 @@ use deadpool_postgres::Transaction;
 use outbox::partitions::{self, Slicing, Table};
 use outbox::writer;
 
-use crate::helpers::{TestOutbox, new_events};
+use crate::helpers::{TestOutbox, new_events, take_xid};
 
 /// A test outbox on the cluster's leader, if the cluster is healthy.
 async fn on_cluster() -> Option<TestOutbox> {
     let url = testkit::pg_cluster::healthy_url("postgres")?;
     Some(TestOutbox::on(TestOutbox::fresh_database_on(&url).await).await)
-}
-
-async fn take_xid(tx: &Transaction<'_>) {
-    tx.query_one("SELECT pg_current_xact_id()", &[])
-        .await
-        .unwrap();
 }
 
 /// A transaction prepared by a test: rolled back if the test ends
@@ -85,17 +79,6 @@ async fn prepare(outbox: &TestOutbox, tx: Transaction<'_>) -> Prepared {
     }
 }
 
-async fn sent(outbox: &TestOutbox, expected: usize) -> Vec<String> {
-    let mut aggregates: Vec<String> = outbox
-        .take_events(&outbox.topology.order_created_queue(), expected)
-        .await
-        .into_iter()
-        .map(|event| event.aggregate_id)
-        .collect();
-    aggregates.sort();
-    aggregates
-}
-
 /// The case with B prepared instead of open: B took its
 /// transaction id after A's, and is committed only after A's row left.
 #[tokio::test]
@@ -125,7 +108,7 @@ async fn a_prepared_transaction_is_sent_once_committed() {
     assert_eq!(outbox.drain(&mut relay).await, 1, "A's row");
     prepared.commit(&outbox).await;
     assert_eq!(outbox.drain(&mut relay).await, 1, "B's row was skipped");
-    assert_eq!(sent(&outbox, 3).await, ["a", "b"]);
+    assert_eq!(outbox.sent_aggregates(3).await, ["a", "b"]);
     outbox.cleanup().await;
 }
 
@@ -176,7 +159,7 @@ async fn an_expired_slice_a_prepared_writer_holds_goes_only_after_its_row_is_sen
         1,
         "the prepared row was dropped"
     );
-    assert_eq!(sent(&outbox, 2).await, ["prepared"]);
+    assert_eq!(outbox.sent_aggregates(2).await, ["prepared"]);
     drop(client);
     outbox.cleanup().await;
 }
