@@ -301,32 +301,35 @@ async fn is_empty(client: &Client, name: &str) -> Result<bool> {
 }
 
 /// One round for `table`: makes partitions ahead, drops those past the
-/// window (the outbox's once fully sent), freezes cold ones nearing the
-/// anti-wraparound horizon. Nothing, if another process of the service is
-/// doing it now.
+/// window (the outbox's once fully sent), then freezes cold ones nearing
+/// the anti-wraparound horizon. Nothing, if another process of the
+/// service is doing it now. The freeze (throttled: minutes, on a large
+/// slice) runs after the lock is let go, so that a starting instance
+/// never waits for it.
 pub async fn upkeep(client: &Client, table: Table, slicing: &Slicing) -> Result<Upkeep> {
-    let done = exclusively(client, Wait::No, upkeep_alone(client, table, slicing)).await?;
-    Ok(done.unwrap_or_default())
+    let Some(mut upkeep) =
+        exclusively(client, Wait::No, make_and_drop(client, table, slicing)).await?
+    else {
+        return Ok(Upkeep::default());
+    };
+    upkeep.frozen = freeze_cold(client, table, slicing).await?;
+    if !upkeep.dropped.is_empty() || !upkeep.frozen.is_empty() {
+        tracing::info!(table = table.name(), dropped = ?upkeep.dropped, frozen = ?upkeep.frozen, "partitions past the retention window dropped");
+    }
+    if !upkeep.kept.is_empty() {
+        tracing::warn!(kept = ?upkeep.kept, "outbox partitions past the retention window kept: rows still to send, or a transaction still holds one (an open or prepared writer)");
+    }
+    Ok(upkeep)
 }
 
-async fn upkeep_alone(client: &Client, table: Table, slicing: &Slicing) -> Result<Upkeep> {
+/// The part of a round that changes partitions: makes those ahead, drops
+/// those past the window.
+async fn make_and_drop(client: &Client, table: Table, slicing: &Slicing) -> Result<Upkeep> {
     let mut upkeep = Upkeep {
         created: make_ahead_alone(client, table, slicing).await?,
         ..Upkeep::default()
     };
     let now = OffsetDateTime::now_utc();
-    let freeze_after = match slicing.freeze_after_xids {
-        Some(xids) => xids,
-        None => {
-            let row = client
-                .query_one(
-                    "SELECT current_setting('autovacuum_freeze_max_age')::int8 / 2",
-                    &[],
-                )
-                .await?;
-            row.try_get(0)?
-        }
-    };
     let slices = catalog::slices(client, table).await?;
     let expired = |slice: &catalog::Slice| slice.upper < now - slicing.retention;
     match table {
@@ -352,20 +355,35 @@ async fn upkeep_alone(client: &Client, table: Table, slicing: &Slicing) -> Resul
             }
         }
     }
-    for slice in slices {
+    Ok(upkeep)
+}
+
+/// Freezes the ended slices within the window whose oldest unfrozen
+/// transaction passed `freeze_after_xids`; returns their names.
+async fn freeze_cold(client: &Client, table: Table, slicing: &Slicing) -> Result<Vec<String>> {
+    let freeze_after = match slicing.freeze_after_xids {
+        Some(xids) => xids,
+        None => {
+            let row = client
+                .query_one(
+                    "SELECT current_setting('autovacuum_freeze_max_age')::int8 / 2",
+                    &[],
+                )
+                .await?;
+            row.try_get(0)?
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut frozen = Vec::new();
+    for slice in catalog::slices(client, table).await? {
         let cold = slice.upper < now && slice.frozen_xid_age > freeze_after;
-        if cold && !expired(&slice) && !slice.detach_pending {
+        let expired = slice.upper < now - slicing.retention;
+        if cold && !expired && !slice.detach_pending {
             freeze(client, &slice.name).await?;
-            upkeep.frozen.push(slice.name);
+            frozen.push(slice.name);
         }
     }
-    if !upkeep.dropped.is_empty() || !upkeep.frozen.is_empty() {
-        tracing::info!(table = table.name(), dropped = ?upkeep.dropped, frozen = ?upkeep.frozen, "partitions past the retention window dropped");
-    }
-    if !upkeep.kept.is_empty() {
-        tracing::warn!(kept = ?upkeep.kept, "outbox partitions past the retention window kept: rows still to send, or a transaction still holds one (an open or prepared writer)");
-    }
-    Ok(upkeep)
+    Ok(frozen)
 }
 
 /// The outbox's slices past the window go ([`retire`]): first those
