@@ -14,7 +14,7 @@
 //! `CONCURRENTLY` before it is dropped, each under a short `lock_timeout`
 //! so that it gives up and tries again next time rather than queue behind
 //! a long transaction. One process at a time changes a database's
-//! partitions (`PARTITIONS_LOCK`).
+//! partitions (`lock`).
 //!
 //! An outbox slice goes only once nothing in it is still to send and no
 //! transaction that wrote into it is still open or prepared ([`retire`]
@@ -27,10 +27,14 @@
 //! # Layout
 //! - [`catalog`]: the slices as the catalog lists them, their names and
 //!   bounds, which are missing ahead.
+//! - `lock`: one process at a time changes a database's partitions.
 //! - [`retire`]: how an outbox slice goes without a row still to send.
 
 mod catalog;
+mod lock;
 mod retire;
+
+use lock::{Wait, exclusively};
 
 use std::time::Duration;
 
@@ -144,53 +148,6 @@ const LOCK_TIMEOUT: &str = "1s";
 pub async fn make_ahead(client: &Client, table: Table, slicing: &Slicing) -> Result<Vec<String>> {
     let made = exclusively(client, Wait::Yes, make_ahead_alone(client, table, slicing)).await?;
     Ok(made.unwrap_or_default())
-}
-
-/// The key of the session-level advisory lock under which one process at
-/// a time changes a database's partitions: the instances of a service
-/// keep the partitions of one database, and two making the same slice at
-/// once failed (a duplicate `pg_type` entry; the second instance to start
-/// stopped), as two detaching at once would (the outbox lets one detach
-/// be pending at a time). `part`.
-const PARTITIONS_LOCK: i64 = 0x7061_7274;
-
-/// Whether a process waits for another that holds [`PARTITIONS_LOCK`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// At start: the partitions ahead must exist before the service serves.
-    Yes,
-    /// A round of upkeep: the other process is doing it.
-    No,
-}
-
-/// Runs `work` holding [`PARTITIONS_LOCK`]; `None` if another process held
-/// it and `wait` was [`Wait::No`].
-async fn exclusively<T>(
-    client: &Client,
-    wait: Wait,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<Option<T>> {
-    let locked = match wait {
-        Wait::Yes => {
-            client
-                .execute("SELECT pg_advisory_lock($1)", &[&PARTITIONS_LOCK])
-                .await?;
-            true
-        }
-        Wait::No => client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&PARTITIONS_LOCK])
-            .await?
-            .try_get(0)?,
-    };
-    if !locked {
-        return Ok(None);
-    }
-    let outcome = work.await;
-    // The session's end releases it too: a failed unlock is no leak.
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&PARTITIONS_LOCK])
-        .await;
-    outcome.map(Some)
 }
 
 async fn make_ahead_alone(client: &Client, table: Table, slicing: &Slicing) -> Result<Vec<String>> {
