@@ -16,6 +16,11 @@
 // SEED_FILE names the JSON `perf seed` wrote (products and initial stock);
 // without it (docker compose's k6) setup() creates 20 products itself.
 // SUMMARY_FILE receives k6's full summary for `perf report`.
+//
+// Bearer tokens (scripts/auth.sh mints them with the machine's issuer):
+// each order is sent with one of ORDER_TOKENS_FILE's (a JSON list, one
+// token per subject) at random, or with ORDER_TOKEN; product writes with
+// CATALOG_TOKEN. None set: no Authorization header (AUTH_DISABLED=true).
 
 import http from 'k6/http';
 import { check } from 'k6';
@@ -34,7 +39,15 @@ const STEP_RATE = parseInt(__ENV.STEP_RATE || '1000', 10);
 const STEP_SECONDS = parseInt(__ENV.STEP_SECONDS || '20', 10);
 const MAX_RATE = parseInt(__ENV.MAX_RATE || '8000', 10);
 const seedFile = __ENV.SEED_FILE ? JSON.parse(open(__ENV.SEED_FILE)) : null;
+const orderTokens = __ENV.ORDER_TOKENS_FILE ? JSON.parse(open(__ENV.ORDER_TOKENS_FILE))
+  : __ENV.ORDER_TOKEN ? [__ENV.ORDER_TOKEN] : [];
+const CATALOG_TOKEN = __ENV.CATALOG_TOKEN || '';
 const json = { headers: { 'Content-Type': 'application/json' } };
+const withToken = (token) => token
+  ? { headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` } }
+  : json;
+const orderJson = () => withToken(orderTokens.length ? orderTokens[Math.floor(Math.random() * orderTokens.length)] : '');
+const catalogJson = withToken(CATALOG_TOKEN);
 // With LOG_ACCEPTED=1 every accepted order's id is logged (k6
 // --log-output=file=…), so `perf verify-accepted` can check each exists,
 // and every refused one as `refused <status>` (0: no answer), so a fault
@@ -103,7 +116,7 @@ const pick = (list) => list[Math.floor(Math.random() * list.length)];
 const orderUrl = () => pick(ORDER_URLS);
 const productUrl = () => pick(PRODUCT_URLS);
 
-const orderParams = (tags) => Object.assign({ tags, timeout: '5s' }, json);
+const orderParams = (tags) => Object.assign({ tags, timeout: '5s' }, orderJson());
 
 function order(productId, tags) {
   const body = JSON.stringify({ product_id: productId, quantity: 1 + Math.floor(Math.random() * 3) });
@@ -138,7 +151,7 @@ export function placeFewOrder(data) {
 export function changePrice(data) {
   const products = SCENARIO === 'concurrent' ? few(data.seed) : data.seed.products;
   const body = JSON.stringify({ price: 100 + Math.floor(Math.random() * 900) });
-  const response = http.patch(`${productUrl()}/products/${pick(products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, json));
+  const response = http.patch(`${productUrl()}/products/${pick(products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, catalogJson));
   check(response, { 'product written': (r) => r.status === 200 });
 }
 
@@ -160,7 +173,7 @@ function createProducts(count) {
   const products = [];
   for (let n = 0; n < count; n++) {
     const body = JSON.stringify({ name: `k6 product ${n}`, price: 100 + n, stock: 1000000000 });
-    const response = http.post(`${productUrl()}/products`, body, Object.assign({ responseType: 'text' }, json));
+    const response = http.post(`${productUrl()}/products`, body, Object.assign({ responseType: 'text' }, catalogJson));
     if (response.status !== 201) {
       throw new Error(`creating a product answered ${response.status}`);
     }

@@ -74,6 +74,7 @@ echo "killed $leader (leader of $queue) at +$(seconds_between "$started" "$kille
 # The probe: one order placed right after the kill, followed until decided.
 product=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['products'][0])" "$dir/seed.json")
 location=$(curl -fsS -D - -o /dev/null -X POST "$ORDER_URL/orders" -H 'content-type: application/json' \
+  -H "Authorization: Bearer $ORDER_TOKEN" \
   -d "{\"product_id\": $product, \"quantity\": 1}" | tr -d '\r' | awk -F': ' 'tolower($1) == "location" {print $2}')
 recovery=never
 restart() {
@@ -86,7 +87,7 @@ for _ in $(seq 1200); do
   if [ "$restarted" = no ] && [ $(($(now_us) - started)) -ge $((RESTART_AT * 1000000)) ]; then
     restart
   fi
-  if [ -n "$location" ] && ! curl -fsS "$ORDER_URL$location" 2>/dev/null | grep -q '"PENDING"'; then
+  if [ -n "$location" ] && ! curl -fsS -H "Authorization: Bearer $ORDER_TOKEN" "$ORDER_URL$location" 2>/dev/null | grep -q '"PENDING"'; then
     recovery=$(seconds_between "$killed_at" "$(now_us)")
     break
   fi

@@ -31,7 +31,7 @@ export AMQP_NAMESPACE="docs." REDIS_KEY_PREFIX="docs:" AMQP_QUEUE_EXPIRES_MS=600
 export PRODUCT_URL="http://127.0.0.1:$PRODUCT_PORT" RUST_LOG=warn
 fresh_state
 
-for name in product order outbox perf; do
+for name in product order outbox perf token; do
   [ -x "$bin/$name" ] || { echo "doc commands: $bin/$name is missing (cargo build --bins)" >&2; exit 1; }
 done
 start_services "$bin" "$dir"
@@ -39,8 +39,10 @@ start_services "$bin" "$dir"
 # What the examples act on: a product, an order, and dead letters 12 (an
 # event) and 13 (a body that is not one) in the product service's table.
 product=$(curl -fsS -X POST "$PRODUCT_URL/products" -H 'content-type: application/json' \
+  -H "Authorization: Bearer $CATALOG_TOKEN" \
   -d '{"name":"docs","price":100,"stock":10}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 curl -fsS -X POST "http://127.0.0.1:$ORDER_PORT/orders" -H 'content-type: application/json' \
+  -H "Authorization: Bearer $ORDER_TOKEN" \
   -d "{\"product_id\":$product,\"quantity\":1}" >/dev/null
 psql "$PRODUCT_DATABASE_URL" -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO dead_letters (id, queue, message_id, event_type, aggregate_id, body, reason, source)

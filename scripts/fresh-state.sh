@@ -6,6 +6,7 @@
 # new databases, whose ids and versions start again at 1.
 
 . "$(dirname "${BASH_SOURCE[0]}")/dburl.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/auth.sh"
 
 fresh_state() {
   local db
@@ -19,8 +20,10 @@ fresh_state() {
 # start_services BIN DIR: the product and order services from BIN on
 # PRODUCT_PORT and ORDER_PORT, their logs in DIR, stopped when the script
 # exits; returns once both answer /readyz, fails if one does not in 30 s.
+# The tokens of scripts/auth.sh are exported first.
 start_services() {
   local bin=$1 dir=$2 port
+  local_tokens "$bin" "$dir"
   "$bin/product" >"$dir/product.log" 2>&1 &
   service_pids=($!)
   "$bin/order" >"$dir/order.log" 2>&1 &

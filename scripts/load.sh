@@ -51,6 +51,9 @@ dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-$SCENARIO"
 mkdir -p "$dir"
 echo "load run: $SCENARIO at $RATE req/s for $DURATION with $GENERATOR -> $dir" >&2
 
+# Tokens of this machine's issuer, unless the caller brought its own.
+. scripts/auth.sh
+[ -n "${ORDER_TOKENS_FILE:-}" ] || local_tokens "$(dirname "$PERF")" "$dir"
 "$PERF" seed --out "$dir/seed.json"
 "$PERF" scrape --out "$dir/metrics-before.json"
 

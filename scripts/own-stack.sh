@@ -1,8 +1,8 @@
 # Sourced by the scripts that run a stack of their own to put faults into
 # it (chaos.sh, alert-drill.sh, cluster-chaos.sh, pg-cluster-chaos.sh):
 # starting its processes, telling when both services are ready again, and
-# timing what happened. They set $dir (logs and pid files), $bin, and
-# ORDER_URL and PRODUCT_URL first.
+# timing what happened, with the tokens of this machine's issuer. They set
+# $dir (logs and pid files), $bin, and ORDER_URL and PRODUCT_URL first.
 
 # start NAME COMMAND...: runs COMMAND in the background, its output
 # appended to $dir/NAME.log and its pid in $dir/NAME.pid.
@@ -29,6 +29,11 @@ wait_for_stack() {
   for _ in $(seq 1200); do stack_ready "$@" && return 0; sleep 0.05; done
   return 1
 }
+
+# The tokens the load and the checks send (scripts/auth.sh), valid for
+# the run: the issuer's key pair is made before the services start.
+. "$(dirname "${BASH_SOURCE[0]}")/auth.sh"
+local_tokens "$bin" "$dir"
 
 # now_us: the time in microseconds.
 now_us() { echo "${EPOCHREALTIME/./}"; }

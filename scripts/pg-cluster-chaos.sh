@@ -76,7 +76,8 @@ product=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['prod
 recovery=never
 for _ in $(seq 600); do
   status=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -X POST "$ORDER_URL/orders" \
-    -H 'content-type: application/json' -d "{\"product_id\": $product, \"quantity\": 1}" || true)
+    -H 'content-type: application/json' -H "Authorization: Bearer $ORDER_TOKEN" \
+    -d "{\"product_id\": $product, \"quantity\": 1}" || true)
   if [ "$status" = 201 ]; then
     recovery=$(seconds_between "$killed_at" "$(now_us)")
     break

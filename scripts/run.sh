@@ -16,6 +16,12 @@ stop() {
 }
 trap 'stop; exit 0' INT TERM
 
+# This machine's issuer: its key pair made on first start (never
+# committed), its JWKS the file the services read (AUTH_JWKS_FILE).
+if [ -n "${AUTH_JWKS_FILE:-}" ] && [ -x "$bin/token" ]; then
+  echo "tokens: $bin/token keygen -> $("$bin/token" keygen)" >&2
+fi
+
 for service in $services; do
   if [ ! -x "$bin/$service" ]; then
     echo "$bin/$service is missing: run \`make build\` first" >&2
@@ -27,6 +33,7 @@ for service in $services; do
 done
 
 echo "running: ${services} (product on :${PRODUCT_PORT:-3000}, order on :${ORDER_PORT:-8080}); Ctrl-C stops them" >&2
+echo "a token to place and read orders: $bin/token mint --subject alice --scope 'orders.place orders.read'" >&2
 status=0
 wait -n "${pids[@]}" || status=$?
 echo "a service exited (status ${status}); stopping the others" >&2

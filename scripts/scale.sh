@@ -17,6 +17,7 @@ bin=${BIN_DIR:-target/release}
 export RUST_LOG=${RUST_LOG:-warn}
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-scale"
 mkdir -p "$dir"
+local_tokens "$bin" "$dir"
 base_db=$ORDER_DATABASE_URL
 pids=()
 

@@ -46,6 +46,10 @@ export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
 
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-soak"
 mkdir -p "$dir"
+# Tokens for the whole soak (scripts/auth.sh); the key pair exists before
+# the services start.
+. scripts/auth.sh
+local_tokens "$bin" "$dir"
 if curl -fsS "$ORDER_URL/healthz" >/dev/null 2>&1 || curl -fsS "$PRODUCT_URL/healthz" >/dev/null 2>&1; then
   echo "a service already answers on $ORDER_URL or $PRODUCT_URL: stop \`make up\` first (soak runs its own)" >&2
   exit 1

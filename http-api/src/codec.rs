@@ -163,6 +163,7 @@ pub fn decode(buffer: &mut BytesMut, limits: &Limits) -> Decoded {
         headers: head.headers,
         minor_version: head.minor_version,
         body,
+        peer: None,
     })
 }
 

@@ -8,6 +8,7 @@
 use platform::db::StoreError;
 
 use crate::Response;
+use crate::auth::AuthError;
 use crate::bridge::BridgeError;
 use crate::json::InputError;
 use crate::request::InvalidIdempotencyKey;
@@ -30,8 +31,19 @@ pub trait HttpError: std::fmt::Display + std::fmt::Debug {
         None
     }
 
+    /// The `WWW-Authenticate` challenge of a refused caller (RFC 6750).
+    fn challenge(&self) -> Option<String> {
+        None
+    }
+
+    /// Seconds to wait before retrying: a 503 says 1, a 429 its own.
+    fn retry_after(&self) -> Option<u64> {
+        (self.status_code() == 503).then_some(1)
+    }
+
     /// A 5xx other than 503 logs its cause and shows the client none of
-    /// it; a 503 says when to retry; a 405 says what is allowed.
+    /// it; a 503 or a 429 says when to retry; a 405 says what is allowed;
+    /// a refused caller gets a challenge.
     fn to_response(&self) -> Response {
         let status = self.status_code();
         if status >= 500 && status != 503 {
@@ -47,10 +59,13 @@ pub trait HttpError: std::fmt::Display + std::fmt::Debug {
             Some(location) => response.with_header("Location", location),
             None => response,
         };
-        if status == 503 {
-            response.with_header("Retry-After", "1")
-        } else {
-            response
+        let response = match self.challenge() {
+            Some(challenge) => response.with_header("WWW-Authenticate", challenge),
+            None => response,
+        };
+        match self.retry_after() {
+            Some(seconds) => response.with_header("Retry-After", seconds.to_string()),
+            None => response,
         }
     }
 }
@@ -84,6 +99,9 @@ pub enum ApiError {
     Unavailable(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller is not known, not allowed, or over its limit.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// One of a service's own errors.
     #[error("{0}")]
     Service(Box<dyn HttpError + Send + Sync>),
@@ -102,6 +120,7 @@ impl HttpError for ApiError {
             ApiError::IdempotencyKeyReused => 422,
             ApiError::Overloaded | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
+            ApiError::Auth(error) => error.status_code(),
             ApiError::Service(error) => error.status_code(),
         }
     }
@@ -119,6 +138,7 @@ impl HttpError for ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable(_) => "dependency_unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Auth(error) => error.code(),
             ApiError::Service(error) => error.code(),
         }
     }
@@ -135,6 +155,22 @@ impl HttpError for ApiError {
         match self {
             ApiError::Service(error) => error.location(),
             _ => None,
+        }
+    }
+
+    fn challenge(&self) -> Option<String> {
+        match self {
+            ApiError::Auth(error) => error.challenge(),
+            ApiError::Service(error) => error.challenge(),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Auth(error) => error.retry_after(),
+            ApiError::Service(error) => error.retry_after(),
+            _ => (self.status_code() == 503).then_some(1),
         }
     }
 }

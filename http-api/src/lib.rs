@@ -16,6 +16,8 @@
 //! - [`metrics`]: requests by route and status, latency by route.
 //!
 //! What both APIs do the same way:
+//! - [`auth`]: who may call what: bearer tokens checked against the
+//!   issuer's keys, scopes per route, limits per caller.
 //! - [`error`]: the common errors and the one place an error becomes an
 //!   answer, with the JSON error body.
 //! - [`json`]: reading request bodies field by field (400 versus 422).
@@ -33,6 +35,7 @@
 //!   workers, and draining both in order on shutdown.
 //! - [`runtime`]: starting the may workers and the tokio runtime.
 
+pub mod auth;
 pub mod bridge;
 mod chunked;
 pub mod codec;

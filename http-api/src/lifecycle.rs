@@ -17,6 +17,7 @@ use platform::settings::{ConfigError, Settings};
 use platform::shutdown::Signal;
 use tokio::task::JoinHandle;
 
+use crate::auth::{AuthSettings, Authenticator};
 use crate::bridge::Bridge;
 use crate::metrics::HttpMetrics;
 use crate::ops::{BrokerProbe, Ops, ReadinessMetrics};
@@ -51,7 +52,8 @@ pub enum StartupError {
 /// Where a service listens and how much it takes on, from
 /// `<PREFIX>_HOST` (default 0.0.0.0), `<PREFIX>_PORT`,
 /// `<PREFIX>_MAX_IN_FLIGHT` (default 4096) and
-/// `<PREFIX>_REQUEST_TIMEOUT_MS` (default 5000).
+/// `<PREFIX>_REQUEST_TIMEOUT_MS` (default 5000); who may call it from
+/// `AUTH_*` ([`AuthSettings`]).
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// The service's name (`order`), which is also the prefix of its settings.
@@ -63,6 +65,8 @@ pub struct HttpSettings {
     pub max_in_flight: usize,
     /// Longest a request waits for the stores before 503.
     pub request_timeout: Duration,
+    /// Who may call what (`AUTH_*`, shared by the services).
+    pub auth: AuthSettings,
 }
 
 impl HttpSettings {
@@ -80,6 +84,7 @@ impl HttpSettings {
                 1..,
             )?,
             request_timeout: settings.millis(&named("REQUEST_TIMEOUT_MS"), 5000)?,
+            auth: AuthSettings::read(settings)?,
         })
     }
 
@@ -104,20 +109,32 @@ pub struct Starting {
     /// Fired after the HTTP drain; every worker watches it.
     pub stop: Signal,
     pub bridge: Bridge,
+    /// Who may call what; its key refresher is drained with the workers.
+    pub auth: Authenticator,
+    key_refresher: Option<JoinHandle<()>>,
 }
 
 impl Starting {
-    /// Prepares the service's database (`migrations` applied) and the rest.
+    /// Prepares the service's database (`migrations` applied), its token
+    /// checks (the issuer's keys read) and the rest.
     pub async fn prepare(
         database: &DatabaseSettings,
         migrations: &[MigrationSet],
         http: &HttpSettings,
     ) -> Result<Self, StartupError> {
+        let pool = database.prepare(migrations).await?;
+        let metrics = Metrics::new();
+        let stop = Signal::new();
+        let bridge = http.bridge();
+        let (auth, key_refresher) =
+            Authenticator::start(&http.auth, bridge.clone(), metrics.registry(), stop.clone()).await?;
         Ok(Starting {
-            pool: database.prepare(migrations).await?,
-            metrics: Metrics::new(),
-            stop: Signal::new(),
-            bridge: http.bridge(),
+            pool,
+            metrics,
+            stop,
+            bridge,
+            auth,
+            key_refresher,
         })
     }
 
@@ -131,8 +148,9 @@ impl Starting {
         openapi: &'static str,
         routes: R,
         broker: BrokerProbe,
-        workers: Vec<JoinHandle<()>>,
+        mut workers: Vec<JoinHandle<()>>,
     ) -> Result<Running, StartupError> {
+        workers.extend(self.key_refresher);
         let ops = Ops {
             metrics: self.metrics.clone(),
             openapi,
@@ -141,8 +159,9 @@ impl Starting {
             database_name: http.name,
             broker,
             readiness: ReadinessMetrics::register(self.metrics.registry())?,
+            auth: self.auth.clone(),
         };
-        let api = Arc::new(Api::new(routes, ops));
+        let api = Arc::new(Api::new(routes, ops, self.auth));
         Running::start(http, api, &self.metrics, self.stop, workers)
     }
 }
@@ -212,6 +231,7 @@ mod tests {
     #[test]
     fn http_settings_carry_the_services_prefix() {
         let source = vec![
+            ("AUTH_DISABLED", "true"),
             ("ORDER_PORT", "8080"),
             ("ORDER_MAX_IN_FLIGHT", "10"),
             ("PRODUCT_PORT", "3000"),

@@ -13,6 +13,7 @@ use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{Map, Value};
 
 use crate::Response;
+use crate::auth::Authenticator;
 use crate::bridge::Bridge;
 use crate::error::ApiError;
 
@@ -43,6 +44,9 @@ pub struct Ops {
     pub broker: BrokerProbe,
     /// Readiness as metrics, set by every readiness check and scrape.
     pub readiness: ReadinessMetrics,
+    /// Whether tokens are checked (readiness says so) and keys are held
+    /// (required when they are).
+    pub auth: Authenticator,
 }
 
 /// The longest a readiness probe of one store waits for its answer:
@@ -52,6 +56,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The broker's name among the checks; reported, not required.
 const BROKER: &str = "rabbitmq";
+/// The issuer's signing keys among the checks, when tokens are checked:
+/// without one every token is refused.
+const ISSUER_KEYS: &str = "issuer_keys";
 
 /// Readiness as metrics: `service_ready` (1 when `/readyz` would answer
 /// 200) and `dependency_up{dependency}` (1 when it was reached), from the
@@ -130,7 +137,12 @@ impl Ops {
             (["healthz"], "GET") => ("/healthz", Ok(liveness())),
             (["readyz"], "GET") => {
                 let checked = self.check(stores());
-                let response = readiness(&checked.checks, &checked.brokers, &checked.databases);
+                let response = readiness(
+                    &checked.checks,
+                    &checked.brokers,
+                    &checked.databases,
+                    self.auth.holds_keys().is_some(),
+                );
                 ("/readyz", Ok(response))
             }
             (["metrics"], "GET") => {
@@ -204,6 +216,9 @@ impl Ops {
                 .zip(stores)
                 .map(|(name, up)| (name, up, true)),
         );
+        if let Some(held) = self.auth.holds_keys() {
+            checks.push((ISSUER_KEYS, held, true));
+        }
         checks.push((BROKER, broker, false));
         let checked = Checked {
             checks,
@@ -225,11 +240,13 @@ pub fn liveness() -> Response {
 /// `brokers` names where each of the process's broker connections went
 /// (connection name, node), under `"brokers"`; `databases` the server each
 /// connection pool reached (pool, `address:port/database`), under
-/// `"databases"`.
+/// `"databases"`; `"auth"` says whether tokens are checked (`"off"` when
+/// `AUTH_DISABLED` turned the checks off).
 pub fn readiness(
     checks: &[(&str, bool, bool)],
     brokers: &[(String, String)],
     databases: &[(String, String)],
+    tokens_checked: bool,
 ) -> Response {
     let ready = is_ready(checks);
     let mut body = Map::new();
@@ -250,6 +267,10 @@ pub fn readiness(
     };
     body.insert("brokers".into(), named(brokers));
     body.insert("databases".into(), named(databases));
+    body.insert(
+        "auth".into(),
+        Value::from(if tokens_checked { "on" } else { "off" }),
+    );
     let response = Response::json(if ready { 200 } else { 503 }, &body);
     if ready {
         response

@@ -4,6 +4,7 @@
 //! Keeping the raw head and offsets (instead of a `String` per header) costs
 //! one allocation per request however many headers it carries.
 
+use std::net::IpAddr;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -28,6 +29,8 @@ pub struct Request {
     /// HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub(crate) minor_version: u8,
     pub(crate) body: Bytes,
+    /// The address of the connection's other end (a proxy's, behind one).
+    pub(crate) peer: Option<IpAddr>,
 }
 
 impl Request {
@@ -52,6 +55,25 @@ impl Request {
             .iter()
             .find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, value)| &self.head[value.clone()])
+    }
+
+    /// The values of every header with this name, in order.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| &self.head[value.clone()])
+    }
+
+    /// The address of the connection's other end, when it came over one.
+    pub fn peer(&self) -> Option<IpAddr> {
+        self.peer
+    }
+
+    /// The same request as if it came from `peer` (tests).
+    pub fn with_peer(mut self, peer: IpAddr) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// The value of a header as text, if present and valid UTF-8.
@@ -149,6 +171,7 @@ impl Request {
             headers,
             minor_version: 1,
             body: Bytes::copy_from_slice(body),
+            peer: None,
         }
     }
 

@@ -2,16 +2,31 @@
 //! matched by method and path pattern, with the operational routes
 //! ([`crate::ops`]) around them. A path that matches a pattern but not its
 //! method is a 405 naming the methods the table has for it; a path no
-//! pattern matches is a 404.
+//! pattern matches is a 404. A route is public or names the scopes it
+//! needs: the caller is authorized ([`crate::auth`]) before its handler
+//! runs, and the handler is given the caller.
 
+use crate::auth::{Authenticator, Caller, Scope};
 use crate::error::{ApiError, HttpError};
 use crate::ops::{Ops, Routed, StoreProbe};
 use crate::server::Service;
 use crate::{Request, Response};
 
-/// A handler: the service's state, the request, and the path segment the
-/// pattern's `:id` matched (empty for a pattern without one).
-pub type Handler<S> = fn(&S, &Request, &str) -> Result<Response, ApiError>;
+/// A public route's handler: the service's state, the request, and the
+/// path segment the pattern's `:id` matched (empty for a pattern without
+/// one).
+pub type PublicHandler<S> = fn(&S, &Request, &str) -> Result<Response, ApiError>;
+
+/// The handler of a route that needs a scope: as a public one, with the
+/// caller the token names.
+pub type ScopedHandler<S> = fn(&S, &Request, &Caller, &str) -> Result<Response, ApiError>;
+
+/// Who may call a route, and its handler.
+enum Handler<S> {
+    Public(PublicHandler<S>),
+    /// Any one of the scopes lets a caller in.
+    Scoped(&'static [Scope], ScopedHandler<S>),
+}
 
 /// One line of a service's route table.
 pub struct Route<S> {
@@ -22,11 +37,62 @@ pub struct Route<S> {
 }
 
 impl<S> Route<S> {
-    pub const fn new(method: &'static str, pattern: &'static str, handler: Handler<S>) -> Self {
+    /// A route anyone may call.
+    pub const fn public(
+        method: &'static str,
+        pattern: &'static str,
+        handler: PublicHandler<S>,
+    ) -> Self {
         Route {
             method,
             pattern,
-            handler,
+            handler: Handler::Public(handler),
+        }
+    }
+
+    /// A route for callers whose token grants one of `scopes`.
+    pub const fn scoped(
+        method: &'static str,
+        pattern: &'static str,
+        scopes: &'static [Scope],
+        handler: ScopedHandler<S>,
+    ) -> Self {
+        Route {
+            method,
+            pattern,
+            handler: Handler::Scoped(scopes, handler),
+        }
+    }
+
+    /// The scopes the route needs; `None` for a public one.
+    pub fn scopes(&self) -> Option<&'static [Scope]> {
+        match self.handler {
+            Handler::Public(_) => None,
+            Handler::Scoped(scopes, _) => Some(scopes),
+        }
+    }
+
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    pub fn pattern(&self) -> &'static str {
+        self.pattern
+    }
+
+    fn call(
+        &self,
+        state: &S,
+        auth: &Authenticator,
+        request: &Request,
+        id: &str,
+    ) -> Result<Response, ApiError> {
+        match self.handler {
+            Handler::Public(handler) => handler(state, request, id),
+            Handler::Scoped(scopes, handler) => {
+                let caller = auth.authorize(request, scopes)?;
+                handler(state, request, &caller, id)
+            }
         }
     }
 
@@ -64,11 +130,12 @@ pub trait Routes: Send + Sync + Sized + 'static {
 pub struct Api<S> {
     state: S,
     ops: Ops,
+    auth: Authenticator,
 }
 
 impl<S: Routes> Api<S> {
-    pub fn new(state: S, ops: Ops) -> Self {
-        Api { state, ops }
+    pub fn new(state: S, ops: Ops, auth: Authenticator) -> Self {
+        Api { state, ops, auth }
     }
 
     /// The route label and answer of the service's own routes, if the path
@@ -81,7 +148,8 @@ impl<S: Routes> Api<S> {
                 continue;
             };
             if route.method == request.method() {
-                return Some((route.pattern, (route.handler)(&self.state, request, id)));
+                let answer = route.call(&self.state, &self.auth, request, id);
+                return Some((route.pattern, answer));
             }
             label.get_or_insert(route.pattern);
             allowed.push(route.method);
@@ -113,7 +181,7 @@ mod tests {
     use super::*;
 
     fn pattern(pattern: &'static str) -> Route<()> {
-        Route::new("GET", pattern, |_, _, _| Ok(Response::empty(204)))
+        Route::public("GET", pattern, |_, _, _| Ok(Response::empty(204)))
     }
 
     #[test]

@@ -203,10 +203,12 @@ fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
     let mut request_began: Option<Instant> = None;
     let mut applied_timeout: Option<Duration> = None;
     let mut continue_sent = false;
+    let peer = stream.peer_addr().ok().map(|address| address.ip());
     loop {
         loop {
             match codec::decode(&mut input, &options.limits) {
-                Decoded::Request(request) => {
+                Decoded::Request(mut request) => {
+                    request.peer = peer;
                     // Whatever follows it is a new request: its clock starts
                     // when it is first seen incomplete, below.
                     request_began = None;

@@ -19,6 +19,7 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(base: &str) -> Self {
+        platform::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .connect_timeout(Duration::from_millis(500))

@@ -4,6 +4,7 @@ use order::config::Config;
 
 fn main() -> anyhow::Result<()> {
     platform::telemetry::init();
+    platform::tls::install_crypto_provider();
     let config = Config::from_env()?;
     http_api::runtime::start()?.block_on(async {
         order::startup::build(config)

@@ -4,8 +4,8 @@
 //! replica's view the statement returns.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use order::domain::{ItemRequest, NewOrder};
-use order::store::writer::{BatchColumns, Prices, plan_batch};
+use order::domain::{ItemRequest, NewOrder, Owner};
+use order::store::writer::{BatchColumns, Prices, Request, plan_batch};
 use uuid::Uuid;
 
 fn orders(n: usize) -> Vec<(Uuid, NewOrder, Option<String>)> {
@@ -26,6 +26,10 @@ fn orders(n: usize) -> Vec<(Uuid, NewOrder, Option<String>)> {
 
 fn group_commit(c: &mut Criterion) {
     let prices: Prices = (1..=100).map(|id| (id, (100 * id, false))).collect();
+    let owner = Owner {
+        issuer: "https://issuer.example/realms/shop".into(),
+        subject: "5f0c2b1e-8d4a-4c3e-9b7a-2f6e1d0c9a8b".into(),
+    };
     let mut group = c.benchmark_group("group_commit");
     for n in [1, 10, 100, 256] {
         let batch = orders(n);
@@ -37,7 +41,12 @@ fn group_commit(c: &mut Criterion) {
                     let requests = || {
                         batch
                             .iter()
-                            .map(|(id, order, key)| (*id, order, key.as_deref()))
+                            .map(|(id, order, key)| Request {
+                                id: *id,
+                                order,
+                                key: key.as_deref(),
+                                owner: &owner,
+                            })
                     };
                     let columns = BatchColumns::of(requests()).unwrap();
                     let events = columns.event_columns();

@@ -7,6 +7,7 @@
 //! - [`ceilings`]: what PostgreSQL and RabbitMQ do alone on this machine.
 //! - [`relay_bench`]: the relay's throughput beside the broker's ceiling.
 //! - [`seed`]: the products a load run orders from, and their initial stock.
+//! - [`tokens`]: the bearer tokens the tools send, from the environment.
 //! - [`fill`]: both databases grown to the size weeks of traffic leave.
 //! - [`load`]: the open-loop load generator (`perf load`).
 //! - [`cpu`] and [`pgstat`]: what a run cost each process (from /proc)
@@ -26,3 +27,4 @@ pub mod pgstat;
 pub mod relay_bench;
 pub mod report;
 pub mod seed;
+pub mod tokens;

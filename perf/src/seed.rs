@@ -27,7 +27,9 @@ pub async fn seed(
     stock: i64,
     hot_stock: i64,
 ) -> anyhow::Result<Seed> {
+    platform::tls::install_crypto_provider();
     let http = reqwest::Client::new();
+    let tokens = crate::tokens::Tokens::from_env()?;
     let mut initial = BTreeMap::new();
     let mut products = Vec::with_capacity(count);
     for n in 0..=count {
@@ -38,11 +40,11 @@ pub async fn seed(
         };
         let body =
             serde_json::json!({"name": name, "price": 100 + (n as i64 % 900), "stock": units});
-        let response = http
-            .post(format!("{product_url}/products"))
-            .json(&body)
-            .send()
-            .await?;
+        let mut post = http.post(format!("{product_url}/products")).json(&body);
+        if let Some(token) = tokens.catalog() {
+            post = post.bearer_auth(token);
+        }
+        let response = post.send().await?;
         anyhow::ensure!(
             response.status().as_u16() == 201,
             "creating a product answered {}",

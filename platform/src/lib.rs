@@ -13,9 +13,11 @@
 //! - [`telemetry`]: `tracing` set-up, readable or JSON.
 //! - [`metrics`]: the Prometheus registry each application owns, with the
 //!   process's CPU and memory.
+//! - [`tls`]: the one crypto provider (ring), installed by every binary.
 
 pub mod db;
 pub mod metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -22,6 +22,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     platform::telemetry::init();
+    platform::tls::install_crypto_provider();
     let config = Config::from_env()?;
     http_api::runtime::start()?.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {

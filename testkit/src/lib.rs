@@ -7,9 +7,12 @@
 //!   without touching the shared server.
 //! - [`pg_cluster`]: the Patroni cluster's URL, for the tests that need
 //!   one, and its script.
+//! - [`issuer`]: the issuer the services under test trust, its tokens
+//!   and a client that sends one.
 //! - [`env_or`] and the default URLs of the local test servers.
 //! - [`ANALYZE_SAMPLE_ROWS_SQL`]: how much of a table an `ANALYZE` reads.
 
+pub mod issuer;
 pub mod pg_cluster;
 pub mod proxy;
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use http_api::auth::{Caller, Scope};
 use http_api::json::{InputError, JsonObject};
 use outbox::events::{MAX_ITEMS, MAX_QUANTITY, Verdict};
 use serde::Serialize;
@@ -135,6 +136,48 @@ impl OrderStatus {
         match verdict {
             Verdict::Reserved => OrderStatus::Confirmed,
             Verdict::Rejected { .. } => OrderStatus::Rejected,
+        }
+    }
+}
+
+/// Who an order belongs to: the issuer and subject of the token that
+/// placed it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub issuer: String,
+    pub subject: String,
+}
+
+impl Owner {
+    /// The owner of orders placed in unit tests of the writer.
+    #[doc(hidden)]
+    pub fn for_tests() -> Owner {
+        Owner::of(&Caller::checks_off())
+    }
+
+    pub fn of(caller: &Caller) -> Owner {
+        Owner {
+            issuer: caller.issuer.clone(),
+            subject: caller.subject.clone(),
+        }
+    }
+}
+
+/// Whose orders a caller reads: its own, or every one (support staff,
+/// with `orders.read_all`; ownerless orders placed before owners existed
+/// included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readable {
+    Own(Owner),
+    All,
+}
+
+impl Readable {
+    pub fn by(caller: &Caller) -> Readable {
+        if caller.scopes.has(Scope::OrdersReadAll) {
+            Readable::All
+        } else {
+            Readable::Own(Owner::of(caller))
         }
     }
 }

@@ -8,6 +8,7 @@ mod error;
 mod orders;
 
 use http_api::bridge::Bridge;
+use http_api::auth::Scope;
 use http_api::router::{Route, Routes};
 
 pub use error::OrderError;
@@ -26,11 +27,16 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
 }
 
+/// Who may place orders, which then belong to the caller.
+const PLACE: &[Scope] = &[Scope::OrdersPlace];
+/// Who may read orders: one's own, or every one (support staff).
+const READ: &[Scope] = &[Scope::OrdersRead, Scope::OrdersReadAll];
+
 /// The order API's own routes.
 impl Routes for AppState {
     const ROUTES: &'static [Route<Self>] = &[
-        Route::new("GET", "/orders", orders::list),
-        Route::new("POST", "/orders", orders::place),
-        Route::new("GET", "/orders/:id", orders::get),
+        Route::scoped("GET", "/orders", READ, orders::list),
+        Route::scoped("POST", "/orders", PLACE, orders::place),
+        Route::scoped("GET", "/orders/:id", READ, orders::get),
     ];
 }

@@ -2,21 +2,28 @@
 //! job for the group-commit writer (503 at once if the queue is full) and
 //! parks until its commit.
 
+use http_api::auth::Caller;
 use http_api::paging::PageRequest;
 use http_api::{ApiError, Request, Response, json, query};
 use uuid::Uuid;
 
 use super::{AppState, OrderError};
-use crate::domain::{NewOrder, OrderStatus};
+use crate::domain::{NewOrder, OrderStatus, Owner, Readable};
 use crate::store::writer::{PlaceError, PlaceJob, PlaceResult, Placed, SubmitError};
 
-pub(super) fn place(state: &AppState, request: &Request, _: &str) -> Result<Response, ApiError> {
+pub(super) fn place(
+    state: &AppState,
+    request: &Request,
+    caller: &Caller,
+    _: &str,
+) -> Result<Response, ApiError> {
     let order = NewOrder::parse(json::body(request)?)?;
     let key = request.idempotency_key()?.map(str::to_owned);
-    let placed = match submit(state, order.clone(), key.clone())? {
+    let owner = Owner::of(caller);
+    let placed = match submit(state, order.clone(), key.clone(), owner.clone())? {
         Err(PlaceError::ReplicaMiss(missing)) => {
             learn_products(state, missing)?;
-            submit(state, order, key)?
+            submit(state, order, key, owner)?
         }
         other => other,
     };
@@ -33,8 +40,9 @@ fn submit(
     state: &AppState,
     order: NewOrder,
     idempotency_key: Option<String>,
+    owner: Owner,
 ) -> Result<PlaceResult, ApiError> {
-    let (job, waiting) = PlaceJob::new(order, idempotency_key, state.request_timeout);
+    let (job, waiting) = PlaceJob::new(order, idempotency_key, owner, state.request_timeout);
     state.writer.try_submit(job).map_err(|error| match error {
         SubmitError::Full => ApiError::Overloaded,
         SubmitError::Closed => ApiError::Unavailable("the order writer (stopping)"),
@@ -62,15 +70,29 @@ fn learn_products(state: &AppState, missing: Vec<i64>) -> Result<(), ApiError> {
     })?
 }
 
-pub(super) fn get(state: &AppState, _: &Request, segment: &str) -> Result<Response, ApiError> {
+/// An order by id; another caller's is 404, as if it did not exist.
+pub(super) fn get(
+    state: &AppState,
+    _: &Request,
+    caller: &Caller,
+    segment: &str,
+) -> Result<Response, ApiError> {
     let id = Uuid::try_parse(segment).map_err(|_| OrderError::NotFound(segment.to_owned()))?;
-    let store = state.store.clone();
-    let order = state.bridge.run(async move { store.get(id).await })??;
+    let (store, readable) = (state.store.clone(), Readable::by(caller));
+    let order = state
+        .bridge
+        .run(async move { store.get(id, &readable).await })??;
     let order = order.ok_or_else(|| OrderError::NotFound(segment.to_owned()))?;
     Ok(Response::json(200, &order))
 }
 
-pub(super) fn list(state: &AppState, request: &Request, _: &str) -> Result<Response, ApiError> {
+/// The caller's orders (every order, for `orders.read_all`).
+pub(super) fn list(
+    state: &AppState,
+    request: &Request,
+    caller: &Caller,
+    _: &str,
+) -> Result<Response, ApiError> {
     let page = PageRequest::parse(request, |text| {
         Uuid::try_parse(text).map_err(|_| "after must be an order id".to_owned())
     })?;
@@ -81,8 +103,9 @@ pub(super) fn list(state: &AppState, request: &Request, _: &str) -> Result<Respo
         })?),
     };
     let (store, after, limit) = (state.store.clone(), page.after, page.limit);
+    let readable = Readable::by(caller);
     let orders = state
         .bridge
-        .run(async move { store.list(after, status, limit).await })??;
+        .run(async move { store.list(&readable, after, status, limit).await })??;
     Ok(page.answer(orders, |order| order.id))
 }

@@ -10,7 +10,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderLine, OrderStatus};
+use tokio_postgres::types::ToSql;
+
+use crate::domain::{Order, OrderLine, OrderStatus, Owner, Readable};
 
 pub use platform::db::StoreError;
 
@@ -39,6 +41,38 @@ static LIST_PENDING_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
         "{ORDER_SELECT} WHERE o.id > $1 AND o.status = $2 \
              AND (o.id >= (SELECT low FROM order_redrive_cursor) OR o.redrive_at IS NOT NULL) \
          GROUP BY o.id ORDER BY o.id LIMIT $3"
+    )
+});
+
+/// [`LIST_SQL`] for one owner's orders (`$4` subject, `$5` issuer),
+/// through `orders_by_owner`.
+static LIST_OWN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{ORDER_SELECT} WHERE o.owner_subject = $4 AND o.owner_issuer = $5 AND o.id > $1 \
+             AND ($2::text IS NULL OR o.status = $2) \
+         GROUP BY o.id ORDER BY o.id LIMIT $3"
+    )
+});
+
+/// An order by id (`$1`).
+static GET_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{ORDER_SELECT} WHERE o.id = $1 GROUP BY o.id"));
+
+/// An order by id (`$1`) if it is the owner's (`$2` subject, `$3` issuer).
+static GET_OWN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{ORDER_SELECT} WHERE o.id = $1 AND o.owner_subject = $2 AND o.owner_issuer = $3 \
+         GROUP BY o.id"
+    )
+});
+
+/// The order an owner's Idempotency-Key made (`$1` key, `$2` issuer, `$3`
+/// subject): the columns of `orders_idempotency_key_per_owner`.
+static BY_KEY_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{ORDER_SELECT} WHERE o.idempotency_key = $1 AND o.owner_issuer = $2 \
+             AND o.owner_subject = $3 \
+         GROUP BY o.id"
     )
 });
 
@@ -93,52 +127,77 @@ impl OrderStore {
         &self.pool
     }
 
-    pub async fn get(&self, id: Uuid) -> StoreResult<Option<Order>> {
+    /// The order with this id, if the reader may see it: another's order
+    /// is as absent as one that does not exist.
+    pub async fn get(&self, id: Uuid, readable: &Readable) -> StoreResult<Option<Order>> {
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(&format!("{ORDER_SELECT} WHERE o.id = $1 GROUP BY o.id"))
-            .await?;
-        let row = client.query_opt(&statement, &[&id]).await?;
+        let row = match readable {
+            Readable::All => {
+                let statement = client.prepare_cached(&GET_SQL).await?;
+                client.query_opt(&statement, &[&id]).await?
+            }
+            Readable::Own(owner) => {
+                let statement = client.prepare_cached(&GET_OWN_SQL).await?;
+                client
+                    .query_opt(&statement, &[&id, &owner.subject, &owner.issuer])
+                    .await?
+            }
+        };
         row.as_ref().map(order_from).transpose()
     }
 
-    /// The order an Idempotency-Key made, with its request fingerprint.
-    pub async fn get_by_key(&self, key: &str) -> StoreResult<Option<(Order, String)>> {
+    /// The order the owner's Idempotency-Key made, with its request
+    /// fingerprint.
+    pub async fn get_by_key(
+        &self,
+        owner: &Owner,
+        key: &str,
+    ) -> StoreResult<Option<(Order, String)>> {
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "{ORDER_SELECT} WHERE o.idempotency_key = $1 GROUP BY o.id"
-            ))
-            .await?;
-        let Some(row) = client.query_opt(&statement, &[&key]).await? else {
+        let statement = client.prepare_cached(&BY_KEY_SQL).await?;
+        let Some(row) = client
+            .query_opt(&statement, &[&key, &owner.issuer, &owner.subject])
+            .await?
+        else {
             return Ok(None);
         };
         Ok(Some((order_from(&row)?, row.try_get(7)?)))
     }
 
-    /// Up to `limit` orders after `after` (by id, which is creation order),
-    /// optionally of one status. Pending orders are found after the
+    /// Up to `limit` orders the reader may see after `after` (by id, which
+    /// is creation order), optionally of one status. Pending orders are found after the
     /// re-drive's low-water mark, or among those re-driven before (no
     /// index on the status: see `redrive`).
     pub async fn list(
         &self,
+        readable: &Readable,
         after: Option<Uuid>,
         status: Option<OrderStatus>,
         limit: i64,
     ) -> StoreResult<Vec<Order>> {
         let client = self.pool.get().await?;
-        let sql = match status {
-            Some(OrderStatus::Pending) => &*LIST_PENDING_SQL,
-            _ => &*LIST_SQL,
+        let after = after.unwrap_or(Uuid::nil());
+        let status_text = status.map(OrderStatus::as_str);
+        let rows = match (readable, status) {
+            (Readable::Own(owner), _) => {
+                let statement = client.prepare_cached(&LIST_OWN_SQL).await?;
+                let params: [&(dyn ToSql + Sync); 5] =
+                    [&after, &status_text, &limit, &owner.subject, &owner.issuer];
+                client.query(&statement, &params).await?
+            }
+            (Readable::All, Some(OrderStatus::Pending)) => {
+                let statement = client.prepare_cached(&LIST_PENDING_SQL).await?;
+                client
+                    .query(&statement, &[&after, &status_text, &limit])
+                    .await?
+            }
+            (Readable::All, _) => {
+                let statement = client.prepare_cached(&LIST_SQL).await?;
+                client
+                    .query(&statement, &[&after, &status_text, &limit])
+                    .await?
+            }
         };
-        let statement = client.prepare_cached(sql).await?;
-        let status = status.map(OrderStatus::as_str);
-        let rows = client
-            .query(
-                &statement,
-                &[&after.unwrap_or(Uuid::nil()), &status, &limit],
-            )
-            .await?;
         rows.iter().map(order_from).collect()
     }
 

@@ -86,6 +86,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         ("PRODUCT_PORT", "0"),
     ]);
     product_settings.extend(shared);
+    product_settings.extend(testkit::issuer::issuer().settings());
     let mut product_config =
         product::config::Config::read(&Settings::new(&product_settings)).unwrap();
     let product_database = product_config.database.config.clone();
@@ -111,6 +112,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         ("PRODUCT_URL", &product_address),
     ]);
     order_settings.extend(shared);
+    order_settings.extend(testkit::issuer::issuer().settings());
     let order_config = order::config::Config::read(&Settings::new(&order_settings)).unwrap();
     // The test's own connections go straight to the server, never
     // through the proxy it may cut.
@@ -143,7 +145,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         .await
         .unwrap();
     TestPipeline {
-        client: reqwest::Client::new(),
+        client: testkit::issuer::issuer().client("pipeline-tester"),
         product_address,
         order_address,
         stores,

@@ -34,15 +34,17 @@ impl HttpConnection {
         self.stream = None;
     }
 
-    /// Sends one request and returns the answer's status. An error drops
-    /// the connection; the next request opens a new one.
+    /// Sends one request (with `token` as its bearer token, if any) and
+    /// returns the answer's status. An error drops the connection; the
+    /// next request opens a new one.
     pub(crate) async fn send(
         &mut self,
         method: &str,
         path: &str,
+        token: Option<&str>,
         body: Option<&[u8]>,
     ) -> io::Result<u16> {
-        let result = self.exchange(method, path, body).await;
+        let result = self.exchange(method, path, token, body).await;
         if !matches!(result, Ok((_, true))) {
             self.stream = None;
         }
@@ -54,6 +56,7 @@ impl HttpConnection {
         &mut self,
         method: &str,
         path: &str,
+        token: Option<&str>,
         body: Option<&[u8]>,
     ) -> io::Result<(u16, bool)> {
         if self
@@ -77,6 +80,11 @@ impl HttpConnection {
             b" HTTP/1.1\r\nHost: load\r\n",
         ] {
             self.request.extend_from_slice(part);
+        }
+        if let Some(token) = token {
+            for part in [b"Authorization: Bearer ", token.as_bytes(), b"\r\n"] {
+                self.request.extend_from_slice(part);
+            }
         }
         if let Some(body) = body {
             self.request
@@ -175,9 +183,9 @@ mod tests {
     async fn a_connection_the_server_closed_is_not_used_again() {
         let addr = one_answer_per_connection().await;
         let mut connection = HttpConnection::new(addr);
-        assert_eq!(connection.send("GET", "/", None).await.unwrap(), 200);
+        assert_eq!(connection.send("GET", "/", None, None).await.unwrap(), 200);
         // Give the server's close time to arrive.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(connection.send("GET", "/", None).await.unwrap(), 200);
+        assert_eq!(connection.send("GET", "/", None, None).await.unwrap(), 200);
     }
 }

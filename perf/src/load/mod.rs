@@ -34,6 +34,7 @@ use scenario::{Request, Service};
 
 use crate::cpu;
 use crate::seed::Seed;
+use crate::tokens::Tokens;
 
 /// A request not answered in this long fails, and its connection is
 /// dropped (k6's scenarios use the same bound).
@@ -58,6 +59,8 @@ pub struct Plan {
     pub product: SocketAddr,
     /// Processes whose CPU is read at each step boundary.
     pub watched: Vec<(String, u16)>,
+    /// What orders and catalog writes are sent with.
+    pub tokens: Tokens,
 }
 
 /// The figures of one step, or of the whole run.
@@ -156,6 +159,7 @@ impl Tally {
 struct Shared {
     order: Rc<Pool>,
     product: Rc<Pool>,
+    tokens: Tokens,
     tallies: RefCell<Vec<Tally>>,
     current_step: RefCell<usize>,
 }
@@ -172,6 +176,7 @@ async fn drive(plan: &Plan, seed: &Seed) -> anyhow::Result<Summary> {
     let shared = Rc::new(Shared {
         order: Pool::new(plan.order, plan.connections),
         product: Pool::new(plan.product, plan.connections),
+        tokens: plan.tokens.clone(),
         tallies: RefCell::new(
             plan.steps
                 .iter()
@@ -287,9 +292,14 @@ async fn send(
                 .pop()
                 .unwrap_or_else(|| HttpConnection::new(pool.addr));
             let body = request.body.as_deref().map(str::as_bytes);
+            let token = match (&request.service, request.method) {
+                (Service::Order, _) => shared.tokens.order(),
+                (Service::Product, "GET") => None,
+                (Service::Product, _) => shared.tokens.catalog(),
+            };
             let answer = tokio::time::timeout(
                 REQUEST_TIMEOUT,
-                connection.send(request.method, &request.path, body),
+                connection.send(request.method, &request.path, token, body),
             )
             .await;
             if answer.is_err() {

@@ -9,6 +9,7 @@ mod products;
 
 use http_api::bridge::Bridge;
 use http_api::ops::StoreProbe;
+use http_api::auth::Scope;
 use http_api::router::{Route, Routes};
 
 pub use error::ProductError;
@@ -23,16 +24,20 @@ pub struct AppState {
     pub cache: ProductCache,
 }
 
+/// Who may change the catalog: reading it is public (the order service's
+/// lookups of a product carry no token).
+const WRITE: &[Scope] = &[Scope::CatalogWrite];
+
 /// The product API's own routes.
 impl Routes for AppState {
     const ROUTES: &'static [Route<Self>] = &[
-        Route::new("GET", "/products", products::list),
-        Route::new("POST", "/products", products::create),
-        Route::new("GET", "/products/:id", products::get),
-        Route::new("PUT", "/products/:id", products::replace),
-        Route::new("PATCH", "/products/:id", products::patch),
-        Route::new("DELETE", "/products/:id", products::delete),
-        Route::new("POST", "/products/:id/stock", products::adjust_stock),
+        Route::public("GET", "/products", products::list),
+        Route::scoped("POST", "/products", WRITE, products::create),
+        Route::public("GET", "/products/:id", products::get),
+        Route::scoped("PUT", "/products/:id", WRITE, products::replace),
+        Route::scoped("PATCH", "/products/:id", WRITE, products::patch),
+        Route::scoped("DELETE", "/products/:id", WRITE, products::delete),
+        Route::scoped("POST", "/products/:id/stock", WRITE, products::adjust_stock),
     ];
 
     /// The cache and the live stock counters are in Redis: writes need it.

@@ -4,6 +4,7 @@
 
 use http_api::paging::PageRequest;
 use http_api::{ApiError, Request, Response, json, query};
+use http_api::auth::Caller;
 
 use super::{AppState, ProductError};
 use crate::cache::{ProductCache, StockUpdate};
@@ -54,7 +55,12 @@ async fn after_write(cache: &ProductCache, product: &Product) {
 
 /// With an Idempotency-Key, a retry (same key, same body) answers 200 with
 /// the product the first request created, and never creates a second.
-pub(super) fn create(state: &AppState, request: &Request, _: &str) -> Result<Response, ApiError> {
+pub(super) fn create(
+    state: &AppState,
+    request: &Request,
+    _: &Caller,
+    _: &str,
+) -> Result<Response, ApiError> {
     let body = json::body(request)?;
     let key = request.idempotency_key()?.map(str::to_owned);
     let new = NewProduct::parse(body)?;
@@ -150,6 +156,7 @@ fn update(state: &AppState, segment: &str, changes: ProductChanges) -> Result<Re
 pub(super) fn replace(
     state: &AppState,
     request: &Request,
+    _: &Caller,
     segment: &str,
 ) -> Result<Response, ApiError> {
     product_id(segment)?;
@@ -163,13 +170,19 @@ pub(super) fn replace(
 pub(super) fn patch(
     state: &AppState,
     request: &Request,
+    _: &Caller,
     segment: &str,
 ) -> Result<Response, ApiError> {
     product_id(segment)?;
     update(state, segment, ProductChanges::parse(json::body(request)?)?)
 }
 
-pub(super) fn delete(state: &AppState, _: &Request, segment: &str) -> Result<Response, ApiError> {
+pub(super) fn delete(
+    state: &AppState,
+    _: &Request,
+    _: &Caller,
+    segment: &str,
+) -> Result<Response, ApiError> {
     let id = product_id(segment)?;
     let (store, cache) = (state.store.clone(), state.cache.clone());
     let deleted = state.bridge.run(async move {
@@ -195,6 +208,7 @@ pub(super) fn delete(state: &AppState, _: &Request, segment: &str) -> Result<Res
 pub(super) fn adjust_stock(
     state: &AppState,
     request: &Request,
+    _: &Caller,
     segment: &str,
 ) -> Result<Response, ApiError> {
     let id = product_id(segment)?;

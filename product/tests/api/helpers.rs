@@ -56,6 +56,7 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("PRODUCT_PORT", "0"),
         ("RELAY_POLL_INTERVAL_MS", "100"),
     ]);
+    source.extend(testkit::issuer::issuer().settings());
     let config = Config::read(&Settings::new(&source)).expect("test settings are valid");
     let database = config.database.config.clone();
     let application = product::startup::build(config)
@@ -73,7 +74,7 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     wait_until_subscribed(&address).await;
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: testkit::issuer::issuer().client("catalog-admin"),
         pool,
         redis,
         prefix,

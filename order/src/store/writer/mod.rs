@@ -51,9 +51,9 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::domain::{NewOrder, Order};
+use crate::domain::{NewOrder, Order, Owner};
 
-pub use plan::{BatchColumns, BatchPlan, Priced, Prices, plan_batch};
+pub use plan::{BatchColumns, BatchPlan, Priced, Prices, Request, plan_batch};
 
 /// How long after its deadline a job the writer took is answered at the
 /// latest. The writer cancels a statement still running halfway through
@@ -67,6 +67,8 @@ pub struct PlaceJob {
     pub id: Uuid,
     pub order: NewOrder,
     pub idempotency_key: Option<String>,
+    /// Whose order it will be; the key is this owner's own.
+    pub owner: Owner,
     reply: Reply<PlaceResult>,
     ticket: Ticket,
     /// When its waiter gives up on a job still queued.
@@ -74,11 +76,22 @@ pub struct PlaceJob {
 }
 
 impl PlaceJob {
+    /// The job as the plan and the columns read it.
+    pub fn request(&self) -> Request<'_> {
+        Request {
+            id: self.id,
+            order: &self.order,
+            key: self.idempotency_key.as_deref(),
+            owner: &self.owner,
+        }
+    }
+
     /// A job and the waiting for its answer, which gives up on it after
     /// `timeout` if the writer has not taken it by then.
     pub fn new(
         order: NewOrder,
         idempotency_key: Option<String>,
+        owner: Owner,
         timeout: Duration,
     ) -> (Self, Waiting) {
         let id = Uuid::now_v7();
@@ -88,6 +101,7 @@ impl PlaceJob {
             id,
             order,
             idempotency_key,
+            owner,
             reply,
             ticket: ticket.clone(),
             deadline: Instant::now() + timeout,
@@ -389,7 +403,7 @@ mod tests {
     #[test]
     fn a_job_the_writer_never_takes_is_given_up_at_its_deadline() {
         let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
-        let (job, waiting) = PlaceJob::new(order, None, Duration::from_millis(20));
+        let (job, waiting) = PlaceJob::new(order, None, Owner::for_tests(), Duration::from_millis(20));
         let outcome = waiting.outcome();
         assert!(
             matches!(outcome, Err(PlaceError::Unavailable(_))),
@@ -401,7 +415,7 @@ mod tests {
     #[test]
     fn a_job_the_writer_took_waits_for_its_answer_past_the_deadline() {
         let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
-        let (job, waiting) = PlaceJob::new(order, None, Duration::from_millis(20));
+        let (job, waiting) = PlaceJob::new(order, None, Owner::for_tests(), Duration::from_millis(20));
         assert!(job.ticket.take());
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
@@ -414,7 +428,7 @@ mod tests {
     #[test]
     fn a_taken_job_dropped_unanswered_is_unknown_not_unwritten() {
         let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
-        let (job, waiting) = PlaceJob::new(order, None, Duration::from_secs(5));
+        let (job, waiting) = PlaceJob::new(order, None, Owner::for_tests(), Duration::from_secs(5));
         let id = job.id;
         assert!(job.ticket.take());
         drop(job);

@@ -31,11 +31,7 @@ pub(super) async fn answer(
         // need not wait for its poll.
         outbox::relay::rows_committed();
     }
-    let plan = plan_batch(
-        jobs.iter()
-            .map(|job| (job.id, &job.order, job.idempotency_key.as_deref())),
-        &placement.prices,
-    );
+    let plan = plan_batch(jobs.iter().map(PlaceJob::request), &placement.prices);
     let mut outcomes: Vec<Option<PlaceResult>> = jobs.iter().map(|_| None).collect();
     for (job, error) in plan.answered {
         outcomes[job] = Some(Err(error));
@@ -182,7 +178,7 @@ async fn answer_from_key(store: &OrderStore, job: &PlaceJob) -> StoreResult<Plac
             "an order without a key conflicted".into(),
         )));
     };
-    Ok(match store.get_by_key(key).await? {
+    Ok(match store.get_by_key(&job.owner, key).await? {
         Some((order, fingerprint)) if fingerprint == job.order.fingerprint() => {
             Ok(Placed::Existing(order))
         }

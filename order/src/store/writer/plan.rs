@@ -10,7 +10,17 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::PlaceError;
-use crate::domain::{NewOrder, OrderLine};
+use crate::domain::{NewOrder, OrderLine, Owner};
+
+/// One request of a batch, as the plan and the columns read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub id: Uuid,
+    pub order: &'a NewOrder,
+    /// Its Idempotency-Key, which is its owner's own.
+    pub key: Option<&'a str>,
+    pub owner: &'a Owner,
+}
 
 /// What the replica says of a product: price, or deleted.
 pub type Prices = HashMap<i64, (i64, bool)>;
@@ -39,25 +49,25 @@ pub struct BatchPlan {
     pub by_key: Vec<usize>,
 }
 
-/// Prices each request `(order id, order, key)` and sets aside those that
-/// cannot be placed now.
+/// Prices each request and sets aside those that cannot be placed now.
 pub fn plan_batch<'a>(
-    requests: impl IntoIterator<Item = (Uuid, &'a NewOrder, Option<&'a str>)>,
+    requests: impl IntoIterator<Item = Request<'a>>,
     prices: &Prices,
 ) -> BatchPlan {
     let mut plan = BatchPlan::default();
     let mut keys_seen = HashSet::new();
-    for (job, (id, order, key)) in requests.into_iter().enumerate() {
-        match price(order, prices) {
+    for (job, request) in requests.into_iter().enumerate() {
+        let key = request.key.map(|key| (request.owner, key));
+        match price(request.order, prices) {
             Err(error) => plan.answered.push((job, error)),
             Ok(_) if key.is_some_and(|key| !keys_seen.insert(key)) => plan.by_key.push(job),
             Ok((lines, total)) => plan.priced.push(Priced {
                 job,
-                id,
+                id: request.id,
                 lines,
                 total,
-                key: key.map(str::to_owned),
-                fingerprint: order.fingerprint(),
+                key: request.key.map(str::to_owned),
+                fingerprint: request.order.fingerprint(),
             }),
         }
     }
@@ -98,6 +108,8 @@ pub struct BatchColumns<'a> {
     ids: Vec<Uuid>,
     keys: Vec<Option<&'a str>>,
     fingerprints: Vec<String>,
+    issuers: Vec<&'a str>,
+    subjects: Vec<&'a str>,
     item_orders: Vec<Uuid>,
     item_products: Vec<i64>,
     item_quantities: Vec<i32>,
@@ -105,23 +117,31 @@ pub struct BatchColumns<'a> {
 }
 
 impl<'a> BatchColumns<'a> {
-    /// The columns of requests `(order id, order, key)`.
-    pub fn of(
-        requests: impl IntoIterator<Item = (Uuid, &'a NewOrder, Option<&'a str>)>,
-    ) -> Result<Self, outbox::Error> {
+    /// The columns of `requests`.
+    pub fn of(requests: impl IntoIterator<Item = Request<'a>>) -> Result<Self, outbox::Error> {
         let mut columns = BatchColumns {
             ids: Vec::new(),
             keys: Vec::new(),
             fingerprints: Vec::new(),
+            issuers: Vec::new(),
+            subjects: Vec::new(),
             item_orders: Vec::new(),
             item_products: Vec::new(),
             item_quantities: Vec::new(),
             events: Vec::new(),
         };
-        for (id, order, key) in requests {
+        for Request {
+            id,
+            order,
+            key,
+            owner,
+        } in requests
+        {
             columns.ids.push(id);
             columns.keys.push(key);
             columns.fingerprints.push(order.fingerprint());
+            columns.issuers.push(&owner.issuer);
+            columns.subjects.push(&owner.subject);
             let items: Vec<OrderItem> = order
                 .items()
                 .iter()
@@ -146,13 +166,14 @@ impl<'a> BatchColumns<'a> {
         &self.ids
     }
 
-    /// The events' columns (the placing statement's last five placeholders).
+    /// The events' columns (the placing statement's last five placeholders,
+    /// from `$9`).
     pub fn event_columns(&self) -> EventColumns<'_> {
         EventColumns::of(&self.events)
     }
 
-    /// The values of the placing statement's first six placeholders.
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    /// The values of the placing statement's first eight placeholders.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 8] {
         [
             &self.ids,
             &self.keys,
@@ -160,6 +181,8 @@ impl<'a> BatchColumns<'a> {
             &self.item_orders,
             &self.item_products,
             &self.item_quantities,
+            &self.issuers,
+            &self.subjects,
         ]
     }
 }
@@ -203,7 +226,16 @@ mod tests {
         ];
         let keys = [Some("k"), None, None, Some("k")];
         let ids: Vec<Uuid> = orders.iter().map(|_| Uuid::now_v7()).collect();
-        let plan = plan_batch((0..4).map(|i| (ids[i], &orders[i], keys[i])), &prices);
+        let owner = owner("alice");
+        let plan = plan_batch(
+            (0..4).map(|i| Request {
+                id: ids[i],
+                order: &orders[i],
+                key: keys[i],
+                owner: &owner,
+            }),
+            &prices,
+        );
         assert_eq!(plan.priced.len(), 1);
         assert_eq!((plan.priced[0].id, plan.priced[0].total), (ids[0], 500));
         assert_eq!(
@@ -214,6 +246,29 @@ mod tests {
             ]
         );
         assert_eq!(plan.by_key, [3], "a key held earlier in the batch");
+    }
+
+    fn owner(subject: &str) -> Owner {
+        Owner {
+            issuer: "https://issuer.example/".into(),
+            subject: subject.into(),
+        }
+    }
+
+    #[test]
+    fn a_key_is_its_owners_own_within_a_batch_too() {
+        let prices: Prices = [(1, (250, false))].into();
+        let order = order(&[(1, 1)]);
+        let (alice, bob) = (owner("alice"), owner("bob"));
+        let requests = [&alice, &bob, &alice].map(|owner| Request {
+            id: Uuid::now_v7(),
+            order: &order,
+            key: Some("same"),
+            owner,
+        });
+        let plan = plan_batch(requests, &prices);
+        assert_eq!(plan.priced.len(), 2, "alice's and bob's");
+        assert_eq!(plan.by_key, [2], "alice's second");
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::store::{ORDERS_BY_IDS_SQL, StoreError, StoreResult, order_from};
 /// view of every product of the batch (id, price, deleted; a product
 /// unknown there comes back with no price), from which the writer answers
 /// each request. Placeholders: three order columns, three item columns,
-/// then the outbox's five.
+/// the owners' two, then the outbox's five.
 static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH lines AS MATERIALIZED ( \
@@ -61,17 +61,21 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
              SELECT order_id, sum(quantity * price) AS total FROM lines GROUP BY order_id \
              HAVING bool_and(price IS NOT NULL AND NOT deleted)), \
          requested AS ( \
-             SELECT o.id, p.total, o.key, o.fingerprint \
-             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(id, key, fingerprint) \
+             SELECT o.id, p.total, o.key, o.fingerprint, o.issuer, o.subject \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $7::text[], $8::text[]) \
+                 AS o(id, key, fingerprint, issuer, subject) \
              JOIN placeable p ON p.order_id = o.id), \
          unkeyed AS ( \
-             INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
-             SELECT id, '{pending}', total, key, fingerprint FROM requested WHERE key IS NULL \
+             INSERT INTO orders (id, status, total, idempotency_key, fingerprint, owner_issuer, owner_subject) \
+             SELECT id, '{pending}', total, key, fingerprint, issuer, subject \
+             FROM requested WHERE key IS NULL \
              RETURNING id, created_at), \
          keyed AS ( \
-             INSERT INTO orders (id, status, total, idempotency_key, fingerprint) \
-             SELECT id, '{pending}', total, key, fingerprint FROM requested WHERE key IS NOT NULL \
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             INSERT INTO orders (id, status, total, idempotency_key, fingerprint, owner_issuer, owner_subject) \
+             SELECT id, '{pending}', total, key, fingerprint, issuer, subject \
+             FROM requested WHERE key IS NOT NULL \
+             ON CONFLICT (owner_issuer, owner_subject, idempotency_key) \
+                 WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING id, created_at), \
          placed AS (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed), \
          items AS ( \
@@ -82,7 +86,7 @@ static PLACE_SQL: LazyLock<String> = LazyLock::new(|| {
          SELECT id, created_at, NULL::int8, NULL::int8, NULL::bool FROM placed \
          UNION ALL \
          SELECT DISTINCT NULL::uuid, NULL::timestamptz, product_id, price, deleted FROM lines",
-        writer::insert_sql(7),
+        writer::insert_sql(9),
         pending = OrderStatus::Pending.as_str(),
     )
 });

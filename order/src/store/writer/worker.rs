@@ -197,11 +197,7 @@ impl Writer {
         jobs: &[PlaceJob],
         clock: BatchClock,
     ) -> StoreResult<Vec<PlaceResult>> {
-        let requests = || {
-            jobs.iter()
-                .map(|job| (job.id, &job.order, job.idempotency_key.as_deref()))
-        };
-        let columns = BatchColumns::of(requests())?;
+        let columns = BatchColumns::of(jobs.iter().map(PlaceJob::request))?;
         let session = self.session(clock.cancel_at).await?;
         let backend = session.backend().clone();
         let cause = match session.place(&columns, clock.cancel_at).await {
@@ -266,7 +262,7 @@ mod tests {
 
     fn job() -> PlaceJob {
         let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
-        PlaceJob::new(order, None, Duration::from_secs(5)).0
+        PlaceJob::new(order, None, crate::domain::Owner::for_tests(), Duration::from_secs(5)).0
     }
 
     #[tokio::test]

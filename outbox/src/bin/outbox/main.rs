@@ -200,6 +200,7 @@ impl Target {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init();
+    platform::tls::install_crypto_provider();
     match Cli::parse().command {
         Command::Relay(args) => relay(args).await,
         Command::Replay(args) => replay(args).await,

@@ -45,6 +45,7 @@ pub(crate) fn order_url() -> String {
 /// Both services' metrics, every pipeline process's CPU, both databases'
 /// counters: what a run's report compares before and after.
 pub(crate) async fn snapshot() -> anyhow::Result<report::page::Snapshot> {
+    platform::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let order = metrics_text(&http, &order_url()).await?;
     let product = metrics_text(&http, &product_url()).await?;

@@ -10,6 +10,7 @@ use crate::environment::metrics_text;
 
 pub(crate) async fn hold_connections(url: &str, count: usize, seconds: u64) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
+    platform::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let rss = |text: &str| {
         report::value(text, "process_resident_memory_bytes", "").unwrap_or(0.0) / 1_048_576.0

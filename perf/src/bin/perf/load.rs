@@ -80,6 +80,7 @@ pub(crate) async fn load(args: LoadArgs) -> anyhow::Result<()> {
         order: socket_addr(&order_url())?,
         product: socket_addr(&product_url())?,
         watched: perf::cpu::pipeline_processes(),
+        tokens: perf::tokens::Tokens::from_env()?,
     };
     let summary = perf::load::run(&plan, &seed).await?;
     for step in &summary.steps {

@@ -149,6 +149,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    platform::tls::install_crypto_provider();
     if let Command::NoopServer { port } = cli.command {
         return machine::noop_server(port);
     }
