@@ -127,7 +127,8 @@ impl Starting {
         let stop = Signal::new();
         let bridge = http.bridge();
         let (auth, key_refresher) =
-            Authenticator::start(&http.auth, bridge.clone(), metrics.registry(), stop.clone()).await?;
+            Authenticator::start(&http.auth, bridge.clone(), metrics.registry(), stop.clone())
+                .await?;
         Ok(Starting {
             pool,
             metrics,

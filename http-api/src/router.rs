@@ -126,6 +126,48 @@ pub trait Routes: Send + Sync + Sized + 'static {
     }
 }
 
+/// Where an OpenAPI description (JSON) and a route table disagree on who
+/// may call what: each scoped route's operation must list the same scopes
+/// under `x-required-scopes` and name the bearer scheme; each public one
+/// neither. Empty when they agree (each service's unit tests ask).
+pub fn scope_mismatches<S: Routes>(openapi: &str) -> Vec<String> {
+    let Ok(document) = serde_json::from_str::<serde_json::Value>(openapi) else {
+        return vec!["the description is not JSON".into()];
+    };
+    let mut mismatches = Vec::new();
+    for route in S::ROUTES {
+        let path: Vec<String> = route
+            .pattern
+            .split('/')
+            .map(|part| match part.strip_prefix(':') {
+                Some(name) => format!("{{{name}}}"),
+                None => part.to_owned(),
+            })
+            .collect();
+        let operation = &document["paths"][path.join("/")][route.method.to_ascii_lowercase()];
+        let documented: Vec<&str> = operation["x-required-scopes"]
+            .as_array()
+            .map(|names| names.iter().filter_map(|name| name.as_str()).collect())
+            .unwrap_or_default();
+        let bearer = operation["security"]
+            .as_array()
+            .is_some_and(|schemes| schemes.iter().any(|scheme| scheme.get("bearer").is_some()));
+        let needed: Vec<&str> = route
+            .scopes()
+            .unwrap_or_default()
+            .iter()
+            .map(|scope| scope.name())
+            .collect();
+        if documented != needed || bearer != route.scopes().is_some() {
+            mismatches.push(format!(
+                "{} {}: the table needs {needed:?}, the description says {documented:?} (bearer: {bearer})",
+                route.method, route.pattern
+            ));
+        }
+    }
+    mismatches
+}
+
 /// A service's routes and the operational ones, as the server calls them.
 pub struct Api<S> {
     state: S,

@@ -39,14 +39,12 @@ fn group_commit(c: &mut Criterion) {
             |b, batch| {
                 b.iter(|| {
                     let requests = || {
-                        batch
-                            .iter()
-                            .map(|(id, order, key)| Request {
-                                id: *id,
-                                order,
-                                key: key.as_deref(),
-                                owner: &owner,
-                            })
+                        batch.iter().map(|(id, order, key)| Request {
+                            id: *id,
+                            order,
+                            key: key.as_deref(),
+                            owner: &owner,
+                        })
                     };
                     let columns = BatchColumns::of(requests()).unwrap();
                     let events = columns.event_columns();

@@ -16,7 +16,11 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn from_env() -> anyhow::Result<Tokens> {
-        let var = |name| std::env::var(name).ok().filter(|value: &String| !value.is_empty());
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|value: &String| !value.is_empty())
+        };
         let orders = match (var("ORDER_TOKENS_FILE"), var("ORDER_TOKEN")) {
             (Some(path), _) => {
                 let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;

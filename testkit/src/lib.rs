@@ -8,11 +8,13 @@
 //! - [`pg_cluster`]: the Patroni cluster's URL, for the tests that need
 //!   one, and its script.
 //! - [`issuer`]: the issuer the services under test trust, its tokens
-//!   and a client that sends one.
+//!   and a client that sends one; an RSA key pair for RS256 tokens.
+//! - [`jwks`]: an issuer's JWKS endpoint that rotates keys and goes away.
 //! - [`env_or`] and the default URLs of the local test servers.
 //! - [`ANALYZE_SAMPLE_ROWS_SQL`]: how much of a table an `ANALYZE` reads.
 
 pub mod issuer;
+pub mod jwks;
 pub mod pg_cluster;
 pub mod proxy;
 

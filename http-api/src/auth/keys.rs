@@ -182,7 +182,11 @@ impl Keys {
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|error| error.to_string())?;
-                response.bytes().await.map_err(|error| error.to_string())?.to_vec()
+                response
+                    .bytes()
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .to_vec()
             }
         };
         KeySet::parse(&document)
@@ -206,8 +210,14 @@ mod tests {
         let set = KeySet::parse(document).unwrap();
         assert_eq!(set.len(), 1);
         assert!(set.contains("sig"));
-        assert_eq!(set.find(Some("sig")).unwrap().algorithm, Some(Algorithm::ES256));
-        assert!(set.find(None).is_some(), "the only key serves tokens without kid");
+        assert_eq!(
+            set.find(Some("sig")).unwrap().algorithm,
+            Some(Algorithm::ES256)
+        );
+        assert!(
+            set.find(None).is_some(),
+            "the only key serves tokens without kid"
+        );
         assert!(set.find(Some("shared")).is_none());
         assert!(KeySet::parse(b"{}").is_err());
         assert!(KeySet::parse(b"not json").is_err());

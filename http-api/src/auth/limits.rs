@@ -62,7 +62,9 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 
     fn with_bucket<T>(&self, key: &K, use_bucket: impl FnOnce(&mut Bucket) -> T) -> T {
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
-        let mut buckets = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
         if buckets.len() >= SHARD_TIDY_AT && !buckets.contains_key(key) {
             let (rate, burst) = (self.rate, self.burst);
@@ -92,7 +94,10 @@ mod tests {
             assert!(buckets.take(&"alice").is_ok());
         }
         let wait = buckets.take(&"alice").unwrap_err();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(buckets.check(&"alice").is_err());
         assert!(buckets.take(&"bob").is_ok(), "each key has its own bucket");
     }
@@ -103,7 +108,11 @@ mod tests {
         for key in 0..(SHARDS * SHARD_TIDY_AT * 2) {
             let _ = buckets.check(&key);
         }
-        let held: usize = buckets.shards.iter().map(|shard| shard.lock().unwrap().len()).sum();
+        let held: usize = buckets
+            .shards
+            .iter()
+            .map(|shard| shard.lock().unwrap().len())
+            .sum();
         assert!(held <= SHARDS * SHARD_TIDY_AT, "{held} buckets held");
     }
 }

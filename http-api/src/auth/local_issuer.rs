@@ -124,8 +124,13 @@ impl LocalIssuer {
 
     /// Signs any claims, as tests of hostile tokens need.
     pub fn sign(&self, claims: &Value) -> Result<String, IssuerError> {
+        self.sign_as(&self.kid, claims)
+    }
+
+    /// Signs claims under another key's id (a forgery, for tests).
+    pub fn sign_as(&self, kid: &str, claims: &Value) -> Result<String, IssuerError> {
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(kid.to_owned());
         Ok(jsonwebtoken::encode(
             &header,
             claims,

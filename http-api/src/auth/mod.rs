@@ -17,7 +17,7 @@
 //!
 //! # Layout
 //! - [`scope`]: [`Scope`], [`Scopes`] and [`Caller`].
-//! - [`settings`]: `AUTH_*`.
+//! - [`settings`]: the `AUTH_*` settings.
 //! - [`keys`], [`verify`], [`limits`]: the steps above.
 //! - [`refusal`]: [`AuthError`], the answers of RFC 6750 section 3.
 //! - [`metrics`]: decisions and key refreshes.
@@ -60,7 +60,7 @@ enum Mode {
     /// `AUTH_DISABLED=true`: every request is the one caller of
     /// [`Caller::checks_off`].
     Off(Arc<Caller>),
-    On(Guard),
+    On(Box<Guard>),
 }
 
 struct Guard {
@@ -99,7 +99,9 @@ impl Authenticator {
         let verifier = Arc::new(Verifier::new(tokens.clone()));
         refresh(&keys, &verifier, &metrics, true).await;
         if keys.current().len() == 0 {
-            tracing::error!("no signing key could be read from the issuer's JWKS: every token is refused until one is");
+            tracing::error!(
+                "no signing key could be read from the issuer's JWKS: every token is refused until one is"
+            );
         }
         let period = tokens.refresh_every;
         let refresher = tokio::spawn({
@@ -126,7 +128,10 @@ impl Authenticator {
             trusted_proxies: limits.trusted_proxies.clone(),
             metrics,
         };
-        Ok((Authenticator(Arc::new(Mode::On(guard))), Some(refresher)))
+        Ok((
+            Authenticator(Arc::new(Mode::On(Box::new(guard)))),
+            Some(refresher),
+        ))
     }
 
     /// The caller of `request`, if it may do one of `needs`.
@@ -304,8 +309,14 @@ mod tests {
 
     #[test]
     fn one_bearer_header_is_read_and_anything_else_refused() {
-        assert_eq!(bearer(&with(&[("Authorization", "Bearer abc.def-_")])).unwrap(), "abc.def-_");
-        assert_eq!(bearer(&with(&[("authorization", "bearer abc")])).unwrap(), "abc");
+        assert_eq!(
+            bearer(&with(&[("Authorization", "Bearer abc.def-_")])).unwrap(),
+            "abc.def-_"
+        );
+        assert_eq!(
+            bearer(&with(&[("authorization", "bearer abc")])).unwrap(),
+            "abc"
+        );
         assert!(matches!(bearer(&with(&[])), Err(AuthError::Missing)));
         assert!(matches!(
             bearer(&with(&[("Authorization", "Basic dXNlcjpwYXNz")])),
@@ -315,7 +326,10 @@ mod tests {
         assert!(matches!(bearer(&twice), Err(AuthError::InvalidRequest(_))));
         for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\"b"] {
             assert!(
-                matches!(bearer(&with(&[("Authorization", bad)])), Err(AuthError::InvalidRequest(_))),
+                matches!(
+                    bearer(&with(&[("Authorization", bad)])),
+                    Err(AuthError::InvalidRequest(_))
+                ),
                 "{bad}"
             );
         }

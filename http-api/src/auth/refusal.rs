@@ -105,16 +105,31 @@ mod tests {
     fn each_refusal_has_rfc_6750s_status_and_challenge() {
         let missing = AuthError::Missing.to_response();
         assert_eq!(missing.status(), 401);
-        assert_eq!(missing.header("WWW-Authenticate"), Some("Bearer realm=\"order-pipeline\""));
+        assert_eq!(
+            missing.header("WWW-Authenticate"),
+            Some("Bearer realm=\"order-pipeline\"")
+        );
         let bad = AuthError::InvalidToken(TokenError::Expired).to_response();
         assert_eq!(bad.status(), 401);
-        assert!(bad.header("WWW-Authenticate").unwrap().contains("error=\"invalid_token\""));
+        assert!(
+            bad.header("WWW-Authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
         let twice = AuthError::InvalidRequest("two Authorization headers").to_response();
         assert_eq!(twice.status(), 400);
         let scope = AuthError::InsufficientScope(&[Scope::OrdersPlace]).to_response();
         assert_eq!(scope.status(), 403);
-        assert!(scope.header("WWW-Authenticate").unwrap().ends_with("scope=\"orders.place\""));
+        assert!(
+            scope
+                .header("WWW-Authenticate")
+                .unwrap()
+                .ends_with("scope=\"orders.place\"")
+        );
         let limited = AuthError::SubjectLimited(Duration::from_millis(1200)).to_response();
-        assert_eq!((limited.status(), limited.header("Retry-After")), (429, Some("2")));
+        assert_eq!(
+            (limited.status(), limited.header("Retry-After")),
+            (429, Some("2"))
+        );
     }
 }

@@ -122,6 +122,9 @@ mod tests {
         assert!(scopes.any_of(&[Scope::OrdersReadAll, Scope::OrdersRead]));
         assert!(!scopes.any_of(&[Scope::CatalogWrite]));
         assert!(Scopes::default().any_of(&[]));
-        assert_eq!(Scopes::from_words(["Orders.Place", "orders.place "]), Scopes::default());
+        assert_eq!(
+            Scopes::from_words(["Orders.Place", "orders.place "]),
+            Scopes::default()
+        );
     }
 }

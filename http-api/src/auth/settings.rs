@@ -106,7 +106,10 @@ impl TokenSettings {
             let raw: String = settings.required(name, expected)?;
             Ok(words(&raw))
         };
-        let issuers = list("AUTH_ISSUER", "the issuer (iss), or several comma-separated")?;
+        let issuers = list(
+            "AUTH_ISSUER",
+            "the issuer (iss), or several comma-separated",
+        )?;
         let audiences = list("AUTH_AUDIENCE", "the API's audience (aud), or several")?;
         let keys = match (
             settings.optional::<String>("AUTH_JWKS_URL", "a URL", String::new())?,
@@ -140,7 +143,7 @@ impl TokenSettings {
             audiences,
             algorithms,
             keys,
-            refresh_every: secs("AUTH_JWKS_REFRESH_SECS", 300, 10..=86_400)?,
+            refresh_every: secs("AUTH_JWKS_REFRESH_SECS", 300, 1..=86_400)?,
             refresh_at_most_every: secs("AUTH_JWKS_MIN_REFRESH_SECS", 10, 1..=3_600)?,
             leeway: secs("AUTH_LEEWAY_SECS", 30, 0..=300)?,
             subject_claim: settings.optional("AUTH_SUBJECT_CLAIM", "a claim name", "sub".into())?,
@@ -242,7 +245,10 @@ mod tests {
         assert!(error.starts_with("AUTH_ISSUER is not set"), "{error}");
         assert!(read(&[("AUTH_DISABLED", "true")]).unwrap().tokens.is_none());
         let tokens = read(&GOOD).unwrap().tokens.unwrap();
-        assert_eq!(tokens.algorithms, [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]);
+        assert_eq!(
+            tokens.algorithms,
+            [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+        );
         assert_eq!(tokens.scope_claims, ["scope", "scp"]);
         assert_eq!(tokens.leeway, Duration::from_secs(30));
     }

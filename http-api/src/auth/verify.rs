@@ -90,7 +90,9 @@ impl Verifier {
     /// after it).
     pub(crate) fn cached(&self, token: &str, keys: &KeySet) -> Option<Arc<Caller>> {
         let shard = self.shard(token);
-        let entries = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = entries.get(token)?;
         let key_held = match &entry.kid {
             Some(kid) => keys.contains(kid),
@@ -116,8 +118,13 @@ impl Verifier {
                 return Err(TokenError::IdToken);
             }
         }
-        let key = keys.find(header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
-        if key.algorithm.is_some_and(|pinned| pinned != header.algorithm) {
+        let key = keys
+            .find(header.kid.as_deref())
+            .ok_or(TokenError::UnknownKey)?;
+        if key
+            .algorithm
+            .is_some_and(|pinned| pinned != header.algorithm)
+        {
             return Err(TokenError::Algorithm);
         }
         let claims = jsonwebtoken::decode::<Map<String, Value>>(
@@ -224,7 +231,9 @@ impl Verifier {
     fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Verified>> {
         // The signature's last bytes are as good as random, and free.
         let tail = token.as_bytes().iter().rev().take(4);
-        let spread = tail.fold(0usize, |sum, byte| sum.wrapping_mul(31) + usize::from(*byte));
+        let spread = tail.fold(0usize, |sum, byte| {
+            sum.wrapping_mul(31) + usize::from(*byte)
+        });
         &self.cache[spread % CACHE_SHARDS]
     }
 }

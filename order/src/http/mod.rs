@@ -7,8 +7,8 @@
 mod error;
 mod orders;
 
-use http_api::bridge::Bridge;
 use http_api::auth::Scope;
+use http_api::bridge::Bridge;
 use http_api::router::{Route, Routes};
 
 pub use error::OrderError;
@@ -39,4 +39,15 @@ impl Routes for AppState {
         Route::scoped("POST", "/orders", PLACE, orders::place),
         Route::scoped("GET", "/orders/:id", READ, orders::get),
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_description_names_each_routes_scopes() {
+        let mismatches = http_api::router::scope_mismatches::<AppState>(crate::openapi::DOCUMENT);
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
+    }
 }

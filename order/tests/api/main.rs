@@ -7,6 +7,7 @@ mod bad_input;
 mod faults;
 mod helpers;
 mod idempotency;
+mod ownership;
 mod pg_cluster;
 mod stock_loop;
 mod stuck_orders;

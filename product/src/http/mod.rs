@@ -7,9 +7,9 @@
 mod error;
 mod products;
 
+use http_api::auth::Scope;
 use http_api::bridge::Bridge;
 use http_api::ops::StoreProbe;
-use http_api::auth::Scope;
 use http_api::router::{Route, Routes};
 
 pub use error::ProductError;
@@ -44,5 +44,16 @@ impl Routes for AppState {
     fn required_stores(&self) -> Vec<(&'static str, StoreProbe)> {
         let cache = self.cache.clone();
         vec![("redis", Box::pin(async move { cache.ping().await }))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_description_names_each_routes_scopes() {
+        let mismatches = http_api::router::scope_mismatches::<AppState>(crate::openapi::DOCUMENT);
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
 }

@@ -2,9 +2,9 @@
 //! the store and cache work on tokio through the bridge. Writes invalidate
 //! the product's cache entry after their commit, before answering.
 
+use http_api::auth::Caller;
 use http_api::paging::PageRequest;
 use http_api::{ApiError, Request, Response, json, query};
-use http_api::auth::Caller;
 
 use super::{AppState, ProductError};
 use crate::cache::{ProductCache, StockUpdate};

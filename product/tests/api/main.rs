@@ -2,6 +2,7 @@
 //! RabbitMQ. Every test starts its own application with its own database,
 //! Redis key prefix and broker namespace.
 
+mod auth;
 mod bad_input;
 mod cache;
 mod helpers;

@@ -403,7 +403,8 @@ mod tests {
     #[test]
     fn a_job_the_writer_never_takes_is_given_up_at_its_deadline() {
         let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
-        let (job, waiting) = PlaceJob::new(order, None, Owner::for_tests(), Duration::from_millis(20));
+        let (job, waiting) =
+            PlaceJob::new(order, None, Owner::for_tests(), Duration::from_millis(20));
         let outcome = waiting.outcome();
         assert!(
             matches!(outcome, Err(PlaceError::Unavailable(_))),
@@ -415,7 +416,8 @@ mod tests {
     #[test]
     fn a_job_the_writer_took_waits_for_its_answer_past_the_deadline() {
         let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
-        let (job, waiting) = PlaceJob::new(order, None, Owner::for_tests(), Duration::from_millis(20));
+        let (job, waiting) =
+            PlaceJob::new(order, None, Owner::for_tests(), Duration::from_millis(20));
         assert!(job.ticket.take());
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));

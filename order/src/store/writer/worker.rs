@@ -262,7 +262,13 @@ mod tests {
 
     fn job() -> PlaceJob {
         let order = NewOrder::parse(br#"{"product_id": 1, "quantity": 1}"#).unwrap();
-        PlaceJob::new(order, None, crate::domain::Owner::for_tests(), Duration::from_secs(5)).0
+        PlaceJob::new(
+            order,
+            None,
+            crate::domain::Owner::for_tests(),
+            Duration::from_secs(5),
+        )
+        .0
     }
 
     #[tokio::test]
