@@ -20,7 +20,7 @@
 // Bearer tokens (scripts/auth.sh mints them with the machine's issuer):
 // each order is sent with one of ORDER_TOKENS_FILE's (a JSON list, one
 // token per subject) at random, or with ORDER_TOKEN; product writes with
-// CATALOG_TOKEN. None set: no Authorization header (AUTH_DISABLED=true).
+// CATALOG_TOKEN (or the one in CATALOG_TOKEN_FILE: docker compose's k6). None set: no Authorization header (AUTH_DISABLED=true).
 
 import http from 'k6/http';
 import { check } from 'k6';
@@ -41,7 +41,7 @@ const MAX_RATE = parseInt(__ENV.MAX_RATE || '8000', 10);
 const seedFile = __ENV.SEED_FILE ? JSON.parse(open(__ENV.SEED_FILE)) : null;
 const orderTokens = __ENV.ORDER_TOKENS_FILE ? JSON.parse(open(__ENV.ORDER_TOKENS_FILE))
   : __ENV.ORDER_TOKEN ? [__ENV.ORDER_TOKEN] : [];
-const CATALOG_TOKEN = __ENV.CATALOG_TOKEN || '';
+const CATALOG_TOKEN = __ENV.CATALOG_TOKEN_FILE ? open(__ENV.CATALOG_TOKEN_FILE).trim() : __ENV.CATALOG_TOKEN || '';
 const json = { headers: { 'Content-Type': 'application/json' } };
 const withToken = (token) => token
   ? { headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` } }

@@ -45,12 +45,25 @@ for name, (command, port) in expected.items():
         if variable not in documented:
             problems.append(f"{name} sets {variable}, which .env.example does not document")
 
+# The services read the issuer's keys from the volume it writes them in.
+for name in ["product", "order"]:
+    service = services.get(name, {})
+    if not any(str(volume.get("source") if isinstance(volume, dict) else volume).startswith("auth-keys")
+               for volume in service.get("volumes", [])):
+        problems.append(f"{name} does not mount the issuer's auth-keys volume")
+    if (service.get("environment") or {}).get("AUTH_JWKS_FILE") != "/auth/jwks.json":
+        problems.append(f"{name} does not read the issuer's keys (AUTH_JWKS_FILE=/auth/jwks.json)")
+    if "issuer" not in (service.get("depends_on") or {}):
+        problems.append(f"{name} starts before the issuer made its keys")
+
 for name in ["postgres", "redis", "rabbitmq", "product", "order", "relay"]:
     if "healthcheck" not in services.get(name, {}):
         problems.append(f"{name} has no health check")
 for name, service in services.items():
     for dependency, condition in (service.get("depends_on") or {}).items():
-        if condition.get("condition") != "service_healthy":
+        # The issuer runs once, to make the keys, and is then done.
+        wanted = "service_completed_successfully" if dependency == "issuer" else "service_healthy"
+        if condition.get("condition") != wanted:
             problems.append(f"{name} depends on {dependency} without waiting for it to be healthy")
 for name in ["rabbit-a", "rabbit-b", "rabbit-c"]:
     node = services.get(name)
