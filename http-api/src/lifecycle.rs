@@ -21,7 +21,7 @@ use crate::auth::{AuthSettings, Authenticator};
 use crate::bridge::Bridge;
 use crate::metrics::HttpMetrics;
 use crate::ops::{BrokerProbe, Ops, ReadinessMetrics};
-use crate::router::{Api, Routes};
+use crate::router::{Admin, Api, Routes};
 use crate::server::{Server, ServerOptions, Service};
 
 /// How long HTTP connections get to finish their requests on shutdown.
@@ -51,6 +51,8 @@ pub enum StartupError {
 
 /// Where a service listens and how much it takes on, from
 /// `<PREFIX>_HOST` (default 0.0.0.0), `<PREFIX>_PORT`,
+/// `<PREFIX>_ADMIN_HOST` (default 127.0.0.1), `<PREFIX>_ADMIN_PORT`
+/// (default the service's own),
 /// `<PREFIX>_MAX_IN_FLIGHT` (default 4096) and
 /// `<PREFIX>_REQUEST_TIMEOUT_MS` (default 5000); who may call it from
 /// `AUTH_*` ([`AuthSettings`]).
@@ -61,6 +63,10 @@ pub struct HttpSettings {
     pub host: String,
     /// 0 picks a free port (tests read the real one from the application).
     pub port: u16,
+    /// The admin listener: `/metrics`, the detailed `/readyz`, `/healthz`.
+    /// Loopback by default; 0 picks a free port (printed at start).
+    pub admin_host: String,
+    pub admin_port: u16,
     /// Work in flight on the stores before requests get 503.
     pub max_in_flight: usize,
     /// Longest a request waits for the stores before 503.
@@ -70,13 +76,25 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
-    pub fn read(settings: &Settings<'_>, name: &'static str) -> Result<Self, ConfigError> {
+    /// The settings of service `name`, whose admin listener is on
+    /// `admin_port` unless `<PREFIX>_ADMIN_PORT` says otherwise.
+    pub fn read(
+        settings: &Settings<'_>,
+        name: &'static str,
+        admin_port: u16,
+    ) -> Result<Self, ConfigError> {
         let prefix = name.to_ascii_uppercase();
         let named = |setting: &str| format!("{prefix}_{setting}");
         Ok(HttpSettings {
             name,
             host: settings.optional(&named("HOST"), "an address to bind", "0.0.0.0".to_owned())?,
             port: settings.required(&named("PORT"), "a port number")?,
+            admin_host: settings.optional(
+                &named("ADMIN_HOST"),
+                "an address to bind",
+                "127.0.0.1".to_owned(),
+            )?,
+            admin_port: settings.optional(&named("ADMIN_PORT"), "a port number", admin_port)?,
             max_in_flight: settings.optional_in(
                 &named("MAX_IN_FLIGHT"),
                 "a request count, at least 1",
@@ -163,7 +181,8 @@ impl Starting {
             auth: self.auth.clone(),
         };
         let api = Arc::new(Api::new(routes, ops, self.auth));
-        Running::start(http, api, &self.metrics, self.stop, workers)
+        let admin = Arc::new(Admin(api.clone()));
+        Running::start(http, (api, admin), &self.metrics, self.stop, workers)
     }
 }
 
@@ -171,28 +190,45 @@ impl Starting {
 pub struct Running {
     name: &'static str,
     server: Server,
+    admin: Server,
     stop_workers: Signal,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Binds the settings' address (port 0 picks a free one) and serves
-    /// `api`. `stop_workers` is the signal the `workers` watch.
+    /// Binds the settings' two addresses (port 0 picks a free one) and
+    /// serves the public `api` on one and the `admin` routes on the
+    /// other. `stop_workers` is the signal the `workers` watch.
     pub fn start(
         settings: &HttpSettings,
-        api: Arc<dyn Service>,
+        (api, admin): (Arc<dyn Service>, Arc<dyn Service>),
         metrics: &Metrics,
         stop_workers: Signal,
         workers: Vec<JoinHandle<()>>,
     ) -> Result<Self, StartupError> {
-        let addr = format!("{}:{}", settings.host, settings.port);
         let http = HttpMetrics::register(metrics.registry())?;
-        let server = Server::bind(addr.as_str(), api, http, ServerOptions::default())
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let bind = |host: &str, port: u16, service: Arc<dyn Service>| {
+            let addr = format!("{host}:{port}");
+            Server::bind(
+                addr.as_str(),
+                service,
+                http.clone(),
+                ServerOptions::default(),
+            )
+            .map_err(|source| StartupError::Bind { addr, source })
+        };
+        let server = bind(&settings.host, settings.port, api)?;
+        let admin = bind(&settings.admin_host, settings.admin_port, admin)?;
         tracing::info!(service = settings.name, addr = %server.local_addr(), "listening");
+        tracing::info!(
+            service = settings.name,
+            addr = %admin.local_addr(),
+            "admin listening (/metrics, /readyz, /healthz)"
+        );
         Ok(Running {
             name: settings.name,
             server,
+            admin,
             stop_workers,
             workers,
         })
@@ -206,11 +242,20 @@ impl Running {
         self.local_addr().port()
     }
 
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
     /// Serves until `shutdown` completes, then drains in order.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
         tracing::info!(service = self.name, "stopping: draining connections");
-        if !self.server.shutdown(HTTP_DRAIN).await {
+        let (public, admin) = tokio::join!(
+            self.server.shutdown(HTTP_DRAIN),
+            self.admin.shutdown(HTTP_DRAIN)
+        );
+        if !(public && admin) {
             tracing::warn!(
                 service = self.name,
                 "some connections were still open after {HTTP_DRAIN:?}"
@@ -239,11 +284,15 @@ mod tests {
             ("PRODUCT_MAX_IN_FLIGHT", "0"),
         ];
         let settings = Settings::new(&source);
-        let order = HttpSettings::read(&settings, "order").unwrap();
+        let order = HttpSettings::read(&settings, "order", 9380).unwrap();
         assert_eq!((order.host.as_str(), order.port), ("0.0.0.0", 8080));
+        assert_eq!(
+            (order.admin_host.as_str(), order.admin_port),
+            ("127.0.0.1", 9380)
+        );
         assert_eq!(order.max_in_flight, 10);
         assert_eq!(order.request_timeout, Duration::from_secs(5));
-        let error = HttpSettings::read(&settings, "product").unwrap_err();
+        let error = HttpSettings::read(&settings, "product", 9330).unwrap_err();
         assert!(
             error
                 .to_string()

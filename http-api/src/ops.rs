@@ -1,7 +1,9 @@
-//! The routes every service serves the same way around its own: liveness,
-//! readiness with one line per dependency, Prometheus metrics and the
-//! service's OpenAPI description. [`crate::router`] puts them around a
-//! service's own routes.
+//! The routes every service serves the same way around its own. On the
+//! public listener: liveness and the service's OpenAPI description. On
+//! the admin listener (127.0.0.1 by default: what it tells is for
+//! operators, and each readiness check or scrape reaches the stores):
+//! liveness, readiness with one line per dependency, and Prometheus
+//! metrics. [`crate::router`] puts them around a service's own routes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -125,9 +127,24 @@ fn is_ready(checks: &[(&str, bool, bool)]) -> bool {
 }
 
 impl Ops {
-    /// The operational route `segments` name, if they name one; `stores`
-    /// gives the service's required stores for readiness.
-    pub fn route(
+    /// The public operational route `segments` name, if they name one.
+    pub fn public_route(&self, segments: &[&str], method: &str) -> Option<Routed> {
+        Some(match (segments, method) {
+            (["healthz"], "GET") => ("/healthz", Ok(liveness())),
+            (["openapi.json"], "GET") => (
+                "/openapi.json",
+                Ok(Response::with_body(200, "application/json", self.openapi)),
+            ),
+            (["healthz" | "openapi.json"], _) => {
+                ("ops", Err(ApiError::MethodNotAllowed("GET".into())))
+            }
+            _ => return None,
+        })
+    }
+
+    /// The admin listener's route `segments` name, if they name one;
+    /// `stores` gives the service's required stores for readiness.
+    pub fn admin_route(
         &self,
         segments: &[&str],
         method: &str,
@@ -156,11 +173,7 @@ impl Ops {
                     )),
                 )
             }
-            (["openapi.json"], "GET") => (
-                "/openapi.json",
-                Ok(Response::with_body(200, "application/json", self.openapi)),
-            ),
-            (["healthz" | "readyz" | "metrics" | "openapi.json"], _) => {
+            (["healthz" | "readyz" | "metrics"], _) => {
                 ("ops", Err(ApiError::MethodNotAllowed("GET".into())))
             }
             _ => return None,

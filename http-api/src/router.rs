@@ -203,19 +203,36 @@ impl<S: Routes> Api<S> {
 
 impl<S: Routes> Service for Api<S> {
     fn call(&self, request: Request) -> Response {
-        let path = request.path();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let (route, result) = self
-            .own(&segments, &request)
-            .or_else(|| {
-                self.ops
-                    .route(&segments, request.method(), || self.state.required_stores())
-            })
-            .unwrap_or_else(|| ("unmatched", Err(ApiError::RouteNotFound(path.to_owned()))));
-        result
-            .unwrap_or_else(|error| error.to_response())
-            .with_route(route)
+        answer(&request, |segments| {
+            self.own(segments, &request)
+                .or_else(|| self.ops.public_route(segments, request.method()))
+        })
     }
+}
+
+/// The admin listener's routes of a service: liveness, readiness with its
+/// stores, metrics ([`crate::ops`]).
+pub struct Admin<S>(pub std::sync::Arc<Api<S>>);
+
+impl<S: Routes> Service for Admin<S> {
+    fn call(&self, request: Request) -> Response {
+        let api = &self.0;
+        answer(&request, |segments| {
+            api.ops
+                .admin_route(segments, request.method(), || api.state.required_stores())
+        })
+    }
+}
+
+/// The answer of the route `routed` finds for the request's path, or 404.
+fn answer(request: &Request, routed: impl FnOnce(&[&str]) -> Option<Routed>) -> Response {
+    let path = request.path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (route, result) = routed(&segments)
+        .unwrap_or_else(|| ("unmatched", Err(ApiError::RouteNotFound(path.to_owned()))));
+    result
+        .unwrap_or_else(|error| error.to_response())
+        .with_route(route)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ impl Config {
     }
 
     pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
-        let http = HttpSettings::read(settings, "order")?;
+        let http = HttpSettings::read(settings, "order", 9380)?;
         Ok(Config {
             database: DatabaseSettings::read(settings, "order")?,
             product_url: product_url(settings)?,

@@ -49,7 +49,7 @@ impl Config {
                 300u64,
                 1..,
             )?),
-            http: HttpSettings::read(settings, "product")?,
+            http: HttpSettings::read(settings, "product", 9330)?,
             pipeline: PipelineSettings::read(settings)?,
         })
     }

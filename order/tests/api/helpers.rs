@@ -21,6 +21,8 @@ pub(crate) struct TestPipeline {
     pub(crate) client: reqwest::Client,
     pub(crate) product_address: String,
     pub(crate) order_address: String,
+    /// The order service's admin listener (`/metrics`, `/readyz`).
+    pub(crate) order_admin: String,
     pub(crate) stores: Stores,
     /// Stock of each product when the test created it.
     pub(crate) initial: BTreeMap<i64, i64>,
@@ -84,6 +86,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("PRODUCT_HOST", "127.0.0.1"),
         ("PRODUCT_PORT", "0"),
+        ("PRODUCT_ADMIN_PORT", "0"),
     ]);
     product_settings.extend(shared);
     product_settings.extend(testkit::issuer::issuer().settings());
@@ -95,7 +98,9 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         .unwrap();
     // A restart binds the same port, so the order service still finds it.
     product_config.http.port = product_app.port();
+    product_config.http.admin_port = product_app.admin_addr().port();
     let product_address = format!("http://127.0.0.1:{}", product_app.port());
+    let product_admin = format!("http://{}", product_app.admin_addr());
 
     let order_db_direct = database_url(format!("order_test_{id}"));
     let order_db = match options.order_database_proxy {
@@ -109,6 +114,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         ("ORDER_DATABASE_POOL_SIZE", "6"),
         ("ORDER_HOST", "127.0.0.1"),
         ("ORDER_PORT", "0"),
+        ("ORDER_ADMIN_PORT", "0"),
         ("PRODUCT_URL", &product_address),
     ]);
     order_settings.extend(shared);
@@ -119,11 +125,12 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     let order_database = platform::db::parse_url("order test database", &order_db_direct).unwrap();
     let order_app = order::startup::build(order_config).await.unwrap();
     let order_address = format!("http://127.0.0.1:{}", order_app.port());
+    let order_admin = format!("http://{}", order_app.admin_addr());
 
     let stops = vec![serve(order_app), serve(product_app)];
     // Both services subscribed: their topology is declared before a test
     // publishes anything.
-    for address in [&order_address, &product_address] {
+    for address in [&order_admin, &product_admin] {
         let mut subscribed = false;
         for _ in 0..300 {
             if let Ok(response) = reqwest::get(format!("{address}/readyz")).await {
@@ -148,6 +155,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         client: testkit::issuer::issuer().client("pipeline-tester"),
         product_address,
         order_address,
+        order_admin,
         stores,
         initial: BTreeMap::new(),
         namespace,
@@ -197,7 +205,7 @@ impl TestPipeline {
     pub(crate) async fn metric(&self, sample: &str) -> u64 {
         let text = self
             .client
-            .get(format!("{}/metrics", self.order_address))
+            .get(format!("{}/metrics", self.order_admin))
             .send()
             .await
             .unwrap()

@@ -331,17 +331,14 @@ async fn the_keys_held_keep_working_while_the_issuer_is_down() {
     assert_eq!(send(&app, Some(&fresh())).await.status(), 201);
     jwks.stop();
     eventually("a refresh of the keys fails", || async {
-        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
-        metrics
-            .text()
+        app.metrics()
             .await
-            .unwrap()
             .contains(r#"auth_jwks_refreshes_total{result="failed"}"#)
     })
     .await;
     // A token never seen before is verified with the keys held.
     assert_eq!(send(&app, Some(&fresh())).await.status(), 201);
-    let ready: Value = reqwest::get(app.url("/readyz"))
+    let ready: Value = reqwest::get(format!("{}/readyz", app.admin))
         .await
         .unwrap()
         .json()

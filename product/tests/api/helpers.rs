@@ -17,6 +17,8 @@ fn env_or(name: &str, default: &str) -> String {
 
 pub(crate) struct TestApp {
     pub(crate) address: String,
+    /// The admin listener (`/metrics`, `/readyz`).
+    pub(crate) admin: String,
     pub(crate) client: reqwest::Client,
     pub(crate) pool: Pool,
     pub(crate) redis: redis::aio::MultiplexedConnection,
@@ -54,6 +56,7 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("AMQP_QUEUE_EXPIRES_MS", "60000"),
         ("PRODUCT_HOST", "127.0.0.1"),
         ("PRODUCT_PORT", "0"),
+        ("PRODUCT_ADMIN_PORT", "0"),
         ("RELAY_POLL_INTERVAL_MS", "100"),
     ]);
     source.extend(testkit::issuer::issuer().settings());
@@ -63,6 +66,7 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .await
         .expect("the application starts");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let admin = format!("http://{}", application.admin_addr());
     let stop = Signal::new();
     let stopped = tokio::spawn(application.run_until_stopped(stop.clone().cancelled_owned()));
     let pool = platform::db::pool(&database, 2).unwrap();
@@ -71,9 +75,10 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    wait_until_subscribed(&address).await;
+    wait_until_subscribed(&admin).await;
     TestApp {
         address,
+        admin,
         client: testkit::issuer::issuer().client("catalog-admin"),
         pool,
         redis,
@@ -184,7 +189,12 @@ impl TestApp {
 
     /// The service's `/metrics` text.
     pub(crate) async fn metrics(&self) -> String {
-        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap();
         response.text().await.unwrap()
     }
 

@@ -119,7 +119,7 @@ async fn pages_come_in_id_order_with_the_cursor_of_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_readiness_and_metrics_answer() {
+async fn health_answers_on_both_listeners_and_readiness_and_metrics_on_the_admin_one_only() {
     let app = spawn_app().await;
     let openapi: Value = app
         .client
@@ -141,7 +141,15 @@ async fn health_readiness_and_metrics_answer() {
             .status(),
         200
     );
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    for path in ["/readyz", "/metrics"] {
+        let public = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(public.status(), 404, "{path} is not on the public port");
+    }
+    let admin_health = reqwest::get(format!("{}/healthz", app.admin))
+        .await
+        .unwrap();
+    assert_eq!(admin_health.status(), 200);
+    let ready = reqwest::get(format!("{}/readyz", app.admin)).await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(
