@@ -39,7 +39,10 @@ CONCURRENT_ORDER_URLS=http://127.0.0.1:$((ORDER_PORT + 1)),http://127.0.0.1:$((O
 bin=${BIN_DIR:-target/release}
 ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
 PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
-export ORDER_URL PRODUCT_URL RUST_LOG=${RUST_LOG:-warn}
+ORDER_ADMIN_PORT=${ORDER_ADMIN_PORT:-9380}
+ORDER_ADMIN_URL=${ORDER_ADMIN_URL:-http://127.0.0.1:$ORDER_ADMIN_PORT}
+PRODUCT_ADMIN_URL=${PRODUCT_ADMIN_URL:-http://127.0.0.1:${PRODUCT_ADMIN_PORT:-9330}}
+export ORDER_URL PRODUCT_URL ORDER_ADMIN_URL PRODUCT_ADMIN_URL RUST_LOG=${RUST_LOG:-warn}
 
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-chaos"
 mkdir -p "$dir"
@@ -60,8 +63,9 @@ start_order() { start order env RELAY_ENABLED=false "$bin/order"; }
 start_concurrent_orders() {
   local n url
   for n in 1 2; do
-    start "order-$((n + 1))" env ORDER_WRITERS=$WRITERS ORDER_PORT=$((ORDER_PORT + n)) "$bin/order"
-    url=http://127.0.0.1:$((ORDER_PORT + n))
+    start "order-$((n + 1))" env ORDER_WRITERS=$WRITERS ORDER_PORT=$((ORDER_PORT + n)) \
+      ORDER_ADMIN_PORT=$((ORDER_ADMIN_PORT + n)) "$bin/order"
+    url=http://127.0.0.1:$((ORDER_ADMIN_PORT + n))
     for _ in $(seq 1200); do curl -fsS "$url/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"' && break; sleep 0.05; done
   done
 }

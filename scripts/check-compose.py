@@ -30,6 +30,18 @@ expected = {
     "order": (["order"], env["ORDER_PORT"]),
     "relay": (["outbox", "relay", "--service", "order"], None),
 }
+admin_ports = {"product": env["PRODUCT_ADMIN_PORT"], "order": env["ORDER_ADMIN_PORT"]}
+
+
+def published_ports(service):
+    """(host ip, published, target) of each port, whichever way it is rendered."""
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            yield port.get("host_ip", ""), str(port.get("published")), str(port.get("target"))
+        else:
+            parts = str(port).split("/")[0].split(":")
+            yield (parts[0] if len(parts) == 3 else ""), parts[-2], parts[-1]
+
 for name, (command, port) in expected.items():
     service = services.get(name)
     if service is None:
@@ -38,9 +50,14 @@ for name, (command, port) in expected.items():
     if service.get("command") != command:
         problems.append(f"{name} runs {service.get('command')}, not {command}")
     if port:
-        published = {str(p.get("published")) + ":" + str(p.get("target")) for p in service.get("ports", [])}
+        published = {f"{p}:{t}" for _, p, t in published_ports(service)}
         if f"{port}:{port}" not in published:
             problems.append(f"{name} does not publish {port}:{port} as `make up` serves it (has {published})")
+    if name in admin_ports:
+        admin = admin_ports[name]
+        hosts = {ip for ip, p, t in published_ports(service) if (p, t) == (admin, admin)}
+        if hosts != {"127.0.0.1"}:
+            problems.append(f"{name} must publish its admin port {admin} on 127.0.0.1 only (has {hosts or 'none'})")
     for variable in service.get("environment", {}):
         if variable not in documented:
             problems.append(f"{name} sets {variable}, which .env.example does not document")

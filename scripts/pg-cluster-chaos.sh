@@ -54,7 +54,7 @@ trap 'kill $(cat "$dir"/*.pid) 2>/dev/null || true' EXIT
 
 wait_for_stack '"status":"ready"' || { echo "the services did not become ready (logs in $dir)" >&2; exit 1; }
 "$bin/perf" seed --out "$dir/seed.json" >/dev/null
-pools() { (curl -fsS "$ORDER_URL/readyz"; echo; curl -fsS "$PRODUCT_URL/readyz"; echo) |
+pools() { (curl -fsS "$ORDER_ADMIN_URL/readyz"; echo; curl -fsS "$PRODUCT_ADMIN_URL/readyz"; echo) |
   python3 -c "import json, sys; print(' '.join(f'{k}={v}' for line in sys.stdin if line.strip() for k, v in json.loads(line)['databases'].items()))"; }
 
 SCENARIO=chaos RATE=$RATE DURATION="${DURATION}s" SEED_FILE="$dir/seed.json" LOG_ACCEPTED=1 \

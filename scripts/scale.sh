@@ -38,22 +38,24 @@ for n in $INSTANCES; do
   export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
   export AMQP_NAMESPACE="scale$n." REDIS_KEY_PREFIX="scale$n:" RELAY_ENABLED=false
   fresh_state
-  order_urls=() product_urls=()
+  order_urls=() product_urls=() admin_urls=()
   for i in $(seq 0 $((n - 1))); do
-    PRODUCT_PORT=$((3000 + i)) "$bin/product" >>"$dir/product-$n-$i.log" 2>&1 & pids+=($!)
+    PRODUCT_PORT=$((3000 + i)) PRODUCT_ADMIN_PORT=$((9330 + i)) "$bin/product" >>"$dir/product-$n-$i.log" 2>&1 & pids+=($!)
     product_urls+=("http://127.0.0.1:$((3000 + i))")
+    admin_urls+=("http://127.0.0.1:$((9330 + i))")
   done
   # Order instances look products up at the first product instance.
   for i in $(seq 0 $((n - 1))); do
-    ORDER_PORT=$((8080 + i)) PRODUCT_URL="${product_urls[0]}" "$bin/order" >>"$dir/order-$n-$i.log" 2>&1 & pids+=($!)
+    ORDER_PORT=$((8080 + i)) ORDER_ADMIN_PORT=$((9380 + i)) PRODUCT_URL="${product_urls[0]}" "$bin/order" >>"$dir/order-$n-$i.log" 2>&1 & pids+=($!)
     order_urls+=("http://127.0.0.1:$((8080 + i))")
+    admin_urls+=("http://127.0.0.1:$((9380 + i))")
   done
   for service in order product; do
     for i in $(seq 1 "$n"); do
       RELAY_CLAIM_PARTITIONS=$((16 / n)) "$bin/outbox" relay --service "$service" >>"$dir/relay-$service-$n-$i.log" 2>&1 & pids+=($!)
     done
   done
-  for url in "${order_urls[@]}" "${product_urls[@]}"; do
+  for url in "${admin_urls[@]}"; do
     for _ in $(seq 600); do ready "$url" && break; sleep 0.1; done
   done
   PRODUCT_URL="${product_urls[0]}" "$bin/perf" seed --out "$dir/seed-$n.json" >/dev/null
@@ -68,7 +70,8 @@ for n in $INSTANCES; do
   product=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['hot'])" "$dir/seed-$n.json")
   for k in $(seq 1 200); do
     url=${product_urls[$((k % n))]}
-    curl -fsS -X PATCH "$url/products/$product" -H 'content-type: application/json' -d "{\"price\": $k}" >/dev/null
+    curl -fsS -X PATCH "$url/products/$product" -H 'content-type: application/json' \
+      -H "Authorization: Bearer $CATALOG_TOKEN" -d "{\"price\": $k}" >/dev/null
   done
   want=$(curl -fsS "${product_urls[0]}/products/$product" | python3 -c "import json,sys; p=json.load(sys.stdin); print(p['version'], p['price'])")
   in_order=no

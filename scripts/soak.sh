@@ -33,7 +33,9 @@ export RUST_LOG=${RUST_LOG:-warn}
 bin=${BIN_DIR:-target/release}
 ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
 PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
-export ORDER_URL PRODUCT_URL
+ORDER_ADMIN_URL=${ORDER_ADMIN_URL:-http://127.0.0.1:${ORDER_ADMIN_PORT:-9380}}
+PRODUCT_ADMIN_URL=${PRODUCT_ADMIN_URL:-http://127.0.0.1:${PRODUCT_ADMIN_PORT:-9330}}
+export ORDER_URL PRODUCT_URL ORDER_ADMIN_URL PRODUCT_ADMIN_URL
 
 # Databases of its own (`orders_soak`, `products_soak` beside the ones in
 # the settings), kept between runs so that the fill is paid once; made
@@ -66,7 +68,7 @@ start() {
 stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
 wait_ready() {
   for _ in $(seq 600); do
-    curl -fsS "$ORDER_URL/readyz" >/dev/null 2>&1 && curl -fsS "$PRODUCT_URL/readyz" >/dev/null 2>&1 && return 0
+    curl -fsS "$ORDER_ADMIN_URL/readyz" >/dev/null 2>&1 && curl -fsS "$PRODUCT_ADMIN_URL/readyz" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "the stack did not become ready (logs in $dir)" >&2
@@ -89,8 +91,8 @@ start; wait_ready
 # One sample a minute: each service's RSS and both outboxes' size.
 sample() {
   local order_rss product_rss order_outbox product_outbox
-  order_rss=$(curl -fsS "$ORDER_URL/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2 / 1048576}')
-  product_rss=$(curl -fsS "$PRODUCT_URL/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2 / 1048576}')
+  order_rss=$(curl -fsS "$ORDER_ADMIN_URL/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2 / 1048576}')
+  product_rss=$(curl -fsS "$PRODUCT_ADMIN_URL/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2 / 1048576}')
   outbox_mb() {
     psql "$1" -qAtc "SELECT round(COALESCE(sum(pg_total_relation_size(c.oid)), 0) / 1048576.0, 1) \
       FROM pg_class c WHERE c.relname = 'outbox' OR c.oid IN \

@@ -42,13 +42,35 @@ pub(crate) fn order_url() -> String {
     })
 }
 
+/// Where the order service's admin listener answers (`/metrics`,
+/// `/readyz`): `ORDER_ADMIN_URL`, else `ORDER_ADMIN_PORT` on 127.0.0.1.
+pub(crate) fn order_admin_url() -> String {
+    admin_url("ORDER", 9380)
+}
+
+/// Where the product service's admin listener answers: `PRODUCT_ADMIN_URL`,
+/// else `PRODUCT_ADMIN_PORT` on 127.0.0.1.
+pub(crate) fn product_admin_url() -> String {
+    admin_url("PRODUCT", 9330)
+}
+
+fn admin_url(prefix: &str, default_port: u16) -> String {
+    std::env::var(format!("{prefix}_ADMIN_URL")).unwrap_or_else(|_| {
+        let port = std::env::var(format!("{prefix}_ADMIN_PORT"));
+        format!(
+            "http://127.0.0.1:{}",
+            port.unwrap_or(default_port.to_string())
+        )
+    })
+}
+
 /// Both services' metrics, every pipeline process's CPU, both databases'
 /// counters: what a run's report compares before and after.
 pub(crate) async fn snapshot() -> anyhow::Result<report::page::Snapshot> {
     platform::tls::install_crypto_provider();
     let http = reqwest::Client::new();
-    let order = metrics_text(&http, &order_url()).await?;
-    let product = metrics_text(&http, &product_url()).await?;
+    let order = metrics_text(&http, &order_admin_url()).await?;
+    let product = metrics_text(&http, &product_admin_url()).await?;
     let cpu = perf::cpu::CpuSnapshot::take(&perf::cpu::pipeline_processes())?;
     let orders = database("ORDER_DATABASE_URL")?;
     let products = database("PRODUCT_DATABASE_URL")?;
@@ -68,7 +90,7 @@ pub(crate) async fn snapshot() -> anyhow::Result<report::page::Snapshot> {
     })
 }
 
-/// A service's `/metrics` text; `base` is its URL.
+/// A service's `/metrics` text; `base` is its admin listener's URL.
 pub(crate) async fn metrics_text(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     let response = http.get(format!("{base}/metrics")).send().await?;
     Ok(response.text().await?)

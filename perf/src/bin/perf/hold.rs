@@ -8,14 +8,21 @@ use perf::report;
 
 use crate::environment::metrics_text;
 
-pub(crate) async fn hold_connections(url: &str, count: usize, seconds: u64) -> anyhow::Result<()> {
+/// Holds `count` connections to the service at `url` while asking it for
+/// `/healthz`; its memory is read from its admin listener at `admin_url`.
+pub(crate) async fn hold_connections(
+    url: &str,
+    admin_url: &str,
+    count: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
     platform::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let rss = |text: &str| {
         report::value(text, "process_resident_memory_bytes", "").unwrap_or(0.0) / 1_048_576.0
     };
-    let before = metrics_text(&http, url).await?;
+    let before = metrics_text(&http, admin_url).await?;
     let addr = url.trim_start_matches("http://").to_owned();
     let mut held = Vec::with_capacity(count);
     for n in 0..count {
@@ -56,10 +63,10 @@ pub(crate) async fn hold_connections(url: &str, count: usize, seconds: u64) -> a
         latencies.push(asked.elapsed().as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let during = metrics_text(&http, url).await?;
+    let during = metrics_text(&http, admin_url).await?;
     drop(held);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = metrics_text(&http, url).await?;
+    let after = metrics_text(&http, admin_url).await?;
     latencies.sort_by(f64::total_cmp);
     println!(
         "a request meanwhile: median {:.2} ms, worst {:.2} ms over {} requests",

@@ -122,6 +122,9 @@ enum Command {
     HoldConnections {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
+        /// The same service's admin listener, whose /metrics tells its memory.
+        #[arg(long, default_value = "http://127.0.0.1:9380")]
+        admin_url: String,
         #[arg(long, default_value_t = 10_000)]
         count: usize,
         #[arg(long, default_value_t = 20)]
@@ -251,9 +254,10 @@ fn main() -> anyhow::Result<()> {
             Command::VerifyAccepted { log, out } => verify::verify_accepted(&log, out).await,
             Command::HoldConnections {
                 url,
+                admin_url,
                 count,
                 seconds,
-            } => hold::hold_connections(&url, count, seconds).await,
+            } => hold::hold_connections(&url, &admin_url, count, seconds).await,
             Command::DeadLetters { namespace } => {
                 let databases = [
                     ("orders", database("ORDER_DATABASE_URL")?),
