@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Part of `make test`: every `outbox`, `product` and `perf` command that the
-# README and the operations docs (docs/OPERATIONS.md, docs/RELIABILITY.md)
-# show in a ```sh block is run as written, against the real servers, and
-# must succeed. Commands with placeholders belong in ```text blocks.
+# Part of `make test`: every `outbox`, `product`, `perf` and `token` command
+# that the README and the operations docs (docs/OPERATIONS.md,
+# docs/RELIABILITY.md, docs/SECURITY.md) show in a ```sh block is run as
+# written, against the real servers, and must succeed. Commands with placeholders belong in ```text blocks.
 #
 # It starts its own product and order services (BIN_DIR, default
 # target/debug, standing for the docs' target/release) on fresh `*_docs`
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/fresh-state.sh
 
-DOCS=${DOCS:-README.md docs/OPERATIONS.md docs/RELIABILITY.md}
+DOCS=${DOCS:-README.md docs/OPERATIONS.md docs/RELIABILITY.md docs/SECURITY.md}
 bin=${BIN_DIR:-target/debug}
 RUN_FOR=${RUN_FOR:-5}
 PRODUCT_PORT=${DOCS_PRODUCT_PORT:-3200}
@@ -62,7 +62,7 @@ for path in sys.argv[1].split():
     for block in re.finditer(r"^[ \t]*```sh\n(.*?)^[ \t]*```", text, re.S | re.M):
         for line in block.group(1).splitlines():
             line = line.strip()
-            if re.match(r"target/release/(outbox|product|perf) ", line + " "):
+            if re.match(r"target/release/(outbox|product|perf|token) ", line + " "):
                 print(f"{path}\t{line}")
 PY
 count=$(wc -l <"$dir/commands.tsv")

@@ -2,10 +2,12 @@
 -- its access token. Orders placed before keep no owner; only a caller
 -- allowed to read every order (orders.read_all) sees them. Adding the
 -- columns rewrites nothing (no default); the check is NOT VALID so that
--- it reads no old row, and holds for every new one.
+-- it reads no old row, and holds for every new one. IF NOT EXISTS: an
+-- operator may have added the columns and built the indexes beforehand
+-- (docs/OPERATIONS.md, "Upgrading to orders that belong to their caller").
 ALTER TABLE orders
-    ADD COLUMN owner_issuer text,
-    ADD COLUMN owner_subject text,
+    ADD COLUMN IF NOT EXISTS owner_issuer text,
+    ADD COLUMN IF NOT EXISTS owner_subject text,
     ADD CONSTRAINT orders_owner_whole
         CHECK ((owner_issuer IS NULL) = (owner_subject IS NULL)) NOT VALID;
 
@@ -15,8 +17,8 @@ ALTER TABLE orders
 -- The owner never changes, so the status change stays a HOT update.
 --
 -- On a large table this and the next index take a few seconds during
--- which orders wait (docs/OPERATIONS.md, "Upgrading to owned orders",
--- builds them CONCURRENTLY beforehand; IF NOT EXISTS then skips them).
+-- which orders wait; docs/OPERATIONS.md builds them CONCURRENTLY
+-- beforehand, and IF NOT EXISTS then skips them.
 CREATE INDEX IF NOT EXISTS orders_by_owner ON orders (owner_subject, id);
 
 -- An Idempotency-Key is the caller's own: two callers may use the same
