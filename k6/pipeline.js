@@ -20,7 +20,8 @@
 // Bearer tokens (scripts/auth.sh mints them with the machine's issuer):
 // each order is sent with one of ORDER_TOKENS_FILE's (a JSON list, one
 // token per subject) at random, or with ORDER_TOKEN; product writes with
-// CATALOG_TOKEN (or the one in CATALOG_TOKEN_FILE: docker compose's k6). None set: no Authorization header (AUTH_DISABLED=true).
+// one of CATALOG_TOKENS_FILE's at random, or CATALOG_TOKEN (or the one in
+// CATALOG_TOKEN_FILE: docker compose's k6). None set: no Authorization header (AUTH_DISABLED=true).
 
 import http from 'k6/http';
 import { check } from 'k6';
@@ -41,13 +42,16 @@ const MAX_RATE = parseInt(__ENV.MAX_RATE || '8000', 10);
 const seedFile = __ENV.SEED_FILE ? JSON.parse(open(__ENV.SEED_FILE)) : null;
 const orderTokens = __ENV.ORDER_TOKENS_FILE ? JSON.parse(open(__ENV.ORDER_TOKENS_FILE))
   : __ENV.ORDER_TOKEN ? [__ENV.ORDER_TOKEN] : [];
-const CATALOG_TOKEN = __ENV.CATALOG_TOKEN_FILE ? open(__ENV.CATALOG_TOKEN_FILE).trim() : __ENV.CATALOG_TOKEN || '';
+const catalogTokens = __ENV.CATALOG_TOKENS_FILE ? JSON.parse(open(__ENV.CATALOG_TOKENS_FILE))
+  : __ENV.CATALOG_TOKEN_FILE ? [open(__ENV.CATALOG_TOKEN_FILE).trim()]
+  : __ENV.CATALOG_TOKEN ? [__ENV.CATALOG_TOKEN] : [];
 const json = { headers: { 'Content-Type': 'application/json' } };
 const withToken = (token) => token
   ? { headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` } }
   : json;
-const orderJson = () => withToken(orderTokens.length ? orderTokens[Math.floor(Math.random() * orderTokens.length)] : '');
-const catalogJson = withToken(CATALOG_TOKEN);
+const anyOf = (tokens) => tokens.length ? tokens[Math.floor(Math.random() * tokens.length)] : '';
+const orderJson = () => withToken(anyOf(orderTokens));
+const catalogJson = () => withToken(anyOf(catalogTokens));
 // With LOG_ACCEPTED=1 every accepted order's id is logged (k6
 // --log-output=file=…), so `perf verify-accepted` can check each exists,
 // and every refused one as `refused <status>` (0: no answer), so a fault
@@ -151,7 +155,7 @@ export function placeFewOrder(data) {
 export function changePrice(data) {
   const products = SCENARIO === 'concurrent' ? few(data.seed) : data.seed.products;
   const body = JSON.stringify({ price: 100 + Math.floor(Math.random() * 900) });
-  const response = http.patch(`${productUrl()}/products/${pick(products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, catalogJson));
+  const response = http.patch(`${productUrl()}/products/${pick(products)}`, body, Object.assign({ tags: { name: 'PATCH /products/:id' } }, catalogJson()));
   check(response, { 'product written': (r) => r.status === 200 });
 }
 
@@ -173,7 +177,7 @@ function createProducts(count) {
   const products = [];
   for (let n = 0; n < count; n++) {
     const body = JSON.stringify({ name: `k6 product ${n}`, price: 100 + n, stock: 1000000000 });
-    const response = http.post(`${productUrl()}/products`, body, Object.assign({ responseType: 'text' }, catalogJson));
+    const response = http.post(`${productUrl()}/products`, body, Object.assign({ responseType: 'text' }, catalogJson()));
     if (response.status !== 201) {
       throw new Error(`creating a product answered ${response.status}`);
     }

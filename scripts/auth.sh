@@ -4,11 +4,15 @@
 # tools send. Needs AUTH_ISSUER and AUTH_AUDIENCE (.env.example).
 #
 # local_tokens BIN DIR: makes the issuer if absent and exports
-#   CATALOG_TOKEN      catalog.write (seeding, price changes)
+#   CATALOG_TOKEN      catalog.write, for one subject (seeding)
+#   CATALOG_TOKENS_FILE  DIR/catalog-tokens.json: TOKEN_SUBJECTS (100)
+#                      subjects' catalog.write tokens (the load's price
+#                      changes, hundreds a second: more than one subject's
+#                      rate, AUTH_SUBJECT_RATE)
 #   ORDER_TOKEN        orders.place orders.read, for one subject
-#   ORDER_TOKENS_FILE  DIR/order-tokens.json: TOKEN_SUBJECTS (100)
-#                      subjects' tokens of the same scopes, mixed by the
-#                      load generators
+#   ORDER_TOKENS_FILE  DIR/order-tokens.json: TOKEN_SUBJECTS subjects'
+#                      tokens of the same scopes, mixed by the load
+#                      generators
 # all valid TOKEN_LIFETIME_SECS (a day).
 local_tokens() {
   local bin=$1 dir=$2 lifetime=${TOKEN_LIFETIME_SECS:-86400}
@@ -19,6 +23,8 @@ local_tokens() {
   ORDER_TOKEN=$("$bin/token" mint --subject script-user --scope "$orders" --lifetime-secs "$lifetime")
   "$bin/token" mint --subject load-user --scope "$orders" --subjects "${TOKEN_SUBJECTS:-100}" \
     --lifetime-secs "$lifetime" >"$dir/order-tokens.json"
-  ORDER_TOKENS_FILE="$dir/order-tokens.json"
-  export CATALOG_TOKEN ORDER_TOKEN ORDER_TOKENS_FILE
+  "$bin/token" mint --subject catalog-admin --scope catalog.write --subjects "${TOKEN_SUBJECTS:-100}" \
+    --lifetime-secs "$lifetime" >"$dir/catalog-tokens.json"
+  ORDER_TOKENS_FILE="$dir/order-tokens.json" CATALOG_TOKENS_FILE="$dir/catalog-tokens.json"
+  export CATALOG_TOKEN ORDER_TOKEN ORDER_TOKENS_FILE CATALOG_TOKENS_FILE
 }

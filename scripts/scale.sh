@@ -68,10 +68,13 @@ for n in $INSTANCES; do
   # Events of one product in order: 200 price changes spread over the
   # product instances, then the replica must hold the last one.
   product=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['hot'])" "$dir/seed-$n.json")
+  # Each change by one of many catalog subjects: 200 in a few seconds are
+  # more than one subject's rate (AUTH_SUBJECT_RATE).
+  mapfile -t catalog_tokens < <(python3 -c "import json,sys; print('\n'.join(json.load(open(sys.argv[1]))))" "$CATALOG_TOKENS_FILE")
   for k in $(seq 1 200); do
     url=${product_urls[$((k % n))]}
     curl -fsS -X PATCH "$url/products/$product" -H 'content-type: application/json' \
-      -H "Authorization: Bearer $CATALOG_TOKEN" -d "{\"price\": $k}" >/dev/null
+      -H "Authorization: Bearer ${catalog_tokens[$((k % ${#catalog_tokens[@]}))]}" -d "{\"price\": $k}" >/dev/null
   done
   want=$(curl -fsS "${product_urls[0]}/products/$product" | python3 -c "import json,sys; p=json.load(sys.stdin); print(p['version'], p['price'])")
   in_order=no

@@ -40,11 +40,23 @@ pub async fn seed(
         };
         let body =
             serde_json::json!({"name": name, "price": 100 + (n as i64 % 900), "stock": units});
-        let mut post = http.post(format!("{product_url}/products")).json(&body);
-        if let Some(token) = tokens.catalog() {
-            post = post.bearer_auth(token);
-        }
-        let response = post.send().await?;
+        let response = loop {
+            let mut post = http.post(format!("{product_url}/products")).json(&body);
+            if let Some(token) = tokens.catalog() {
+                post = post.bearer_auth(token);
+            }
+            let response = post.send().await?;
+            // Over the subject's rate (AUTH_SUBJECT_RATE): wait as told.
+            if response.status().as_u16() != 429 {
+                break response;
+            }
+            let wait = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok()?.parse().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        };
         anyhow::ensure!(
             response.status().as_u16() == 201,
             "creating a product answered {}",

@@ -427,3 +427,18 @@ async fn an_address_that_fails_too_often_is_refused_before_any_signature_check()
         "another client"
     );
 }
+
+#[tokio::test]
+async fn checks_turned_off_say_so_in_readiness_and_let_anyone_in() {
+    let app = spawn_app_with(&[("AUTH_DISABLED", "true")]).await;
+    let ready: Value = reqwest::get(format!("{}/readyz", app.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["auth"], "off", "{ready}");
+    assert!(ready.get("issuer_keys").is_none(), "{ready}");
+    assert_eq!(send(&app, None).await.status(), 201, "no token needed");
+    assert!(app.metrics().await.contains("auth_checks_enabled 0"));
+}
