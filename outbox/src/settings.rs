@@ -49,7 +49,7 @@ impl PipelineSettings {
             1usize,
             1..=16,
         )?;
-        let amqp_url = settings.required::<String>("AMQP_URL", "an amqp:// URL")?;
+        let amqp_url = settings.required_secret("AMQP_URL")?;
         crate::broker::parse_url("AMQP_URL", &amqp_url)?;
         let retention = Retention::read(settings)?;
         Ok(PipelineSettings {

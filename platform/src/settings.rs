@@ -3,7 +3,10 @@
 //! at start: nothing is clamped into range behind the operator's back.
 //!
 //! Values are never echoed back in errors: some of them (database and broker
-//! URLs) carry credentials.
+//! URLs) carry credentials. A setting that carries a secret is read with
+//! [`Settings::secret`]: from `NAME`, or whole from the file `NAME_FILE`
+//! names (Docker and Kubernetes secrets), so it need not be in the
+//! environment at all.
 
 use std::fmt::Display;
 use std::ops::RangeBounds;
@@ -122,6 +125,38 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// A setting that carries a secret (a URL with a password): `NAME`, or
+    /// the whole contents of the file `NAME_FILE` names, without its
+    /// trailing newline. Both set is an error (which one would win is a
+    /// guess); so is a file that cannot be read. `None` when neither is set.
+    pub fn secret(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let file_name = format!("{name}_FILE");
+        match (self.source.get(name), self.source.get(&file_name)) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                expected: "the value, or a file holding it",
+                reason: format!("both {name} and {file_name} are set; keep one"),
+            }),
+            (Some(value), None) => Ok(Some(value)),
+            (None, Some(path)) => match std::fs::read_to_string(path.trim()) {
+                Ok(text) => Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned())),
+                Err(error) => Err(ConfigError::Invalid {
+                    name: file_name,
+                    expected: "a readable file holding the value",
+                    reason: error.kind().to_string(),
+                }),
+            },
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// [`Self::secret`] that must be set, one way or the other.
+    pub fn required_secret(&self, name: &str) -> Result<String, ConfigError> {
+        self.secret(name)?.ok_or_else(|| ConfigError::Missing {
+            name: format!("{name} (or {name}_FILE)"),
+        })
+    }
+
     /// A number of milliseconds, as a duration.
     pub fn millis(&self, name: &str, default_ms: u64) -> Result<std::time::Duration, ConfigError> {
         self.optional(name, "a whole number of milliseconds", default_ms)
@@ -204,6 +239,38 @@ mod tests {
         assert_eq!(layered.get("A").as_deref(), Some("flag"));
         assert_eq!(layered.get("B").as_deref(), Some("env"));
         assert_eq!(layered.get("C"), None);
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_setting_or_whole_from_a_file() {
+        let file = std::env::temp_dir().join(format!("secret-{}", std::process::id()));
+        std::fs::write(&file, "postgres://app:s3cr3t@db/orders\n").unwrap();
+        let path = file.display().to_string();
+        let source = vec![("FROM_FILE_FILE", path.as_str()), ("PLAIN", "redis://r")];
+        let settings = Settings::new(&source);
+        assert_eq!(
+            settings.required_secret("FROM_FILE").unwrap(),
+            "postgres://app:s3cr3t@db/orders"
+        );
+        assert_eq!(
+            settings.secret("PLAIN").unwrap().as_deref(),
+            Some("redis://r")
+        );
+        assert_eq!(settings.secret("ABSENT").unwrap(), None);
+        let missing = settings.required_secret("ABSENT").unwrap_err().to_string();
+        assert!(
+            missing.starts_with("ABSENT (or ABSENT_FILE) is not set"),
+            "{missing}"
+        );
+
+        let both = vec![("A", "x"), ("A_FILE", path.as_str())];
+        let error = Settings::new(&both).secret("A").unwrap_err().to_string();
+        assert!(error.contains("both A and A_FILE"), "{error}");
+        let gone = vec![("B_FILE", "/nonexistent/secret")];
+        let error = Settings::new(&gone).secret("B").unwrap_err().to_string();
+        assert!(error.starts_with("B_FILE is not valid"), "{error}");
+        assert!(!error.contains("s3cr3t"));
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

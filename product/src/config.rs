@@ -29,7 +29,7 @@ impl Config {
     }
 
     pub fn read(settings: &Settings<'_>) -> Result<Self, ConfigError> {
-        let redis_url = settings.required::<String>("REDIS_URL", "a redis:// URL")?;
+        let redis_url = settings.required_secret("REDIS_URL")?;
         redis::Client::open(redis_url.as_str()).map_err(|error| ConfigError::Invalid {
             name: "REDIS_URL".into(),
             expected: "a redis:// URL",

@@ -223,7 +223,7 @@ impl DatabaseSettings {
     pub fn read(settings: &Settings<'_>, name: &str) -> Result<Self, ConfigError> {
         let prefix = name.to_ascii_uppercase();
         let url_name = format!("{prefix}_DATABASE_URL");
-        let url = settings.required::<String>(&url_name, "a postgres:// URL")?;
+        let url = settings.required_secret(&url_name)?;
         Ok(DatabaseSettings {
             config: named(parse_url(&url_name, &url)?, name),
             pool_size: settings.optional_in(
@@ -286,6 +286,18 @@ mod tests {
         assert_eq!(default.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         let own = parse_url("DB", "postgres://u@h/d?connect_timeout=7").unwrap();
         assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_services_database_url_may_come_from_a_file() {
+        let file = std::env::temp_dir().join(format!("db-url-{}", std::process::id()));
+        std::fs::write(&file, "postgres://app:s3cr3t@db.internal:5433/orders\n").unwrap();
+        let path = file.display().to_string();
+        let source = vec![("ORDER_DATABASE_URL_FILE", path.as_str())];
+        let settings = DatabaseSettings::read(&Settings::new(&source), "order").unwrap();
+        assert_eq!(settings.config.get_password(), Some(&b"s3cr3t"[..]));
+        assert_eq!(settings.config.get_dbname(), Some("orders"));
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

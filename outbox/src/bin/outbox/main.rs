@@ -71,13 +71,10 @@ pub(crate) struct Target {
 
 #[derive(Args)]
 struct Broker {
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        hide_env_values = true,
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    amqp_url: String,
+    /// The broker's URL; without it, AMQP_URL, or the file AMQP_URL_FILE
+    /// names (a URL on the command line shows in `ps`).
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "AMQP_NAMESPACE", default_value = "")]
     amqp_namespace: String,
@@ -160,25 +157,40 @@ impl Broker {
             QueueType::Quorum => "quorum",
             QueueType::Classic => "classic",
         };
-        vec![
-            ("AMQP_URL", self.amqp_url.clone()),
+        let mut settings = vec![
             ("AMQP_NAMESPACE", self.amqp_namespace.clone()),
             ("AMQP_QUEUE_TYPE", queue_type.to_owned()),
-        ]
+        ];
+        settings.extend(self.amqp_url.clone().map(|url| ("AMQP_URL", url)));
+        settings
+    }
+
+    /// The broker's URL: the flag or AMQP_URL, else AMQP_URL_FILE's.
+    fn url(&self) -> anyhow::Result<String> {
+        match &self.amqp_url {
+            Some(url) => Ok(url.clone()),
+            None => Ok(Settings::new(&Environment).required_secret("AMQP_URL")?),
+        }
     }
 }
 
 impl Target {
     pub(crate) fn database(&self) -> anyhow::Result<tokio_postgres::Config> {
-        let (name, url) = match (&self.database_url, self.service) {
-            (Some(url), _) => ("--database-url", url.clone()),
+        let environment = Settings::new(&Environment);
+        let given = match &self.database_url {
+            Some(url) => Some(url.clone()),
+            None => environment.secret("OUTBOX_DATABASE_URL")?,
+        };
+        let (name, url) = match (given, self.service) {
+            (Some(url), _) => ("--database-url", url),
             (None, Some(service)) => {
                 let name = match service {
                     Service::Order => "ORDER_DATABASE_URL",
                     Service::Product => "PRODUCT_DATABASE_URL",
                 };
-                let url = std::env::var(name)
-                    .with_context(|| format!("{name} is not set (needed by --service)"))?;
+                let url = environment
+                    .required_secret(name)
+                    .context("needed by --service")?;
                 (name, url)
             }
             (None, None) => bail!("say which outbox: --service order|product, or --database-url"),
@@ -309,7 +321,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         );
     }
     let exchange = args.target.exchange(&args.broker.amqp_namespace)?;
-    let publisher = Publisher::connect(&args.broker.amqp_url, "outbox replay", None).await?;
+    let publisher = Publisher::connect(&args.broker.url()?, "outbox replay", None).await?;
     let bar = progress_bar(matching as u64);
     let report = replay::replay(&client, &publisher, &exchange, &filter, 500, |done| {
         bar.set_position(done)
@@ -366,7 +378,11 @@ async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
     for (queue, count) in waiting {
         println!("    {queue}: {count}");
     }
-    if let Some(url) = &args.amqp_url {
+    let amqp_url = match &args.amqp_url {
+        Some(url) => Some(url.clone()),
+        None => Settings::new(&Environment).secret("AMQP_URL")?,
+    };
+    if let Some(url) = &amqp_url {
         match dead_lettered(url, &args.amqp_namespace).await {
             Ok(counts) => {
                 for (queue, count) in counts.into_iter().filter(|(_, count)| *count > 0) {

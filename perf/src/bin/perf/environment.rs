@@ -12,8 +12,11 @@ pub(crate) fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set (load .env.example first)"))
 }
 
+/// The database a `*_DATABASE_URL` (or its `_FILE`) names.
 pub(crate) fn database(name: &str) -> anyhow::Result<tokio_postgres::Config> {
-    Ok(platform::db::parse_url(name, &env(name)?)?)
+    let url = platform::settings::Settings::new(&platform::settings::Environment)
+        .required_secret(name)?;
+    Ok(platform::db::parse_url(name, &url)?)
 }
 
 pub(crate) async fn stores() -> anyhow::Result<Stores> {
@@ -21,7 +24,8 @@ pub(crate) async fn stores() -> anyhow::Result<Stores> {
     Stores::connect(
         &database("ORDER_DATABASE_URL")?,
         &database("PRODUCT_DATABASE_URL")?,
-        &env("REDIS_URL")?,
+        &platform::settings::Settings::new(&platform::settings::Environment)
+            .required_secret("REDIS_URL")?,
         &prefix,
     )
     .await
