@@ -115,6 +115,25 @@ for name, mount in observe.items():
         problems.append(f"{name} is not on the host network, where the scrape targets (127.0.0.1) are")
     if not any(str(volume).endswith(mount) for volume in service.get("volumes", [])):
         problems.append(f"{name} does not mount ...{mount}")
+# Nothing of the observe profile listens beyond the host's loopback (host
+# networking: their own listen addresses decide), no lifecycle API, and
+# Grafana's admin password comes from a secret.
+listen = {"prometheus": "--web.listen-address=127.0.0.1:9090", "alertmanager": "--web.listen-address=127.0.0.1:9093"}
+for name, flag in listen.items():
+    command = services.get(name, {}).get("command") or []
+    if flag not in command:
+        problems.append(f"{name} must listen on 127.0.0.1 only ({flag})")
+    if any("enable-lifecycle" in str(part) for part in command):
+        problems.append(f"{name} serves its lifecycle API (--web.enable-lifecycle)")
+grafana_env = services.get("grafana", {}).get("environment") or {}
+if grafana_env.get("GF_SERVER_HTTP_ADDR") != "127.0.0.1":
+    problems.append("grafana must listen on 127.0.0.1 only (GF_SERVER_HTTP_ADDR)")
+if not str(grafana_env.get("GF_SECURITY_ADMIN_PASSWORD__FILE", "")).startswith("/run/secrets/"):
+    problems.append("grafana's admin password must come from a secret (GF_SECURITY_ADMIN_PASSWORD__FILE)")
+management = {(ip, p) for ip, p, t in published_ports(services.get("rabbitmq", {})) if t == "15672"}
+if management and management != {("127.0.0.1", "15672")}:
+    problems.append(f"RabbitMQ's management UI must be published on 127.0.0.1 only (has {management})")
+
 grafana_port = str((services.get("grafana", {}).get("environment") or {}).get("GF_SERVER_HTTP_PORT", "3000"))
 if grafana_port in (env["PRODUCT_PORT"], env["ORDER_PORT"]):
     problems.append(f"grafana listens on the host's :{grafana_port}, a service's port (set GF_SERVER_HTTP_PORT)")
