@@ -35,6 +35,7 @@
 //! - [`replay`] and [`stats`]: what the `outbox` operator tool runs.
 //! - [`broker`], [`backoff`], [`metrics`], [`error`]: the supporting pieces.
 
+pub mod audit;
 pub mod backoff;
 pub mod broker;
 pub mod consumer;

@@ -31,6 +31,40 @@ pub struct Filter {
     pub to_id: Option<i64>,
 }
 
+/// The filter as the flags that give it (`--since … --type …`), for the
+/// record of operator actions.
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        let time = |at: &OffsetDateTime| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| at.to_string())
+        };
+        if let Some(since) = &self.since {
+            parts.push(format!("--since {}", time(since)));
+        }
+        if let Some(until) = &self.until {
+            parts.push(format!("--until {}", time(until)));
+        }
+        if let Some(aggregate) = &self.aggregate_id {
+            parts.push(format!("--aggregate {aggregate}"));
+        }
+        if let Some(event_type) = &self.event_type {
+            parts.push(format!("--event-type {event_type}"));
+        }
+        if let Some(from) = self.from_id {
+            parts.push(format!("--from-id {from}"));
+        }
+        if let Some(to) = self.to_id {
+            parts.push(format!("--to-id {to}"));
+        }
+        if parts.is_empty() {
+            parts.push("--all".to_owned());
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
 impl Filter {
     /// True when nothing narrows the selection: a replay of everything.
     pub fn is_unbounded(&self) -> bool {

@@ -15,6 +15,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::Result;
+use crate::audit::{self, Action};
 use crate::envelope::Envelope;
 use crate::writer::partition_of;
 
@@ -66,6 +67,19 @@ pub enum Selection {
     All,
     Ids(Vec<i64>),
     EventType(String),
+}
+
+impl std::fmt::Display for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selection::All => f.write_str("--all"),
+            Selection::Ids(ids) => {
+                let ids: Vec<String> = ids.iter().map(|id| format!("--id {id}")).collect();
+                f.write_str(&ids.join(" "))
+            }
+            Selection::EventType(event_type) => write!(f, "--type {event_type}"),
+        }
+    }
 }
 
 impl Selection {
@@ -123,12 +137,13 @@ const REQUEUE_SQL: &str = "\
         AS r(m, a, p, t, y, q)";
 
 /// Sends the selected dead letters (not requeued yet) back to their
-/// queues through the outbox, and marks them requeued; with `dry_run`,
-/// only says which.
+/// queues through the outbox, and marks them requeued, recording who did
+/// (`account`) in the same transaction; with `dry_run`, only says which.
 pub async fn requeue(
     client: &mut Client,
     selection: &Selection,
     dry_run: bool,
+    account: &str,
 ) -> Result<RequeueReport> {
     let tx = client.transaction().await?;
     let (all, ids, event_type) = selection.params();
@@ -173,13 +188,22 @@ pub async fn requeue(
         &[&requeued],
     )
     .await?;
+    let count = requeued.len() as u64;
+    audit::record(&tx, Action::Requeue, &selection.to_string(), count, account).await?;
     tx.commit().await?;
     Ok(report)
 }
 
-/// Deletes the selected dead letters; returns how many went.
-pub async fn purge(client: &Client, selection: &Selection) -> Result<u64> {
+/// Deletes the selected dead letters, recording who did (`account`) in
+/// the same transaction; returns how many went.
+pub async fn purge(client: &mut Client, selection: &Selection, account: &str) -> Result<u64> {
+    let tx = client.transaction().await?;
     let (all, ids, event_type) = selection.params();
     let sql = format!("DELETE FROM dead_letters WHERE {}", Selection::SQL);
-    Ok(client.execute(&sql, &[&all, &ids, &event_type]).await?)
+    let purged = tx.execute(&sql, &[&all, &ids, &event_type]).await?;
+    if purged > 0 {
+        audit::record(&tx, Action::Purge, &selection.to_string(), purged, account).await?;
+    }
+    tx.commit().await?;
+    Ok(purged)
 }

@@ -27,6 +27,23 @@ fn dead_letters(outbox: &TestOutbox, args: &[&str]) -> String {
     stdout
 }
 
+/// The lines of `outbox actions`, newest first, without its header and
+/// count.
+fn recorded_actions(outbox: &TestOutbox) -> Vec<String> {
+    let output = outbox_command(outbox).arg("actions").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[1..lines.len() - 1]
+        .iter()
+        .map(|line| line.to_string())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_malformed_message_is_listed_with_its_reason_and_can_be_read_and_purged() {
     let outbox = TestOutbox::new().await;
@@ -56,8 +73,15 @@ async fn a_malformed_message_is_listed_with_its_reason_and_can_be_read_and_purge
     assert!(shown.contains("amqp id:      sender-42"), "{shown}");
     assert!(shown.contains("by:           consumer"), "{shown}");
 
-    // Not an event: a requeue leaves it; a purge needs --yes.
-    let requeue = dead_letters(&outbox, &["requeue", "--all"]);
+    // Not an event: a requeue leaves it; a requeue of all needs --yes (or
+    // --dry-run), as a purge does.
+    let unconfirmed = outbox_command(&outbox)
+        .args(["dead-letters", "requeue", "--all"])
+        .output()
+        .unwrap();
+    assert!(!unconfirmed.status.success());
+    assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("add --yes"));
+    let requeue = dead_letters(&outbox, &["requeue", "--all", "--yes"]);
     assert!(requeue.contains("not an event, left as it is"), "{requeue}");
     let refused = outbox_command(&outbox)
         .args(["dead-letters", "purge", "--id", &id])
@@ -68,6 +92,16 @@ async fn a_malformed_message_is_listed_with_its_reason_and_can_be_read_and_purge
     let purged = dead_letters(&outbox, &["purge", "--id", &id, "--yes"]);
     assert!(purged.contains("purged 1 dead letters"), "{purged}");
     assert!(outbox.dead_letters().await.is_empty());
+    // Only the purge changed something: it alone is on record.
+    let actions = recorded_actions(&outbox);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let purge: Vec<&str> = actions[0].split('\t').collect();
+    assert_eq!(
+        (purge[2], purge[3], purge[6]),
+        ("purge", "1", format!("--id {id}").as_str())
+    );
+    assert_eq!(purge[4], "postgres", "the database role");
+    assert!(purge[5].contains('@'), "the tool's account: {}", purge[5]);
     outbox.cleanup().await;
 }
 
@@ -93,6 +127,9 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
     );
 
     let requeued = dead_letters(&outbox, &["requeue", "--id", &id]);
+    let actions = recorded_actions(&outbox);
+    assert_eq!(actions.len(), 1, "the dry run is not recorded: {actions:?}");
+    assert!(actions[0].contains("\trequeue\t1\t"), "{actions:?}");
     assert!(requeued.contains("requeued 1 dead letters"), "{requeued}");
     assert_eq!(outbox.drain(&mut relay).await, 1);
     let report = outbox.consume_all().await;
@@ -102,7 +139,7 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
     // Already requeued: nothing more to requeue. Sent again anyway (a
     // replay of its rows: the first one and the requeue's, both kept by
     // the append-only outbox), each is a duplicate.
-    let again = dead_letters(&outbox, &["requeue", "--all"]);
+    let again = dead_letters(&outbox, &["requeue", "--all", "--yes"]);
     assert!(again.contains("requeued 0 dead letters"), "{again}");
     let replayed = outbox_command(&outbox)
         .args(["replay", "--exchange", "orders", "--aggregate", "requeued"])
@@ -111,6 +148,22 @@ async fn a_requeued_dead_letter_applies_exactly_once() {
     assert!(replayed.status.success());
     assert_eq!(outbox.consume_all().await.duplicates, 2);
     assert_eq!(outbox.effects().await["requeued"], (POISON_ONCE + 7, 1));
+    let actions = recorded_actions(&outbox);
+    assert_eq!(
+        actions.len(),
+        2,
+        "a requeue of nothing is not recorded: {actions:?}"
+    );
+    let replay: Vec<&str> = actions[0].split('\t').collect();
+    assert_eq!(
+        (replay[2], replay[3]),
+        ("replay", "2"),
+        "newest first: {actions:?}"
+    );
+    assert!(
+        replay[6].starts_with("--aggregate requeued to "),
+        "{actions:?}"
+    );
     let listed = dead_letters(&outbox, &["list"]);
     assert!(listed.contains("0 dead letters"), "{listed}");
     outbox.cleanup().await;

@@ -3,6 +3,7 @@
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use outbox::audit;
 use outbox::dead_letters::operate::{self, DeadLetterRow, Selection};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -39,6 +40,10 @@ enum DeadLetterCommand {
         /// Say what would be requeued, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Required with --all (unless --dry-run): every dead letter goes
+        /// back at once.
+        #[arg(long)]
+        yes: bool,
     },
     /// Delete dead letters for good.
     Purge {
@@ -109,8 +114,19 @@ pub(crate) async fn run(args: DeadLetterArgs) -> anyhow::Result<()> {
             Some(row) => print_row(&row)?,
             None => bail!("no dead letter {id}"),
         },
-        DeadLetterCommand::Requeue { which, dry_run } => {
-            let report = operate::requeue(&mut client, &which.selection(), dry_run).await?;
+        DeadLetterCommand::Requeue {
+            which,
+            dry_run,
+            yes,
+        } => {
+            if which.all && !dry_run && !yes {
+                bail!(
+                    "requeue --all sends every dead letter back at once: look first with --dry-run, then add --yes"
+                );
+            }
+            let account = audit::account();
+            let report =
+                operate::requeue(&mut client, &which.selection(), dry_run, &account).await?;
             let verb = if dry_run { "would requeue" } else { "requeued" };
             for row in &report.requeued {
                 println!(
@@ -137,10 +153,40 @@ pub(crate) async fn run(args: DeadLetterArgs) -> anyhow::Result<()> {
             if !yes {
                 bail!("a purge deletes dead letters for good: add --yes");
             }
-            let purged = operate::purge(&client, &which.selection()).await?;
+            let purged = operate::purge(&mut client, &which.selection(), &audit::account()).await?;
             println!("purged {purged} dead letters");
         }
     }
+    Ok(())
+}
+
+/// `outbox actions`: the record of replays, requeues and purges.
+#[derive(Args)]
+pub(crate) struct ActionsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+}
+
+pub(crate) async fn actions(args: ActionsArgs) -> anyhow::Result<()> {
+    let client = platform::db::connect(&args.target.database()?).await?;
+    let rows = audit::recent(&client, args.limit).await?;
+    println!("id\tat\taction\trows\trole\taccount\tselection");
+    for row in &rows {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            row.id,
+            time(row.at)?,
+            row.action,
+            row.rows,
+            row.by_role,
+            row.by_account,
+            row.selection
+        );
+    }
+    println!("{} actions", rows.len());
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use outbox::audit::{self, Action};
 use outbox::relay::{Publisher, Relay};
 use outbox::replay::{self, Filter};
 use outbox::retention::Retention;
@@ -39,6 +40,8 @@ enum Command {
     Stats(StatsArgs),
     /// List, show, requeue or purge the service's dead letters.
     DeadLetters(dead_letters::DeadLetterArgs),
+    /// Who replayed, requeued or purged what, and when (newest first).
+    Actions(dead_letters::ActionsArgs),
 }
 
 /// Which service's outbox: picks the database setting and the exchange.
@@ -218,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => replay(args).await,
         Command::Stats(args) => print_stats(args).await,
         Command::DeadLetters(args) => dead_letters::run(args).await,
+        Command::Actions(args) => dead_letters::actions(args).await,
     }
 }
 
@@ -330,6 +334,17 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     publisher.close().await;
     let report = report?;
+    if report.sent > 0 {
+        let selection = format!("{filter} to {exchange}");
+        audit::record(
+            &client,
+            Action::Replay,
+            &selection,
+            report.sent,
+            &audit::account(),
+        )
+        .await?;
+    }
     println!(
         "replayed {} rows to {exchange}; {} refused",
         report.sent, report.refused
