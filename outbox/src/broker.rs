@@ -46,15 +46,6 @@ static LAST_ANSWERED: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(De
 /// `/readyz` (which node a relay or consumer is on after a failover).
 static CONNECTIONS: LazyLock<Mutex<BTreeMap<String, String>>> = LazyLock::new(Default::default);
 
-/// Drops a connection that is closed for good from [`connections`] (a
-/// one-off connection, once done).
-pub fn forget(name: &str) {
-    CONNECTIONS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .remove(name);
-}
-
 /// Each named connection of this process and the node (`host:port/vhost`)
 /// it last connected to, by name.
 pub fn connections() -> Vec<(String, String)> {

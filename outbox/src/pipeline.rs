@@ -6,7 +6,6 @@
 //! readiness reports of the broker.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use platform::shutdown::Signal;
@@ -104,33 +103,6 @@ impl Started {
 }
 
 impl PipelineSettings {
-    /// Declares the topology once, from one connection, before the relays
-    /// and consumers start. Each of them declares it again whenever it
-    /// connects (a broker restarted empty gets it back), but on a fresh
-    /// broker their first declarations, all at once from their own
-    /// connections, raced to create the same quorum queues, which
-    /// RabbitMQ 3.10 answered with INTERNAL_ERROR (541) and a closed
-    /// connection: ERROR lines at every first start, then a retry. Best
-    /// effort: with the broker away, whoever connects first later declares.
-    async fn declare_topology_once(&self, service: &str) {
-        let name = format!("{service} topology");
-        let topology = self.topology();
-        let declared = crate::broker::open(
-            &self.amqp_url,
-            &name,
-            Duration::from_secs(10),
-            |channel| async move { topology.declare(&channel).await },
-        )
-        .await;
-        match declared {
-            Ok((connection, _, ())) => crate::broker::close(&connection, "topology declared").await,
-            Err(error) => {
-                tracing::warn!(%error, "the topology could not be declared at start; the relays and consumers declare it when they connect")
-            }
-        }
-        crate::broker::forget(&name);
-    }
-
     /// Makes the outbox's and the inbox's partitions ahead (before
     /// anything is written), then starts `plan`'s relays (none when
     /// `RELAY_ENABLED` is false), the outbox gauges, consumers, dead-letter
@@ -152,7 +124,6 @@ impl PipelineSettings {
         make_ahead(&client, Table::Outbox, &self.retention.slicing()).await?;
         make_ahead(&client, Table::Inbox, &self.retention.inbox_slicing()).await?;
         drop(client);
-        self.declare_topology_once(plan.service).await;
         let consumers = ConsumerMetrics::register(registry)?;
         let relays = RelayMetrics::register(registry)?;
         let mut workers = Vec::new();
