@@ -7,5 +7,6 @@ mod bad_input;
 mod cache;
 mod helpers;
 mod products;
+mod secrets;
 mod stock;
 mod upkeep;
