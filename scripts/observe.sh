@@ -91,7 +91,9 @@ up() {
     --web.enable-lifecycle
   wait_ready alertmanager "$ALERTMANAGER_ADDR"
   wait_ready prometheus "$PROMETHEUS_ADDR"
-  echo "Prometheus:   http://$PROMETHEUS_ADDR (alerts: http://$PROMETHEUS_ADDR/alerts)"
+  # Debian's Prometheus (2.42) serves its alerts page at /classic/alerts
+  # (its /alerts is 404); compose's 2.53 at /alerts.
+  echo "Prometheus:   http://$PROMETHEUS_ADDR (alerts: http://$PROMETHEUS_ADDR/classic/alerts)"
   echo "Alertmanager: http://$ALERTMANAGER_ADDR"
   echo "data and logs: $STATE; stop with: make observe-down"
 }
