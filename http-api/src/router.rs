@@ -72,14 +72,6 @@ impl<S> Route<S> {
         }
     }
 
-    pub fn method(&self) -> &'static str {
-        self.method
-    }
-
-    pub fn pattern(&self) -> &'static str {
-        self.pattern
-    }
-
     fn call(
         &self,
         state: &S,
