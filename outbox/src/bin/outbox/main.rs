@@ -398,7 +398,16 @@ async fn print_stats(args: StatsArgs) -> anyhow::Result<()> {
         None => Settings::new(&Environment).secret("AMQP_URL")?,
     };
     if let Some(url) = &amqp_url {
-        match dead_lettered(url, &args.amqp_namespace).await {
+        // Bounded: a broker that stops answering mid-way (seen once: a
+        // channel left closing after a refused passive declare) must not
+        // hold the operator's command.
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            dead_lettered(url, &args.amqp_namespace),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 10 s")));
+        match asked {
             Ok(counts) => {
                 for (queue, count) in counts.into_iter().filter(|(_, count)| *count > 0) {
                     println!("  not drained yet from {queue}: {count}");
