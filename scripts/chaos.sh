@@ -39,10 +39,10 @@ CONCURRENT_ORDER_URLS=http://127.0.0.1:$((ORDER_PORT + 1)),http://127.0.0.1:$((O
 bin=${BIN_DIR:-target/release}
 ORDER_URL=${ORDER_URL:-http://127.0.0.1:${ORDER_PORT:-8080}}
 PRODUCT_URL=${PRODUCT_URL:-http://127.0.0.1:${PRODUCT_PORT:-3000}}
+# The concurrency phase's order processes take the admin ports after it
+# (own-stack.sh makes the admin URLs of the main two).
 ORDER_ADMIN_PORT=${ORDER_ADMIN_PORT:-9380}
-ORDER_ADMIN_URL=${ORDER_ADMIN_URL:-http://127.0.0.1:$ORDER_ADMIN_PORT}
-PRODUCT_ADMIN_URL=${PRODUCT_ADMIN_URL:-http://127.0.0.1:${PRODUCT_ADMIN_PORT:-9330}}
-export ORDER_URL PRODUCT_URL ORDER_ADMIN_URL PRODUCT_ADMIN_URL RUST_LOG=${RUST_LOG:-warn}
+export ORDER_URL PRODUCT_URL ORDER_ADMIN_PORT RUST_LOG=${RUST_LOG:-warn}
 
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-chaos"
 mkdir -p "$dir"

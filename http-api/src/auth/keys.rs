@@ -71,6 +71,15 @@ impl KeySet {
     pub(crate) fn contains(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
     }
+
+    /// Whether the key a token named (`kid`, or none) is still here: a
+    /// token verified with a key the set no longer holds is forgotten.
+    pub(crate) fn holds(&self, kid: Option<&str>) -> bool {
+        match kid {
+            Some(kid) => self.contains(kid),
+            None => self.find(None).is_some(),
+        }
+    }
 }
 
 fn verifying_key(entry: &Value) -> Result<(String, VerifyingKey), String> {

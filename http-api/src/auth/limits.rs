@@ -39,12 +39,9 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     /// long until there is.
     pub(crate) fn take(&self, key: &K) -> Result<(), Duration> {
         self.with_bucket(key, |bucket| {
-            if bucket.tokens >= 1.0 {
-                bucket.tokens -= 1.0;
-                Ok(())
-            } else {
-                Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
-            }
+            self.wait_for(bucket.tokens)?;
+            bucket.tokens -= 1.0;
+            Ok(())
         })
     }
 
@@ -52,42 +49,48 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     /// takes nothing, and makes no bucket for a key that has none (a full
     /// one): the clients that never fail cost no memory.
     pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
-        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
-        let buckets = shard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(bucket) = buckets.get(key) else {
-            return Ok(());
-        };
-        let refill = Instant::now().duration_since(bucket.at).as_secs_f64() * self.rate;
-        let tokens = (bucket.tokens + refill).min(self.burst);
-        if tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        let buckets = self.shard(key);
+        match buckets.get(key) {
+            Some(bucket) => self.wait_for(self.tokens_at(bucket, Instant::now())),
+            None => Ok(()),
         }
     }
 
     fn with_bucket<T>(&self, key: &K, use_bucket: impl FnOnce(&mut Bucket) -> T) -> T {
-        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
-        let mut buckets = shard
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self.shard(key);
         let now = Instant::now();
         if buckets.len() >= SHARD_TIDY_AT && !buckets.contains_key(key) {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, bucket| {
-                bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, bucket| self.tokens_at(bucket, now) < self.burst);
         }
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * self.rate;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.tokens = self.tokens_at(bucket, now);
         bucket.at = now;
         use_bucket(bucket)
+    }
+
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, HashMap<K, Bucket>> {
+        self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The tokens a bucket holds at `now`: refilled since it was last
+    /// used, at most the burst.
+    fn tokens_at(&self, bucket: &Bucket, now: Instant) -> f64 {
+        let refill = now.duration_since(bucket.at).as_secs_f64() * self.rate;
+        (bucket.tokens + refill).min(self.burst)
+    }
+
+    /// `Ok` when `tokens` hold one, else how long until they do.
+    fn wait_for(&self, tokens: f64) -> Result<(), Duration> {
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
     }
 }
 

@@ -94,11 +94,8 @@ impl Verifier {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = entries.get(token)?;
-        let key_held = match &entry.kid {
-            Some(kid) => keys.contains(kid),
-            None => keys.find(None).is_some(),
-        };
-        (key_held && SystemTime::now() < entry.until).then(|| entry.caller.clone())
+        (keys.holds(entry.kid.as_deref()) && SystemTime::now() < entry.until)
+            .then(|| entry.caller.clone())
     }
 
     /// Verifies `token` (whose `header` was read) with the key it names in
@@ -221,10 +218,7 @@ impl Verifier {
             shard
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .retain(|_, entry| match &entry.kid {
-                    Some(kid) => keys.contains(kid),
-                    None => keys.find(None).is_some(),
-                });
+                .retain(|_, entry| keys.holds(entry.kid.as_deref()));
         }
     }
 

@@ -187,15 +187,19 @@ impl TestApp {
         row.get(0)
     }
 
+    /// `GET path` on the admin listener, without a token.
+    pub(crate) async fn admin_get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("{}{path}", self.admin)).await.unwrap()
+    }
+
+    /// The admin listener's `/readyz` body.
+    pub(crate) async fn readiness(&self) -> Value {
+        self.admin_get("/readyz").await.json().await.unwrap()
+    }
+
     /// The service's `/metrics` text.
     pub(crate) async fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap();
-        response.text().await.unwrap()
+        self.admin_get("/metrics").await.text().await.unwrap()
     }
 
     /// A cache client of this app's keys, as the service has one.

@@ -145,11 +145,9 @@ async fn health_answers_on_both_listeners_and_readiness_and_metrics_on_the_admin
         let public = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(public.status(), 404, "{path} is not on the public port");
     }
-    let admin_health = reqwest::get(format!("{}/healthz", app.admin))
-        .await
-        .unwrap();
+    let admin_health = app.admin_get("/healthz").await;
     assert_eq!(admin_health.status(), 200);
-    let ready = reqwest::get(format!("{}/readyz", app.admin)).await.unwrap();
+    let ready = app.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(

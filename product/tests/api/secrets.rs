@@ -100,7 +100,8 @@ async fn a_planted_password_appears_in_no_log_readiness_metrics_or_answer() {
         .read_to_string(&mut logs)
         .unwrap();
     let _ = std::fs::remove_file(&log_path);
-    drop_database(&format!("product_secret_{id}")).await;
+    let database = platform::db::parse_url("test database", &database).unwrap();
+    platform::db::drop_database(&database).await.unwrap();
 
     assert!(
         logs.lines().count() > 20,
@@ -123,16 +124,4 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-async fn drop_database(name: &str) {
-    let admin = platform::db::parse_url("admin", &testkit::database_url("postgres")).unwrap();
-    if let Ok(client) = platform::db::connect(&admin).await {
-        let _ = client
-            .execute(
-                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-                &[],
-            )
-            .await;
-    }
 }

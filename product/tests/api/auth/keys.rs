@@ -2,7 +2,7 @@
 //! away.
 
 use http_api::auth::local_issuer::LocalIssuer;
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::issuer::{AUDIENCE, ISSUER};
 use testkit::jwks::JwksServer;
 
@@ -62,12 +62,7 @@ async fn the_keys_held_keep_working_while_the_issuer_is_down() {
     .await;
     // A token never seen before is verified with the keys held.
     assert_eq!(send(&app, Some(&fresh())).await.status(), 201);
-    let ready: Value = reqwest::get(format!("{}/readyz", app.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.readiness().await;
     assert_eq!(
         (ready["issuer_keys"].as_str(), ready["auth"].as_str()),
         (Some("up"), Some("on"))

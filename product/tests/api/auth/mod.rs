@@ -168,12 +168,7 @@ async fn every_catalog_write_needs_a_token_with_catalog_write() {
 #[tokio::test]
 async fn checks_turned_off_say_so_in_readiness_and_let_anyone_in() {
     let app = spawn_app_with(&[("AUTH_DISABLED", "true")]).await;
-    let ready: Value = reqwest::get(format!("{}/readyz", app.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.readiness().await;
     assert_eq!(ready["auth"], "off", "{ready}");
     assert!(ready.get("issuer_keys").is_none(), "{ready}");
     assert_eq!(send(&app, None).await.status(), 201, "no token needed");
