@@ -74,12 +74,12 @@ start_relay() { start relay "$bin/outbox" relay --service order --metrics-addr "
 stop_process() { kill -TERM "$(pid_of "$1")" 2>/dev/null || true; wait "$(pid_of "$1")" 2>/dev/null || true; }
 
 orders_db=$(db_name "$ORDER_DATABASE_URL")
-admin_url=$(db_url "$ORDER_DATABASE_URL" postgres)
+server_admin=$(admin_url postgres)
 queue="${AMQP_NAMESPACE:-}product.order-created"
 
 cleanup() {
   rm -f "$targets"
-  psql "$admin_url" -qAt -c "ALTER DATABASE \"$orders_db\" ALLOW_CONNECTIONS true" >/dev/null 2>&1 || true
+  psql "$server_admin" -qAt -c "ALTER DATABASE \"$orders_db\" ALLOW_CONNECTIONS true" >/dev/null 2>&1 || true
   rabbitmqctl -q start_app >/dev/null 2>&1 || true
   kill $(cat "$dir"/*.pid 2>/dev/null) 2>/dev/null || true
   wait 2>/dev/null || true
@@ -94,12 +94,12 @@ end_stop-relay() { start_relay; }
 fault_rabbitmq() { rabbitmqctl -q stop_app; }
 end_rabbitmq() { rabbitmqctl -q start_app; }
 fault_postgres() {
-  psql "$admin_url" -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
+  psql "$server_admin" -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
 ALTER DATABASE "$orders_db" ALLOW_CONNECTIONS false;
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '$orders_db';
 SQL
 }
-end_postgres() { psql "$admin_url" -qAt -c "ALTER DATABASE \"$orders_db\" ALLOW_CONNECTIONS true" >/dev/null; }
+end_postgres() { psql "$server_admin" -qAt -c "ALTER DATABASE \"$orders_db\" ALLOW_CONNECTIONS true" >/dev/null; }
 # An order.created event whose payload no consumer can decode, through the
 # real path: written to the order outbox, relayed, dead-lettered by the
 # product service's consumer.

@@ -96,7 +96,7 @@ fault_redis() {
   "$bin/product" reconcile >"$dir/reconcile.txt"
 }
 fault_postgres() {
-  psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAt -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+  psql "$(admin_url postgres)" -qAt -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
     WHERE datname IN ('$(db_name "$ORDER_DATABASE_URL")', '$(db_name "$PRODUCT_DATABASE_URL")') AND pid <> pg_backend_pid()" >/dev/null
 }
 fault_sigterm-product() { drained=$(terminate "$(pid_of product)"); start_product; }

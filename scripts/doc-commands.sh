@@ -24,9 +24,9 @@ dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-docs"
 mkdir -p "$dir"
 
 set -a; . ./.env.example; set +a
-ORDER_DATABASE_URL=$(db_url "$ORDER_DATABASE_URL" orders_docs)
-PRODUCT_DATABASE_URL=$(db_url "$PRODUCT_DATABASE_URL" products_docs)
-export ORDER_DATABASE_URL PRODUCT_DATABASE_URL PRODUCT_PORT ORDER_PORT
+service_urls order "$(db_url "$ORDER_DATABASE_URL" orders_docs)"
+service_urls product "$(db_url "$PRODUCT_DATABASE_URL" products_docs)"
+export PRODUCT_PORT ORDER_PORT
 export AMQP_NAMESPACE="docs." REDIS_KEY_PREFIX="docs:" AMQP_QUEUE_EXPIRES_MS=600000
 export PRODUCT_URL="http://127.0.0.1:$PRODUCT_PORT" RUST_LOG=warn
 fresh_state
@@ -44,7 +44,7 @@ product=$(curl -fsS -X POST "$PRODUCT_URL/products" -H 'content-type: applicatio
 curl -fsS -X POST "http://127.0.0.1:$ORDER_PORT/orders" -H 'content-type: application/json' \
   -H "Authorization: Bearer $ORDER_TOKEN" \
   -d "{\"product_id\":$product,\"quantity\":1}" >/dev/null
-psql "$PRODUCT_DATABASE_URL" -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
+psql "$(admin_url products_docs)" -qAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO dead_letters (id, queue, message_id, event_type, aggregate_id, body, reason, source)
 OVERRIDING SYSTEM VALUE VALUES
   (12, 'docs.product.order-created', '0193a9e0-5c1e-7a6b-8f00-2d1c4b5e6f70', 'order.created',

@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
 # What dropping a large table costs the commits around it: pgbench commits
 # one small insert at a time at RATE a second for 40 s on a database of its
-# own (`drop_stall`, on ORDER_DATABASE_URL's server); 20 s in, a table of
+# own (`drop_stall`, on DATABASE_ADMIN_URL's server); 20 s in, a table of
 # ROWS rows of 300 bytes (written and checkpointed first) is dropped, as
 # the outbox's upkeep drops an expired partition. Prints, for the seconds
 # around the drop, the commits of each second and their p99 and worst
 # latency (counted from each one's planned start, so a stall shows whole).
 #
-# Settings: ROWS (2000000: about 650 MB), RATE (1000), ORDER_DATABASE_URL.
+# Settings: ROWS (2000000: about 650 MB), RATE (1000), DATABASE_ADMIN_URL.
 set -euo pipefail
 . "$(dirname "$0")/dburl.sh"
 ROWS=${ROWS:-2000000}
 RATE=${RATE:-1000}
-server=${ORDER_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/orders}
-url=$(db_url "$server" drop_stall)
+url=$(admin_url drop_stall)
 work=$(mktemp -d)
-trap 'rm -rf "$work"; psql "$(db_url "$server" postgres)" -qc "DROP DATABASE IF EXISTS drop_stall" >/dev/null 2>&1 || true' EXIT
+trap 'rm -rf "$work"; psql "$(admin_url postgres)" -qc "DROP DATABASE IF EXISTS drop_stall" >/dev/null 2>&1 || true' EXIT
 
-psql "$(db_url "$server" postgres)" -qc "DROP DATABASE IF EXISTS drop_stall" -qc "CREATE DATABASE drop_stall"
+psql "$(admin_url postgres)" -qc "DROP DATABASE IF EXISTS drop_stall" -qc "CREATE DATABASE drop_stall"
 psql "$url" -qAt \
   -c "CREATE TABLE commits (id bigserial PRIMARY KEY, v text)" \
   -c "CREATE TABLE expired AS SELECT g, repeat('x', 300) AS v FROM generate_series(1, $ROWS) g" \

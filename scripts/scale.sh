@@ -33,11 +33,11 @@ ready() { curl -fsS "$1/readyz" 2>/dev/null | grep -q '"rabbitmq":"up"'; }
 
 rows=()
 for n in $INSTANCES; do
-  ORDER_DATABASE_URL=$(db_url "$base_db" "orders_scale_$n")
-  PRODUCT_DATABASE_URL=$(db_url "$base_db" "products_scale_$n")
-  export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
+  service_urls order "$(db_url "$base_db" "orders_scale_$n")"
+  service_urls product "$(db_url "$base_db" "products_scale_$n")"
   export AMQP_NAMESPACE="scale$n." REDIS_KEY_PREFIX="scale$n:" RELAY_ENABLED=false
   fresh_state
+  provision "$bin" product order
   order_urls=() product_urls=() admin_urls=()
   for i in $(seq 0 $((n - 1))); do
     PRODUCT_PORT=$((3000 + i)) PRODUCT_ADMIN_PORT=$((9330 + i)) "$bin/product" >>"$dir/product-$n-$i.log" 2>&1 & pids+=($!)

@@ -42,9 +42,8 @@ export ORDER_URL PRODUCT_URL ORDER_ADMIN_URL PRODUCT_ADMIN_URL
 # by the first start with the soak's retention, so that their partitions
 # have its length from the start.
 . "$(dirname "$0")/dburl.sh"
-ORDER_DATABASE_URL=${SOAK_ORDER_DATABASE_URL:-$(db_url "$ORDER_DATABASE_URL" "$(db_name "$ORDER_DATABASE_URL")_soak")}
-PRODUCT_DATABASE_URL=${SOAK_PRODUCT_DATABASE_URL:-$(db_url "$PRODUCT_DATABASE_URL" "$(db_name "$PRODUCT_DATABASE_URL")_soak")}
-export ORDER_DATABASE_URL PRODUCT_DATABASE_URL
+service_urls order "${SOAK_ORDER_DATABASE_URL:-$(db_url "$ORDER_DATABASE_URL" "$(db_name "$ORDER_DATABASE_URL")_soak")}"
+service_urls product "${SOAK_PRODUCT_DATABASE_URL:-$(db_url "$PRODUCT_DATABASE_URL" "$(db_name "$PRODUCT_DATABASE_URL")_soak")}"
 
 dir="$PWD/reports/$(date +%Y%m%d-%H%M%S)-soak"
 mkdir -p "$dir"
@@ -58,6 +57,7 @@ if curl -fsS "$ORDER_URL/healthz" >/dev/null 2>&1 || curl -fsS "$PRODUCT_URL/hea
 fi
 echo "soak: $RATE orders/s for $MINUTES minutes, outbox retention ${OUTBOX_RETENTION_HOURS} h -> $dir" >&2
 scripts/services.sh
+provision "$bin" product order
 
 # The services make their tables first (a fresh database), then stop for the fill.
 pids=()
@@ -103,7 +103,7 @@ sample() {
   echo "$order_rss $product_rss $order_outbox $product_outbox"
 }
 checkpoints() {
-  psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAtc "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+  psql "$(admin_url postgres)" -qAtc "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
 }
 # It is stopped when the load ends, perhaps in the middle of a sample:
 # what that sample's commands would say then is not wanted.
@@ -124,7 +124,7 @@ started=$(date +%s)
 echo "$started" >"$dir/started.txt"
 (
   while :; do
-    psql "$(db_url "$ORDER_DATABASE_URL" postgres)" -qAt -F $'\t' -c "SELECT extract(epoch FROM now())::int - $started, \
+    psql "$(admin_url postgres)" -qAt -F $'\t' -c "SELECT extract(epoch FROM now())::int - $started, \
       datname, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_stat_activity \
       WHERE state = 'active' AND pid <> pg_backend_pid() \
         AND query ~* '^\\s*(VACUUM|ANALYZE|CREATE|DROP|ALTER|CHECKPOINT)' \

@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-use platform::db::{DatabaseSettings, DbError, MigrationSet};
+use platform::db::{DatabaseSettings, DbError, MigrationSet, Pools};
 use platform::metrics::Metrics;
 use platform::settings::{ConfigError, Settings};
 use platform::shutdown::Signal;
@@ -122,7 +121,9 @@ impl HttpSettings {
 /// its handlers will reach the stores through. It starts its own workers
 /// from these, then [`Starting::serve`]s.
 pub struct Starting {
-    pub pool: Pool,
+    /// The runtime role's connections (everything the service serves) and
+    /// the owner's (partition upkeep, retention, vacuum).
+    pub pools: Pools,
     pub metrics: Metrics,
     /// Fired after the HTTP drain; every worker watches it.
     pub stop: Signal,
@@ -140,7 +141,7 @@ impl Starting {
         migrations: &[MigrationSet],
         http: &HttpSettings,
     ) -> Result<Self, StartupError> {
-        let pool = database.prepare(migrations).await?;
+        let pools = database.prepare(migrations).await?;
         let metrics = Metrics::new();
         let stop = Signal::new();
         let bridge = http.bridge();
@@ -148,7 +149,7 @@ impl Starting {
             Authenticator::start(&http.auth, bridge.clone(), metrics.registry(), stop.clone())
                 .await?;
         Ok(Starting {
-            pool,
+            pools,
             metrics,
             stop,
             bridge,
@@ -174,7 +175,7 @@ impl Starting {
             metrics: self.metrics.clone(),
             openapi,
             bridge: self.bridge,
-            database: self.pool,
+            database: self.pools.runtime,
             database_name: http.name,
             broker,
             readiness: ReadinessMetrics::register(self.metrics.registry())?,

@@ -20,7 +20,8 @@ use crate::store::writer::{self, WriterMetrics};
 /// writers still run), then the writers, relays and consumers finish their
 /// batch.
 pub async fn build(config: Config) -> Result<Running, StartupError> {
-    let migrations = outbox::schema::with_service(crate::migrations::runner());
+    let migrations =
+        outbox::schema::with_service(crate::migrations::runner(), crate::store::GRANTS);
     let starting = Starting::prepare(&config.database, &migrations, &config.http).await?;
     let registry = starting.metrics.registry();
     let topology = config.pipeline.topology();
@@ -41,10 +42,16 @@ pub async fn build(config: Config) -> Result<Running, StartupError> {
         ],
         busy_tables: &["orders", "order_items", "product_replica"],
     };
-    let (pool, stop) = (&starting.pool, &starting.stop);
+    let (pool, stop) = (&starting.pools.runtime, &starting.stop);
     let pipeline = config
         .pipeline
-        .start(plan, pool, &config.database.config, registry, stop)
+        .start(
+            plan,
+            &starting.pools,
+            &config.database.config,
+            registry,
+            stop,
+        )
         .await?;
     // The writers stop with the other workers, after the HTTP drain, so
     // every request still in flight gets its commit.

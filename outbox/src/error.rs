@@ -5,7 +5,7 @@ use platform::db::StoreError;
 /// What can fail in the outbox library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("database: {0}")]
+    #[error("database: {}", platform::db::explain(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),

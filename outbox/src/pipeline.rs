@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
+use platform::db::Pools;
 use platform::shutdown::Signal;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -104,9 +105,10 @@ impl Started {
 
 impl PipelineSettings {
     /// Makes the outbox's and the inbox's partitions ahead (before
-    /// anything is written), then starts `plan`'s relays (none when
-    /// `RELAY_ENABLED` is false), the outbox gauges, consumers, dead-letter
-    /// drain and retention on `pool`, each watching `shutdown`; their
+    /// anything is written) as the database's owner (`pools.owner`), then
+    /// starts `plan`'s relays (none when `RELAY_ENABLED` is false), the
+    /// outbox gauges, consumers and dead-letter drain on `pools.runtime`
+    /// and retention on `pools.owner`, each watching `shutdown`; their
     /// metrics go to `registry`, and `database` is named in the log line
     /// that says so. The service wakes its relays after each commit of
     /// outbox rows ([`crate::writer::commit`],
@@ -114,12 +116,13 @@ impl PipelineSettings {
     pub async fn start(
         &self,
         plan: Plan,
-        pool: &Pool,
+        pools: &Pools,
         database: &tokio_postgres::Config,
         registry: &Registry,
         shutdown: &Signal,
     ) -> Result<Started, Box<dyn std::error::Error + Send + Sync>> {
-        let client = pool.get().await.map_err(crate::Error::from)?;
+        let pool = &pools.runtime;
+        let client = pools.owner.get().await.map_err(crate::Error::from)?;
         use crate::partitions::{Table, make_ahead};
         make_ahead(&client, Table::Outbox, &self.retention.slicing()).await?;
         make_ahead(&client, Table::Inbox, &self.retention.inbox_slicing()).await?;
@@ -164,7 +167,7 @@ impl PipelineSettings {
         };
         workers.push(tokio::spawn(drain.run(shutdown.clone())));
         workers.push(tokio::spawn(crate::retention::run(
-            pool.clone(),
+            pools.owner.clone(),
             self.retention,
             plan.busy_tables,
             shutdown.clone(),

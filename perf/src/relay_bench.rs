@@ -39,7 +39,7 @@ pub async fn measure(
     let id = Uuid::new_v4().simple().to_string();
     database.dbname(format!("perf_relay_{id}"));
     platform::db::ensure_exists(&database).await?;
-    platform::db::migrate(&database, &[outbox::schema::migrations()]).await?;
+    platform::db::migrate(&database, &[outbox::schema::migrations()], None).await?;
     let pool = platform::db::pool(&database, 4)?;
     let topology = Topology::new(&format!("perf.{}.", &id[..12]), QueueType::Quorum)
         .expiring_after(Duration::from_secs(300));

@@ -10,7 +10,9 @@ async fn database(kind: &str, migrations: &[platform::db::MigrationSet]) -> toki
     let config: Config =
         platform::db::parse_url("TEST_DATABASE_URL", &testkit::database_url(&name)).unwrap();
     platform::db::ensure_exists(&config).await.unwrap();
-    platform::db::migrate(&config, migrations).await.unwrap();
+    platform::db::migrate(&config, migrations, None)
+        .await
+        .unwrap();
     platform::db::connect(&config).await.unwrap()
 }
 
@@ -18,12 +20,12 @@ async fn database(kind: &str, migrations: &[platform::db::MigrationSet]) -> toki
 async fn a_fill_moves_the_redrive_mark_up_to_the_first_pending_order() {
     let orders = database(
         "orders",
-        &outbox::schema::with_service(order::migrations::runner()),
+        &outbox::schema::with_service(order::migrations::runner(), order::store::GRANTS),
     )
     .await;
     let products = database(
         "products",
-        &outbox::schema::with_service(product::migrations::runner()),
+        &outbox::schema::with_service(product::migrations::runner(), product::store::GRANTS),
     )
     .await;
     // An order placed now and not decided yet: the filled ones, placed in

@@ -15,7 +15,8 @@ use crate::store::ProductStore;
 /// shutdown HTTP connections finish their requests first, then the relays
 /// and the consumer their batch.
 pub async fn build(config: Config) -> Result<Running, StartupError> {
-    let migrations = outbox::schema::with_service(crate::migrations::runner());
+    let migrations =
+        outbox::schema::with_service(crate::migrations::runner(), crate::store::GRANTS);
     let starting = Starting::prepare(&config.database, &migrations, &config.http).await?;
     let registry = starting.metrics.registry();
     let cache = ProductCache::new(
@@ -42,7 +43,7 @@ pub async fn build(config: Config) -> Result<Running, StartupError> {
         .pipeline
         .start(
             plan,
-            &starting.pool,
+            &starting.pools,
             &config.database.config,
             registry,
             &starting.stop,
@@ -50,7 +51,7 @@ pub async fn build(config: Config) -> Result<Running, StartupError> {
         .await?;
     let state = AppState {
         bridge: starting.bridge.clone(),
-        store: ProductStore::new(starting.pool.clone()),
+        store: ProductStore::new(starting.pools.runtime.clone()),
         cache,
     };
     let broker = Box::new(pipeline.broker_probe());

@@ -5,6 +5,8 @@
 //! - [`proxy`]: a TCP proxy in front of PostgreSQL or RabbitMQ that cuts
 //!   or freezes its connections on demand: a server failing mid-request,
 //!   without touching the shared server.
+//! - [`databases`]: a service's database made as an operator makes one,
+//!   with its owner and runtime roles.
 //! - [`pg_cluster`]: the Patroni cluster's URL, for the tests that need
 //!   one, and its script.
 //! - [`issuer`]: the issuer the services under test trust, its tokens
@@ -13,11 +15,13 @@
 //! - [`env_or`] and the default URLs of the local test servers.
 //! - [`ANALYZE_SAMPLE_ROWS_SQL`]: how much of a table an `ANALYZE` reads.
 
+pub mod databases;
 pub mod issuer;
 pub mod jwks;
 pub mod pg_cluster;
 pub mod proxy;
 
+pub use databases::ServiceDatabase;
 pub use proxy::Proxy;
 
 /// How many rows an `ANALYZE` of table `$1` (its name, as text) samples:

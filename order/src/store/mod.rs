@@ -6,6 +6,7 @@ pub mod redrive;
 pub mod writer;
 
 use deadpool_postgres::Pool;
+use platform::db::Grant;
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
@@ -93,6 +94,17 @@ pub(crate) fn order_from(row: &Row) -> StoreResult<Order> {
         items,
     })
 }
+
+/// What the service's runtime role may do with its own tables (the
+/// outbox library's are [`outbox::schema::GRANTS`]): place orders and
+/// decide them, keep the re-drive's place, mirror the catalog. Nothing is
+/// ever deleted by the service.
+pub const GRANTS: &[Grant] = &[
+    Grant::Table("orders", "SELECT, INSERT, UPDATE"),
+    Grant::Table("order_items", "SELECT, INSERT"),
+    Grant::Table("order_redrive_cursor", "SELECT, UPDATE"),
+    Grant::Table("product_replica", "SELECT, INSERT, UPDATE"),
+];
 
 /// What the replica knows of a product.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

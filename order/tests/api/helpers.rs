@@ -28,7 +28,7 @@ pub(crate) struct TestPipeline {
     pub(crate) initial: BTreeMap<i64, i64>,
     /// Prefix of this pipeline's exchanges and queues.
     namespace: String,
-    product_database: tokio_postgres::Config,
+    pub(crate) product_database: tokio_postgres::Config,
     pub(crate) order_database: tokio_postgres::Config,
     /// The product service's settings, to restart it on the same port.
     product_config: product::config::Config,
@@ -73,14 +73,13 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         ("RELAY_POLL_INTERVAL_MS", "100"),
     ];
 
-    let database_url = |name: String| match options.database_server {
-        Some(server) => testkit::with_database(server, &name),
-        None => testkit::database_url(&name),
-    };
-    let product_db = database_url(format!("product_test_{id}"));
+    let server = options.database_server;
+    let product_db =
+        testkit::ServiceDatabase::provision(server, "product", &format!("product_test_{id}")).await;
     let mut product_settings: Vec<(&str, &str)> = options.product.to_vec();
     product_settings.extend([
-        ("PRODUCT_DATABASE_URL", product_db.as_str()),
+        ("PRODUCT_DATABASE_URL", product_db.runtime.as_str()),
+        ("PRODUCT_DATABASE_OWNER_URL", product_db.owner.as_str()),
         ("PRODUCT_DATABASE_POOL_SIZE", "6"),
         ("REDIS_URL", redis_url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
@@ -92,7 +91,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     product_settings.extend(testkit::issuer::issuer().settings());
     let mut product_config =
         product::config::Config::read(&Settings::new(&product_settings)).unwrap();
-    let product_database = product_config.database.config.clone();
+    let product_database = product_db.admin_config();
     let product_app = product::startup::build(product_config.clone())
         .await
         .unwrap();
@@ -102,15 +101,20 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     let product_address = format!("http://127.0.0.1:{}", product_app.port());
     let product_admin = format!("http://{}", product_app.admin_addr());
 
-    let order_db_direct = database_url(format!("order_test_{id}"));
-    let order_db = match options.order_database_proxy {
-        Some(proxy) => proxy.through(&order_db_direct),
-        None => order_db_direct.clone(),
+    let order_db =
+        testkit::ServiceDatabase::provision(server, "order", &format!("order_test_{id}")).await;
+    let (order_runtime, order_owner) = match options.order_database_proxy {
+        Some(proxy) => (
+            proxy.through(&order_db.runtime),
+            proxy.through(&order_db.owner),
+        ),
+        None => (order_db.runtime.clone(), order_db.owner.clone()),
     };
     // The first setting of a name wins: overrides come first.
     let mut order_settings: Vec<(&str, &str)> = options.order.to_vec();
     order_settings.extend([
-        ("ORDER_DATABASE_URL", order_db.as_str()),
+        ("ORDER_DATABASE_URL", order_runtime.as_str()),
+        ("ORDER_DATABASE_OWNER_URL", order_owner.as_str()),
         ("ORDER_DATABASE_POOL_SIZE", "6"),
         ("ORDER_HOST", "127.0.0.1"),
         ("ORDER_PORT", "0"),
@@ -120,9 +124,9 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     order_settings.extend(shared);
     order_settings.extend(testkit::issuer::issuer().settings());
     let order_config = order::config::Config::read(&Settings::new(&order_settings)).unwrap();
-    // The test's own connections go straight to the server, never
-    // through the proxy it may cut.
-    let order_database = platform::db::parse_url("order test database", &order_db_direct).unwrap();
+    // The test's own connections go straight to the server as its
+    // administrator, never through the proxy it may cut.
+    let order_database = order_db.admin_config();
     let order_app = order::startup::build(order_config).await.unwrap();
     let order_address = format!("http://127.0.0.1:{}", order_app.port());
     let order_admin = format!("http://{}", order_app.admin_addr());

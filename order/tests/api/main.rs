@@ -9,6 +9,7 @@ mod helpers;
 mod idempotency;
 mod ownership;
 mod pg_cluster;
+mod roles;
 mod stock_loop;
 mod stuck_orders;
 mod upkeep;

@@ -78,9 +78,12 @@ impl TestOutbox {
                 migrations: vec![Self::effects_migration()],
                 before: None,
                 after: None,
+                grants: &[],
             },
         ];
-        platform::db::migrate(&database, &migrations).await.unwrap();
+        platform::db::migrate(&database, &migrations, None)
+            .await
+            .unwrap();
         let id = Uuid::new_v4().simple().to_string();
         let pool = platform::db::pool(&database, 8).unwrap();
         let topology = Topology::new(&format!("test.{}.", &id[..12]), QueueType::Quorum)

@@ -247,7 +247,9 @@ async fn ids_recorded_before_the_upgrade_still_count() {
         .retain(|migration| migration.version() < 7);
     // The views made after the migrations are this release's.
     before.after = None;
-    platform::db::migrate(&database, &[before]).await.unwrap();
+    platform::db::migrate(&database, &[before], None)
+        .await
+        .unwrap();
     let client = platform::db::connect(&database).await.unwrap();
     // Inside the migration's first slice whenever the minute turns.
     let seen = id_made_at(OffsetDateTime::now_utc() + time::Duration::minutes(1));

@@ -20,8 +20,9 @@ async fn a_database_migrated_before_keeps_what_it_had_to_send() {
         migrations: before,
         before: None,
         after: None,
+        grants: &[],
     };
-    platform::db::migrate(&database, &[old_layout])
+    platform::db::migrate(&database, &[old_layout], None)
         .await
         .unwrap();
     let client = platform::db::connect(&database).await.unwrap();
@@ -95,7 +96,9 @@ async fn a_row_an_earlier_cursor_passed_over_is_sent_after_the_upgrade() {
         .migrations
         .retain(|migration| migration.version() < 9);
     before.after = None;
-    platform::db::migrate(&database, &[before]).await.unwrap();
+    platform::db::migrate(&database, &[before], None)
+        .await
+        .unwrap();
     let client = platform::db::connect(&database).await.unwrap();
     // The snapshot an old relay read under, before the row's transaction
     // took its id; then the row commits, and the cursor passes its id.

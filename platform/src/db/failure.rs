@@ -23,7 +23,7 @@ pub enum StoreError {
     /// encode).
     #[error("{0}")]
     Invalid(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", explain(.0))]
     Database(#[source] tokio_postgres::Error),
 }
 
@@ -42,6 +42,21 @@ impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// A failed statement as a log line can carry it: the server's message
+/// and SQLSTATE (`permission denied for table outbox (42501)`), which the
+/// driver's own text ("db error") leaves out; never the detail, which may
+/// hold a row's values. Other failures as the driver tells them, with
+/// their cause.
+pub fn explain(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
     }
 }
 

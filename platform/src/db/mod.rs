@@ -15,10 +15,12 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::settings::{ConfigError, Settings};
 
 mod failure;
+mod roles;
 mod schema;
 mod server;
 
-pub use failure::{StoreError, is_transient};
+pub use failure::{StoreError, explain, is_transient};
+pub use roles::{Grant, Provision, Provisioned, Roles, provision};
 pub use schema::{
     Migration, MigrationSet, SERVICE_HISTORY, drop_database, ensure_exists, migrate,
     quote_identifier,
@@ -28,7 +30,7 @@ pub use server::{Notices, Server, connect_watched};
 /// What can go wrong preparing a database.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("PostgreSQL at {target}: {source}")]
+    #[error("PostgreSQL at {target}: {}", explain(source))]
     Postgres {
         target: String,
         #[source]
@@ -210,13 +212,33 @@ pub async fn reach(pool: &Pool) -> Option<Server> {
 }
 
 /// A service's database as its settings give it: `<PREFIX>_DATABASE_URL`
-/// and `<PREFIX>_DATABASE_POOL_SIZE` (at least 2, default 16).
+/// (the runtime role's), `<PREFIX>_DATABASE_OWNER_URL` (the owner's; the
+/// runtime URL when unset, one role doing both) and
+/// `<PREFIX>_DATABASE_POOL_SIZE` (at least 2, default 16).
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// Where the database is, its connections named after the service.
+    /// Where the database is, as the runtime role, its connections named
+    /// after the service.
     pub config: Config,
+    /// The same database as its owner, connections named `<service>
+    /// upkeep`: migrations, partitions, retention, vacuum.
+    pub owner: Config,
     pub pool_size: usize,
+    /// The service's roles: the owner grants the runtime one its tables.
+    pub roles: Roles,
 }
+
+/// A service's two pools: the runtime role's for everything it serves,
+/// the owner's (two connections) for the upkeep.
+#[derive(Clone)]
+pub struct Pools {
+    pub runtime: Pool,
+    pub owner: Pool,
+}
+
+/// How many connections the owner's upkeep holds: partition upkeep and
+/// vacuum run one at a time in one worker; the second is for the start.
+const OWNER_POOL_SIZE: usize = 2;
 
 impl DatabaseSettings {
     /// Reads the settings of service `name` (`order` reads `ORDER_…`).
@@ -224,23 +246,78 @@ impl DatabaseSettings {
         let prefix = name.to_ascii_uppercase();
         let url_name = format!("{prefix}_DATABASE_URL");
         let url = settings.required_secret(&url_name)?;
+        let config = named(parse_url(&url_name, &url)?, name);
+        let owner_name = format!("{prefix}_DATABASE_OWNER_URL");
+        let owner = match settings.secret(&owner_name)? {
+            Some(url) => {
+                let owner = parse_url(&owner_name, &url)?;
+                if owner.get_dbname() != config.get_dbname() {
+                    return Err(ConfigError::Invalid {
+                        name: owner_name,
+                        expected: "a postgres:// URL of the same database",
+                        reason: format!("it names another database than {url_name}"),
+                    });
+                }
+                named(owner, &format!("{name} upkeep"))
+            }
+            None => config.clone(),
+        };
         Ok(DatabaseSettings {
-            config: named(parse_url(&url_name, &url)?, name),
+            config,
+            owner,
             pool_size: settings.optional_in(
                 &format!("{prefix}_DATABASE_POOL_SIZE"),
                 "a connection count, at least 2",
                 16usize,
                 2..,
             )?,
+            roles: Roles::of(name),
         })
     }
 
-    /// Creates the database if it is absent, applies the migrations it
-    /// lacks, and opens the pool.
-    pub async fn prepare(&self, migrations: &[MigrationSet]) -> Result<Pool, DbError> {
-        ensure_exists(&self.config).await?;
-        migrate(&self.config, migrations).await?;
-        pool(&self.config, self.pool_size)
+    /// As the owner: creates the database if it is absent (when the owner
+    /// may), applies the migrations it lacks and grants the runtime role
+    /// its tables; then opens both pools. Warns when the runtime
+    /// connections would run as a superuser or as the owner.
+    pub async fn prepare(&self, migrations: &[MigrationSet]) -> Result<Pools, DbError> {
+        ensure_exists(&self.owner).await?;
+        migrate(&self.owner, migrations, Some(&self.roles.runtime)).await?;
+        let pools = Pools {
+            runtime: pool(&self.config, self.pool_size)?,
+            owner: pool(&self.owner, OWNER_POOL_SIZE)?,
+        };
+        if let Ok(client) = pools.runtime.get().await {
+            warn_if_privileged(&client, &describe(&self.config)).await;
+        }
+        Ok(pools)
+    }
+}
+
+/// Logs a warning at every start whose runtime connections could change
+/// the schema: a superuser, or the role that owns the database.
+async fn warn_if_privileged(client: &Client, database: &str) {
+    let Ok(row) = client
+        .query_one(
+            "SELECT current_user::text, r.rolsuper, \
+                 pg_has_role(current_user, d.datdba, 'MEMBER') \
+             FROM pg_roles r, pg_database d \
+             WHERE r.rolname = current_user AND d.datname = current_database()",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    let (role, superuser, owner): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    if superuser || owner {
+        tracing::warn!(
+            %database,
+            %role,
+            superuser,
+            owner,
+            "the service's requests run as a role that may change or drop its tables: \
+             give them the runtime role (docs/SECURITY.md)"
+        );
     }
 }
 

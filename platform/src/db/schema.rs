@@ -12,6 +12,7 @@ use refinery::Runner;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 
+use super::roles::{Grant, apply_grants};
 use super::{DbError, connect, describe};
 
 /// One migration, as refinery reads it from a crate's `migrations`
@@ -33,17 +34,22 @@ pub struct MigrationSet {
     /// objects made from the component's code rather than kept in a
     /// migration (each must be replaceable in place, `CREATE OR REPLACE`).
     pub after: Option<&'static str>,
+    /// What the service's runtime role may do with the component's tables
+    /// and sequences ([`super::roles`]): every table a migration makes
+    /// that the runtime reads or writes is named here.
+    pub grants: &'static [Grant],
 }
 
 impl MigrationSet {
     /// A service's own migrations, from the runner its
     /// `refinery::embed_migrations!` made, in [`SERVICE_HISTORY`].
-    pub fn service(embedded: refinery::Runner) -> Self {
+    pub fn service(embedded: refinery::Runner, grants: &'static [Grant]) -> Self {
         MigrationSet {
             history: SERVICE_HISTORY,
             migrations: embedded.get_migrations().clone(),
             before: None,
             after: None,
+            grants,
         }
     }
 }
@@ -62,21 +68,21 @@ async fn maintenance(config: &Config) -> Result<(String, Config, Client), DbErro
 }
 
 /// Creates the database `config` names if it does not exist yet. Returns
-/// whether it was created.
+/// whether it was created. A database that exists is used as it is: its
+/// role need not reach any other database nor be allowed to create one
+/// (provisioned roles are not, [`super::roles`]).
 pub async fn ensure_exists(config: &Config) -> Result<bool, DbError> {
+    match connect(config).await {
+        Ok(_) => return Ok(false),
+        Err(DbError::Postgres { source, .. })
+            if source.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {}
+        Err(error) => return Err(error),
+    }
     let (name, maintenance, client) = maintenance(config).await?;
     let error_at = |source| DbError::Postgres {
         target: describe(&maintenance),
         source,
     };
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .map_err(error_at)?
-        .is_some();
-    if exists {
-        return Ok(false);
-    }
     // CREATE DATABASE takes no parameters; the name is quoted as an identifier.
     let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
     match client.batch_execute(&statement).await {
@@ -113,8 +119,14 @@ pub fn quote_identifier(name: &str) -> String {
 }
 
 /// Applies the migrations of each set, in order, that are not applied yet,
-/// one instance at a time. Returns how many were applied.
-pub async fn migrate(config: &Config, sets: &[MigrationSet]) -> Result<usize, DbError> {
+/// one instance at a time, then gives role `runtime` (when named and when
+/// it exists) exactly the sets' grants. Returns how many migrations were
+/// applied.
+pub async fn migrate(
+    config: &Config,
+    sets: &[MigrationSet],
+    runtime: Option<&str>,
+) -> Result<usize, DbError> {
     let mut client = connect(config).await?;
     let error_at = |source| DbError::Postgres {
         target: describe(config),
@@ -152,6 +164,22 @@ pub async fn migrate(config: &Config, sets: &[MigrationSet]) -> Result<usize, Db
                 outcome = Err(error_at(source));
                 break;
             }
+        }
+    }
+    if let (Ok(()), Some(runtime)) = (&outcome, runtime) {
+        let grants: Vec<Grant> = sets
+            .iter()
+            .flat_map(|set| set.grants.iter().copied())
+            .collect();
+        match apply_grants(&mut client, runtime, &grants).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                database = %describe(config),
+                role = runtime,
+                "PostgreSQL has no role {runtime}: no runtime grants made; every connection runs with \
+                 its URL's role (docs/SECURITY.md: provision the roles)"
+            ),
+            Err(source) => outcome = Err(error_at(source)),
         }
     }
     // The lock also ends with the session; unlocking just releases it sooner.

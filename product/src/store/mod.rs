@@ -4,6 +4,7 @@
 
 mod stock;
 
+use platform::db::Grant;
 use std::future::Future;
 
 use deadpool_postgres::{Pool, Transaction};
@@ -74,6 +75,16 @@ pub(crate) fn product_from(row: &Row) -> Result<Product, tokio_postgres::Error> 
         updated_at: row.try_get(6)?,
     })
 }
+
+/// What the service's runtime role may do with its own tables (the
+/// outbox library's are [`outbox::schema::GRANTS`]): the catalog's
+/// writes, stock adjustments once per key, reservations once per order.
+pub const GRANTS: &[Grant] = &[
+    Grant::Table("products", "SELECT, INSERT, UPDATE, DELETE"),
+    Grant::Table("product_creations", "SELECT, INSERT"),
+    Grant::Table("stock_adjustments", "SELECT, INSERT"),
+    Grant::Table("reservations", "SELECT, INSERT"),
+];
 
 /// The product store.
 #[derive(Clone)]

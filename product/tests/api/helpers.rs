@@ -39,7 +39,8 @@ pub(crate) async fn spawn_app() -> TestApp {
 pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     platform::telemetry::init_for_tests();
     let id = Uuid::new_v4().simple().to_string();
-    let database_url = testkit::database_url(&format!("product_test_{id}"));
+    let database =
+        testkit::ServiceDatabase::provision(None, "product", &format!("product_test_{id}")).await;
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
     let prefix = format!("test:{id}:");
     let namespace = format!("test.{}.", &id[..12]);
@@ -47,7 +48,8 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     // The first setting of a name wins: overrides come first.
     let mut source: Vec<(&str, &str)> = overrides.to_vec();
     source.extend([
-        ("PRODUCT_DATABASE_URL", database_url.as_str()),
+        ("PRODUCT_DATABASE_URL", database.runtime.as_str()),
+        ("PRODUCT_DATABASE_OWNER_URL", database.owner.as_str()),
         ("PRODUCT_DATABASE_POOL_SIZE", "6"),
         ("REDIS_URL", redis_url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
@@ -61,7 +63,8 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     ]);
     source.extend(testkit::issuer::issuer().settings());
     let config = Config::read(&Settings::new(&source)).expect("test settings are valid");
-    let database = config.database.config.clone();
+    // The test's own connections: the administrator's, as an operator's.
+    let database = database.admin_config();
     let application = product::startup::build(config)
         .await
         .expect("the application starts");

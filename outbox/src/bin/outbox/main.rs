@@ -2,6 +2,7 @@
 //! replays rows, reports what is waiting, and works the dead letters.
 
 mod dead_letters;
+mod provision;
 mod scrape;
 
 use std::io::IsTerminal;
@@ -42,11 +43,13 @@ enum Command {
     DeadLetters(dead_letters::DeadLetterArgs),
     /// Who replayed, requeued or purged what, and when (newest first).
     Actions(dead_letters::ActionsArgs),
+    /// Make a service's roles and database on a server, as an administrator.
+    Provision(provision::ProvisionArgs),
 }
 
 /// Which service's outbox: picks the database setting and the exchange.
 #[derive(Clone, Copy, ValueEnum)]
-enum Service {
+pub(crate) enum Service {
     Order,
     Product,
 }
@@ -222,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Stats(args) => print_stats(args).await,
         Command::DeadLetters(args) => dead_letters::run(args).await,
         Command::Actions(args) => dead_letters::actions(args).await,
+        Command::Provision(args) => provision::run(args).await,
     }
 }
 

@@ -19,6 +19,29 @@ pub(crate) fn database(name: &str) -> anyhow::Result<tokio_postgres::Config> {
     Ok(platform::db::parse_url(name, &url)?)
 }
 
+/// A service's database as its owner reaches it (`ORDER` reads
+/// `ORDER_DATABASE_OWNER_URL`, or its `_FILE`), else as its runtime role
+/// (one role doing both): what writes in bulk and vacuums, as `fill` does.
+pub(crate) fn owner_database(service: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let owner = format!("{service}_DATABASE_OWNER_URL");
+    match platform::settings::Settings::new(&platform::settings::Environment).secret(&owner)? {
+        Some(url) => Ok(platform::db::parse_url(&owner, &url)?),
+        None => database(&format!("{service}_DATABASE_URL")),
+    }
+}
+
+/// The server as its administrator reaches it (`DATABASE_ADMIN_URL`, or
+/// its `_FILE`), else as `ORDER_DATABASE_URL`'s role: for the measures
+/// that make scratch databases of their own.
+pub(crate) fn admin_database() -> anyhow::Result<tokio_postgres::Config> {
+    match platform::settings::Settings::new(&platform::settings::Environment)
+        .secret("DATABASE_ADMIN_URL")?
+    {
+        Some(url) => Ok(platform::db::parse_url("DATABASE_ADMIN_URL", &url)?),
+        None => database("ORDER_DATABASE_URL"),
+    }
+}
+
 pub(crate) async fn stores() -> anyhow::Result<Stores> {
     let prefix = std::env::var("REDIS_KEY_PREFIX").unwrap_or_default();
     Stores::connect(

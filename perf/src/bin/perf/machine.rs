@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::environment::{database, env, write_json};
+use crate::environment::{admin_database, env, write_json};
 
 pub(crate) async fn ceilings(seconds: u64, out: Option<PathBuf>) -> anyhow::Result<()> {
-    let (single, batched) =
-        perf::ceilings::postgres(&database("ORDER_DATABASE_URL")?, seconds, 8).await?;
+    let (single, batched) = perf::ceilings::postgres(&admin_database()?, seconds, 8).await?;
     let broker = perf::ceilings::broker(
         &env("AMQP_URL")?,
         seconds,
@@ -53,7 +52,7 @@ pub(crate) async fn relay(
     runs: usize,
     relays: usize,
 ) -> anyhow::Result<()> {
-    let base = database("ORDER_DATABASE_URL")?;
+    let base = admin_database()?;
     let amqp = env("AMQP_URL")?;
     for events_per_message in packing.split(',').map(|n| n.trim().parse::<usize>()) {
         let events_per_message =

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use perf::{invariants, report};
 
-use environment::{database, env, product_url, snapshot, stores, write_json};
+use environment::{database, env, owner_database, product_url, snapshot, stores, write_json};
 use load::LoadArgs;
 
 #[derive(Parser)]
@@ -203,8 +203,10 @@ fn main() -> anyhow::Result<()> {
                 up_to,
                 days,
             } => {
-                let order_db = platform::db::connect(&database("ORDER_DATABASE_URL")?).await?;
-                let product_db = platform::db::connect(&database("PRODUCT_DATABASE_URL")?).await?;
+                // As the owners: the fill ends with a VACUUM ANALYZE,
+                // which only a table's owner may run.
+                let order_db = platform::db::connect(&owner_database("ORDER")?).await?;
+                let product_db = platform::db::connect(&owner_database("PRODUCT")?).await?;
                 let held = perf::fill::order_count(&order_db).await?;
                 let missing = if up_to { orders - held } else { orders };
                 if missing > 0 {
