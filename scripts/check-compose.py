@@ -59,7 +59,8 @@ for name, (command, port) in expected.items():
         if hosts != {"127.0.0.1"}:
             problems.append(f"{name} must publish its admin port {admin} on 127.0.0.1 only (has {hosts or 'none'})")
     for variable in service.get("environment", {}):
-        if variable not in documented:
+        # NAME_FILE is the documented NAME read from a file (a secret).
+        if variable not in documented and variable.removesuffix("_FILE") not in documented:
             problems.append(f"{name} sets {variable}, which .env.example does not document")
 
 # The services read the issuer's keys from the volume it writes them in.
@@ -78,8 +79,9 @@ for name in ["postgres", "redis", "rabbitmq", "product", "order", "relay"]:
         problems.append(f"{name} has no health check")
 for name, service in services.items():
     for dependency, condition in (service.get("depends_on") or {}).items():
-        # The issuer runs once, to make the keys, and is then done.
-        wanted = "service_completed_successfully" if dependency == "issuer" else "service_healthy"
+        # The issuer and the provisioning run once, and are then done.
+        once = ("issuer", "provision")
+        wanted = "service_completed_successfully" if dependency in once else "service_healthy"
         if condition.get("condition") != wanted:
             problems.append(f"{name} depends on {dependency} without waiting for it to be healthy")
 for name in ["rabbit-a", "rabbit-b", "rabbit-c"]:
@@ -130,6 +132,22 @@ if grafana_env.get("GF_SERVER_HTTP_ADDR") != "127.0.0.1":
     problems.append("grafana must listen on 127.0.0.1 only (GF_SERVER_HTTP_ADDR)")
 if not str(grafana_env.get("GF_SECURITY_ADMIN_PASSWORD__FILE", "")).startswith("/run/secrets/"):
     problems.append("grafana's admin password must come from a secret (GF_SECURITY_ADMIN_PASSWORD__FILE)")
+# No password in the file: the database URLs come from secrets, and the
+# services wait for their roles to be made.
+for name in ["product", "order", "relay", "provision"]:
+    environment = services.get(name, {}).get("environment") or {}
+    for prefix in ["PRODUCT", "ORDER"]:
+        for setting in [f"{prefix}_DATABASE_URL", f"{prefix}_DATABASE_OWNER_URL"]:
+            if environment.get(setting) or not str(environment.get(f"{setting}_FILE", "")).startswith("/run/secrets/"):
+                problems.append(f"{name} must read {setting} from a secret ({setting}_FILE), with {setting} blank")
+    if name != "provision" and environment.get("DATABASE_ADMIN_URL"):
+        problems.append(f"{name} is given the database administrator's URL")
+for name in ["product", "order"]:
+    if "provision" not in (services.get(name, {}).get("depends_on") or {}):
+        problems.append(f"{name} starts before its database roles are provisioned")
+postgres_env = services.get("postgres", {}).get("environment") or {}
+if "POSTGRES_PASSWORD" in postgres_env or not str(postgres_env.get("POSTGRES_PASSWORD_FILE", "")).startswith("/run/secrets/"):
+    problems.append("postgres's superuser password must come from a secret (POSTGRES_PASSWORD_FILE)")
 management = {(ip, p) for ip, p, t in published_ports(services.get("rabbitmq", {})) if t == "15672"}
 if management and management != {("127.0.0.1", "15672")}:
     problems.append(f"RabbitMQ's management UI must be published on 127.0.0.1 only (has {management})")
