@@ -23,6 +23,11 @@ pub struct Config {
     pub pipeline: PipelineSettings,
 }
 
+/// Where the service's Redis keys begin unless `REDIS_KEY_PREFIX` says
+/// otherwise: never empty, so the service's Redis user can be limited to
+/// its keys ([`crate::cache::acl`]).
+pub const DEFAULT_KEY_PREFIX: &str = "order-pipeline:";
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::read(&Settings::new(&platform::settings::Environment))
@@ -41,7 +46,7 @@ impl Config {
             redis_key_prefix: settings.optional(
                 "REDIS_KEY_PREFIX",
                 "a key prefix",
-                String::new(),
+                DEFAULT_KEY_PREFIX.to_owned(),
             )?,
             cache_ttl: Duration::from_secs(settings.optional_in(
                 "PRODUCT_CACHE_TTL_SECS",

@@ -51,6 +51,13 @@ pub fn redis_url() -> String {
     env_or("REDIS_URL", "redis://127.0.0.1:6379")
 }
 
+/// `url` (a `redis://` URL of the test server) as `user` with `password`.
+pub fn redis_url_as(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    format!("{scheme}://{user}:{password}@{rest}")
+}
+
 /// The server address of a `postgres://` or `amqp://` URL.
 pub fn server_addr(url: &str) -> std::net::SocketAddr {
     use std::net::ToSocketAddrs;
@@ -95,6 +102,18 @@ pub fn with_database(url: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_url_takes_a_user() {
+        assert_eq!(
+            redis_url_as("redis://127.0.0.1:6379", "u", "p"),
+            "redis://u:p@127.0.0.1:6379"
+        );
+        assert_eq!(
+            redis_url_as("redis://old:pw@h:1/2", "u", "p"),
+            "redis://u:p@h:1/2"
+        );
+    }
 
     #[test]
     fn another_database_keeps_the_hosts_and_attributes() {

@@ -32,6 +32,8 @@ pub(crate) struct TestPipeline {
     pub(crate) order_database: tokio_postgres::Config,
     /// The product service's settings, to restart it on the same port.
     product_config: product::config::Config,
+    /// The product service's Redis user, deleted at the end.
+    redis_user: String,
     /// Stops of the order service (first) and the product service (second).
     stops: Vec<(Signal, tokio::task::JoinHandle<()>)>,
 }
@@ -65,6 +67,23 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
     let namespace = format!("test.{}.", &id[..12]);
     let prefix = format!("test:{id}:");
     let redis_url = testkit::redis_url();
+    // The product service reaches Redis as a user of its own.
+    let redis_user = format!("test-{id}");
+    let redis_password = Uuid::new_v4().simple().to_string();
+    let mut redis_admin = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    product::cache::acl::provision(
+        &mut redis_admin,
+        &redis_user,
+        Some(&redis_password),
+        &prefix,
+    )
+    .await
+    .unwrap();
+    let service_redis_url = testkit::redis_url_as(&redis_url, &redis_user, &redis_password);
     let amqp_url = testkit::amqp_url();
     let shared = [
         ("AMQP_URL", amqp_url.as_str()),
@@ -81,7 +100,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         ("PRODUCT_DATABASE_URL", product_db.runtime.as_str()),
         ("PRODUCT_DATABASE_OWNER_URL", product_db.owner.as_str()),
         ("PRODUCT_DATABASE_POOL_SIZE", "6"),
-        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_URL", service_redis_url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("PRODUCT_HOST", "127.0.0.1"),
         ("PRODUCT_PORT", "0"),
@@ -166,6 +185,7 @@ pub(crate) async fn spawn_pipeline_with_options(options: Options<'_>) -> TestPip
         product_database,
         order_database,
         product_config,
+        redis_user,
         stops,
     }
 }
@@ -347,6 +367,17 @@ impl TestPipeline {
             stopped.await.unwrap();
         }
         drop(self.stores);
+        if let Ok(mut redis) = redis::Client::open(testkit::redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+        {
+            let _: Result<(), _> = redis::cmd("ACL")
+                .arg("DELUSER")
+                .arg(&self.redis_user)
+                .query_async(&mut redis)
+                .await;
+        }
         // Each quorum queue holds broker file descriptors: delete them now
         // rather than at their expiry.
         if let Ok(connection) = outbox::broker::connect(&testkit::amqp_url(), "test cleanup").await

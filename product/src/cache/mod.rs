@@ -12,6 +12,7 @@
 //! (see [`scripts`]), so Redis converges on PostgreSQL whatever the order
 //! or repetition of updates.
 
+pub mod acl;
 mod scripts;
 
 use std::time::Duration;

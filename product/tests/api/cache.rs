@@ -203,3 +203,45 @@ async fn every_fence_restarts_the_fence_ttl() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_services_redis_user_reaches_its_own_keys_and_commands_only() {
+    let app = spawn_app().await;
+    // The service works as its user: a product read fills the cache.
+    let id = app.create_product("Limited", 100, 5).await["id"]
+        .as_i64()
+        .unwrap();
+    app.get_product(id).await;
+
+    let mut limited = redis::Client::open(app.service_redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let own: Option<String> = redis::cmd("GET")
+        .arg(format!("{}product:{{{id}}}", app.prefix))
+        .query_async(&mut limited)
+        .await
+        .unwrap();
+    assert!(own.is_some(), "its own cache entry");
+    let refused = [
+        redis::cmd("GET").arg("another-service:secret").clone(),
+        redis::cmd("SET")
+            .arg(format!("not-{}stock:{{1}}", app.prefix))
+            .arg("0")
+            .clone(),
+        redis::cmd("FLUSHALL").clone(),
+        redis::cmd("KEYS").arg("*").clone(),
+        redis::cmd("EVAL").arg("return 1").arg(0).clone(),
+        redis::cmd("CONFIG").arg("GET").arg("*").clone(),
+        redis::cmd("ACL").arg("LIST").clone(),
+    ];
+    for command in refused {
+        let error = command
+            .query_async::<redis::Value>(&mut limited)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some("NOPERM"), "{command:?}: {error}");
+    }
+    app.stop().await;
+}

@@ -21,8 +21,12 @@ pub(crate) struct TestApp {
     pub(crate) admin: String,
     pub(crate) client: reqwest::Client,
     pub(crate) pool: Pool,
+    /// Redis as its administrator (the service has a user of its own).
     pub(crate) redis: redis::aio::MultiplexedConnection,
     pub(crate) prefix: String,
+    /// The service's Redis user, its URL: limited to `prefix`'s keys.
+    pub(crate) redis_user: String,
+    pub(crate) service_redis_url: String,
     /// Prefix of this app's exchanges and queues.
     pub(crate) namespace: String,
     database: tokio_postgres::Config,
@@ -45,13 +49,25 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let prefix = format!("test:{id}:");
     let namespace = format!("test.{}.", &id[..12]);
     let amqp_url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // The service reaches Redis as a user of its own, as in production.
+    let redis_user = format!("test-{id}");
+    let redis_password = Uuid::new_v4().simple().to_string();
+    product::cache::acl::provision(&mut redis, &redis_user, Some(&redis_password), &prefix)
+        .await
+        .unwrap();
+    let service_redis_url = testkit::redis_url_as(&redis_url, &redis_user, &redis_password);
     // The first setting of a name wins: overrides come first.
     let mut source: Vec<(&str, &str)> = overrides.to_vec();
     source.extend([
         ("PRODUCT_DATABASE_URL", database.runtime.as_str()),
         ("PRODUCT_DATABASE_OWNER_URL", database.owner.as_str()),
         ("PRODUCT_DATABASE_POOL_SIZE", "6"),
-        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_URL", service_redis_url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("AMQP_URL", amqp_url.as_str()),
         ("AMQP_NAMESPACE", namespace.as_str()),
@@ -73,11 +89,6 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let stop = Signal::new();
     let stopped = tokio::spawn(application.run_until_stopped(stop.clone().cancelled_owned()));
     let pool = platform::db::pool(&database, 2).unwrap();
-    let redis = redis::Client::open(redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     wait_until_subscribed(&admin).await;
     TestApp {
         address,
@@ -86,6 +97,8 @@ pub(crate) async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         pool,
         redis,
         prefix,
+        redis_user,
+        service_redis_url,
         namespace,
         database,
         stop,
@@ -272,6 +285,12 @@ impl TestApp {
         if !keys.is_empty() {
             let _: () = redis.del(keys).await.unwrap();
         }
+        let _: () = redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg(&self.redis_user)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
         platform::db::drop_database(&self.database).await.unwrap();
     }
 }
