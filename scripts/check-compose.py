@@ -148,6 +148,13 @@ for name in ["product", "order"]:
 postgres_env = services.get("postgres", {}).get("environment") or {}
 if "POSTGRES_PASSWORD" in postgres_env or not str(postgres_env.get("POSTGRES_PASSWORD_FILE", "")).startswith("/run/secrets/"):
     problems.append("postgres's superuser password must come from a secret (POSTGRES_PASSWORD_FILE)")
+# The cluster's Erlang cookie: a secret, never a fixed string.
+for name in ["rabbit-a", "rabbit-b", "rabbit-c"]:
+    node = services.get(name, {})
+    if "RABBITMQ_ERLANG_COOKIE" in (node.get("environment") or {}):
+        problems.append(f"{name} takes its Erlang cookie from the file (RABBITMQ_ERLANG_COOKIE)")
+    if "rabbitmq_erlang_cookie" not in [s if isinstance(s, str) else s.get("source") for s in node.get("secrets", [])]:
+        problems.append(f"{name} does not read its Erlang cookie from the rabbitmq_erlang_cookie secret")
 management = {(ip, p) for ip, p, t in published_ports(services.get("rabbitmq", {})) if t == "15672"}
 if management and management != {("127.0.0.1", "15672")}:
     problems.append(f"RabbitMQ's management UI must be published on 127.0.0.1 only (has {management})")

@@ -26,3 +26,4 @@ for service in order product; do
   write "$service-database-owner-url" "postgres://${service}_owner:$(password)@postgres:5432/${service}s"
 done
 write grafana-admin-password "$(password)"
+write rabbitmq-erlang-cookie "$(openssl rand -hex 32)"

@@ -74,11 +74,37 @@ async fn role_exists(client: &Client, role: &str) -> Result<bool, tokio_postgres
         .is_some())
 }
 
-/// Gives `runtime` exactly `grants` in the `public` schema: what it held
-/// there before is revoked in the same transaction, so a privilege the code
-/// no longer names goes too. Returns false, changing nothing, when no role
-/// of that name exists (a database reached by one role, as in a first
-/// trial with the server's superuser).
+/// What `role` holds on the `public` schema's relations, as
+/// `relation privilege` lines (`orders SELECT`), sorted.
+const HELD_SQL: &str = "\
+    SELECT c.relname::text || ' ' || a.privilege_type \
+    FROM pg_class c, LATERAL aclexplode(c.relacl) a \
+    WHERE c.relnamespace = 'public'::regnamespace \
+      AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1) \
+    ORDER BY 1";
+
+impl Grant {
+    /// The `relation privilege` lines of this grant, as [`HELD_SQL`]
+    /// reads them back.
+    fn held(&self) -> Vec<String> {
+        match self {
+            Grant::Table(table, privileges) => privileges
+                .split(',')
+                .map(|privilege| format!("{table} {}", privilege.trim()))
+                .collect(),
+            Grant::Sequence(sequence) => vec![format!("{sequence} USAGE")],
+        }
+    }
+}
+
+/// Gives `runtime` exactly `grants` in the `public` schema: when what it
+/// holds differs, what it holds is revoked and `grants` given, in one
+/// transaction, so a privilege the code no longer names goes too. When it
+/// holds them already nothing is written: a start touches no catalog row
+/// that the upkeep of another instance may be changing (its partitions'
+/// `pg_class` rows). Returns false, changing nothing, when no role of that
+/// name exists (a database reached by one role, as in a first trial with
+/// the server's superuser).
 pub(super) async fn apply_grants(
     client: &mut Client,
     runtime: &str,
@@ -87,12 +113,29 @@ pub(super) async fn apply_grants(
     if !role_exists(client, runtime).await? {
         return Ok(false);
     }
+    let mut wanted: Vec<String> = grants.iter().flat_map(Grant::held).collect();
+    wanted.sort();
+    let held: Vec<String> = client
+        .query(HELD_SQL, &[&runtime])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if held == wanted {
+        return Ok(true);
+    }
     let role = quote_identifier(runtime);
-    let mut sql = format!(
-        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}; \
-         REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}; \
-         GRANT USAGE ON SCHEMA public TO {role};"
-    );
+    let mut sql = format!("GRANT USAGE ON SCHEMA public TO {role};");
+    let held_relations: std::collections::BTreeSet<&str> = held
+        .iter()
+        .filter_map(|line| line.split_once(' ').map(|(relation, _)| relation))
+        .collect();
+    for relation in held_relations {
+        sql.push_str(&format!(
+            "REVOKE ALL ON {} FROM {role};",
+            quote_identifier(relation)
+        ));
+    }
     for grant in grants {
         sql.push_str(&grant.statement(&role));
         sql.push(';');
@@ -100,6 +143,11 @@ pub(super) async fn apply_grants(
     let transaction = client.transaction().await?;
     transaction.batch_execute(&sql).await?;
     transaction.commit().await?;
+    tracing::info!(
+        role = runtime,
+        relations = grants.len(),
+        "runtime grants made"
+    );
     Ok(true)
 }
 
@@ -306,6 +354,18 @@ mod tests {
         let roles = Roles::of("order");
         assert_eq!(roles.owner, "order_owner");
         assert_eq!(roles.runtime, "order_runtime");
+    }
+
+    #[test]
+    fn grants_read_back_as_the_catalog_lists_them() {
+        assert_eq!(
+            Grant::Table("orders", "SELECT, INSERT").held(),
+            ["orders SELECT", "orders INSERT"]
+        );
+        assert_eq!(
+            Grant::Sequence("outbox_row_id").held(),
+            ["outbox_row_id USAGE"]
+        );
     }
 
     #[test]
