@@ -408,6 +408,41 @@ mod tests {
     }
 
     #[test]
+    fn the_owner_reaches_the_same_database_on_connections_of_its_own() {
+        let both = vec![
+            ("ORDER_DATABASE_URL", "postgres://order_runtime@h/orders"),
+            (
+                "ORDER_DATABASE_OWNER_URL",
+                "postgres://order_owner@h/orders",
+            ),
+        ];
+        let settings = DatabaseSettings::read(&Settings::new(&both), "order").unwrap();
+        assert_eq!(settings.config.get_user(), Some("order_runtime"));
+        assert_eq!(settings.owner.get_user(), Some("order_owner"));
+        assert_eq!(settings.owner.get_application_name(), Some("order upkeep"));
+        assert_eq!(settings.roles, Roles::of("order"));
+        // Without an owner URL one role does both.
+        let one = vec![("ORDER_DATABASE_URL", "postgres://postgres@h/orders")];
+        let settings = DatabaseSettings::read(&Settings::new(&one), "order").unwrap();
+        assert_eq!(settings.owner.get_user(), Some("postgres"));
+        // An owner of another database is a mistake said at start.
+        let other = vec![
+            ("ORDER_DATABASE_URL", "postgres://order_runtime@h/orders"),
+            (
+                "ORDER_DATABASE_OWNER_URL",
+                "postgres://order_owner@h/products",
+            ),
+        ];
+        let error = DatabaseSettings::read(&Settings::new(&other), "order").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("ORDER_DATABASE_OWNER_URL is not valid"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_services_database_settings_carry_its_prefix_and_name() {
         let source = vec![
             ("ORDER_DATABASE_URL", "postgres://u@h/orders"),
