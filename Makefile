@@ -61,7 +61,7 @@ cluster-down: ## Stop the three cluster nodes and remove their folders (.state/r
 cluster-chaos: build ## Orders against the cluster, its order-created leader killed at +10 s, restarted at +25 s: RATE=500 DURATION=40.
 	@set -a; . ./$(ENV_FILE); set +a; scripts/cluster-chaos.sh
 
-pg-cluster: ## Start PostgreSQL 15 under Patroni (pg-a/b/c on 5441-5443, REST 8441-8443, one etcd), synchronous and strict; prints the two database URLs.
+pg-cluster: ## Start PostgreSQL 15 under Patroni (pg-a/b/c on 5441-5443, REST 8441-8443, one etcd), synchronous and strict; prints the database settings for a stack on it.
 	@scripts/pg-cluster.sh up
 
 pg-cluster-down: ## Stop the Patroni cluster and etcd and remove their folders (.state/pg-cluster).

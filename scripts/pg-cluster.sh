@@ -210,8 +210,19 @@ up() {
     if healthy; then
       say "leader pg-$(leader), two streaming replicas:"
       status >&2
-      echo "ORDER_DATABASE_URL=$(url orders)"
-      echo "PRODUCT_DATABASE_URL=$(url products)"
+      # The settings for a stack on the cluster: each service's runtime
+      # and owner roles (made by `outbox provision postgres` as the
+      # administrator, which `make up` runs), and the administrator.
+      local service base role
+      for service in order product; do
+        base=$(url "${service}s")
+        for role in runtime owner; do
+          local setting="${service^^}_DATABASE_URL"
+          [ "$role" = owner ] && setting="${service^^}_DATABASE_OWNER_URL"
+          echo "$setting=${base/postgres@/${service}_${role}@}"
+        done
+      done
+      echo "DATABASE_ADMIN_URL=$(url postgres)"
       return 0
     fi
     sleep 1
