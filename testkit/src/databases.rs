@@ -20,7 +20,10 @@ pub struct ServiceDatabase {
 impl ServiceDatabase {
     /// Makes database `name` for `service` on `server` (a URL whose
     /// database part is replaced; `TEST_DATABASE_URL`'s server when
-    /// `None`), with the service's roles.
+    /// `None`), with the service's roles. On a server that checks
+    /// passwords, `TEST_ROLE_PASSWORD` is set as both roles' password and
+    /// put in their URLs (the roles are the server's: a stack of `make up`
+    /// on the same server shares them).
     pub async fn provision(server: Option<&str>, service: &str, name: &str) -> Self {
         let admin = match server {
             Some(server) => crate::with_database(server, name),
@@ -31,21 +34,28 @@ impl ServiceDatabase {
             None => crate::database_url("postgres"),
         };
         let config = platform::db::parse_url("test server", &maintenance).unwrap();
+        let password = std::env::var("TEST_ROLE_PASSWORD")
+            .ok()
+            .filter(|password| !password.is_empty());
         platform::db::provision(
             &config,
             &Provision {
                 service,
                 database: name,
-                owner_password: None,
-                runtime_password: None,
+                owner_password: password.as_deref(),
+                runtime_password: password.as_deref(),
             },
         )
         .await
         .unwrap_or_else(|error| panic!("provisioning {name} for {service}: {error}"));
         let roles = Roles::of(service);
+        let user = |role: &str| match &password {
+            Some(password) => with_user(&admin, &format!("{role}:{}", encode(password))),
+            None => with_user(&admin, role),
+        };
         ServiceDatabase {
-            owner: with_user(&admin, &roles.owner),
-            runtime: with_user(&admin, &roles.runtime),
+            owner: user(&roles.owner),
+            runtime: user(&roles.runtime),
             admin,
         }
     }
@@ -56,7 +66,20 @@ impl ServiceDatabase {
     }
 }
 
-/// `url` with `user` (and no password) as its user.
+/// `text` percent-encoded for a URL's user information.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// `url` with `user` (and no password, unless `user` is `name:password`)
+/// as its user.
 pub fn with_user(url: &str, user: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
     let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
@@ -80,5 +103,6 @@ mod tests {
             with_user("postgres://127.0.0.1/o", "u"),
             "postgres://u@127.0.0.1/o"
         );
+        assert_eq!(encode("p@ss w:rd"), "p%40ss%20w%3Ard");
     }
 }
