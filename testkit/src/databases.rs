@@ -67,7 +67,7 @@ impl ServiceDatabase {
 }
 
 /// `text` percent-encoded for a URL's user information.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -53,9 +53,7 @@ pub fn redis_url() -> String {
 
 /// `url` (a `redis://` URL of the test server) as `user` with `password`.
 pub fn redis_url_as(url: &str, user: &str, password: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
-    format!("{scheme}://{user}:{password}@{rest}")
+    databases::with_user(url, &format!("{user}:{}", databases::encode(password)))
 }
 
 /// The server address of a `postgres://` or `amqp://` URL.

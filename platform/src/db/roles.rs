@@ -202,10 +202,13 @@ pub async fn provision(admin: &Config, what: &Provision<'_>) -> Result<Provision
         (&roles.runtime, what.runtime_password),
     ] {
         if !role_exists(&client, role).await.map_err(at)? {
-            run_formatted(&client, "CREATE ROLE %I", &[role])
-                .await
-                .map_err(at)?;
-            done.roles_created.push(role.clone());
+            match run_formatted(&client, "CREATE ROLE %I", &[role]).await {
+                Ok(()) => done.roles_created.push(role.clone()),
+                // Another session made it between our look and our create
+                // (roles are server-wide; the lock is per database).
+                Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
+                Err(error) => return Err(at(error)),
+            }
         }
         // An existing role is brought back to what it must be.
         run_formatted(
@@ -229,24 +232,15 @@ pub async fn provision(admin: &Config, what: &Provision<'_>) -> Result<Provision
         .await
         .map_err(at)?
         .is_some();
-    if exists {
-        run_formatted(
-            &client,
-            "ALTER DATABASE %I OWNER TO %I",
-            &[what.database, &roles.owner],
-        )
-        .await
-        .map_err(at)?;
+    let make_or_take = if exists {
+        "ALTER DATABASE %I OWNER TO %I"
     } else {
-        run_formatted(
-            &client,
-            "CREATE DATABASE %I OWNER %I",
-            &[what.database, &roles.owner],
-        )
+        "CREATE DATABASE %I OWNER %I"
+    };
+    run_formatted(&client, make_or_take, &[what.database, &roles.owner])
         .await
         .map_err(at)?;
-        done.database_created = true;
-    }
+    done.database_created = !exists;
     run_formatted(
         &client,
         "REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC",
@@ -337,12 +331,7 @@ async fn run_formatted(
         params.push(arg);
     }
     let statement: String = client.query_one(&query, &params).await?.get(0);
-    match client.batch_execute(&statement).await {
-        // Another server session made the same role between our look and
-        // our create (roles are server-wide; the lock is per database).
-        Err(error) if error.code() == Some(&SqlState::DUPLICATE_OBJECT) => Ok(()),
-        other => other,
-    }
+    client.batch_execute(&statement).await
 }
 
 #[cfg(test)]

@@ -45,24 +45,24 @@ pub(crate) async fn run(args: ProvisionArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The password a service's URL setting (or its `_FILE`) gives `role`, if
-/// it names that role with one: the roles' passwords are the services'
-/// own secrets, kept in one place.
-fn password_of(
+/// A service's URL setting (or its `_FILE`), read once, if set.
+fn service_url(
     environment: &Settings<'_>,
     setting: &str,
-    role: &str,
-) -> anyhow::Result<Option<String>> {
-    let Some(url) = environment.secret(setting)? else {
-        return Ok(None);
-    };
-    let config = platform::db::parse_url(setting, &url)?;
-    if config.get_user() != Some(role) {
-        return Ok(None);
+) -> anyhow::Result<Option<tokio_postgres::Config>> {
+    match environment.secret(setting)? {
+        Some(url) => Ok(Some(platform::db::parse_url(setting, &url)?)),
+        None => Ok(None),
     }
-    Ok(config
-        .get_password()
-        .map(|password| String::from_utf8_lossy(password).into_owned()))
+}
+
+/// The password a service's URL gives `role`, if it names that role with
+/// one: the roles' passwords are the services' own secrets, kept in one
+/// place.
+fn password_of(url: Option<&tokio_postgres::Config>, role: &str) -> Option<String> {
+    url.filter(|config| config.get_user() == Some(role))
+        .and_then(|config| config.get_password())
+        .map(|password| String::from_utf8_lossy(password).into_owned())
 }
 
 async fn postgres(args: PostgresArgs) -> anyhow::Result<()> {
@@ -77,19 +77,19 @@ async fn postgres(args: PostgresArgs) -> anyhow::Result<()> {
         format!("{prefix}_DATABASE_URL"),
         format!("{prefix}_DATABASE_OWNER_URL"),
     );
+    let runtime_url = service_url(&environment, &runtime_setting)?;
+    let owner_url = service_url(&environment, &owner_setting)?;
     let database = match args.database {
         Some(database) => database,
-        None => match environment.secret(&runtime_setting)? {
-            Some(url) => platform::db::parse_url(&runtime_setting, &url)?
-                .get_dbname()
-                .unwrap_or(default)
-                .to_owned(),
-            None => default.to_owned(),
-        },
+        None => runtime_url
+            .as_ref()
+            .and_then(|config| config.get_dbname())
+            .unwrap_or(default)
+            .to_owned(),
     };
     let roles = platform::db::Roles::of(service);
-    let owner_password = password_of(&environment, &owner_setting, &roles.owner)?;
-    let runtime_password = password_of(&environment, &runtime_setting, &roles.runtime)?;
+    let owner_password = password_of(owner_url.as_ref(), &roles.owner);
+    let runtime_password = password_of(runtime_url.as_ref(), &roles.runtime);
     let done = platform::db::provision(
         &admin,
         &Provision {
